@@ -1,0 +1,1 @@
+"""Calibration: steering and throttle pulse limits and trim, camera intrinsics, into car.toml."""

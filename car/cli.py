@@ -1,0 +1,53 @@
+"""The `car` command: one entry point, one subcommand per job. Handlers live in car/commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from car import __version__
+from car.commands import config as config_commands
+from car.commands import tub as tub_commands
+from car.errors import CarError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="car",
+        description="Autopilot for Donkey Car class RC cars: record, train, compile, drive.",
+    )
+    parser.add_argument("--version", action="version", version=f"car {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an unexpected error")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    config_commands.register(commands)
+    tub_commands.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="car: %(levelname)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except CarError as exc:
+        print(f"car: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("car: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"car: internal error: {type(exc).__name__}: {exc} (run again with --debug for "
+              "the traceback, and report it)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""`car tub info | check | delete | restore | hist | movie`."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from car.errors import CarError, TubError
+from car.tub.check import CheckReport, check_tub
+from car.tub.hist import write_histograms
+from car.tub.marks import set_deleted
+from car.tub.movie import write_movie
+from car.tub.reader import Tub
+from car.tub.repair import repair_tub
+
+SHOW_PER_KIND = 8  # problems listed per kind before "... and N more"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("tub", help="inspect and edit recorded tubs")
+    sub = parser.add_subparsers(dest="tub_command", metavar="ACTION", required=True)
+
+    info = sub.add_parser("info", help="summarise one or more tubs")
+    info.add_argument("paths", nargs="+", metavar="PATH", help="tub folders or globs")
+    info.add_argument("--json", action="store_true", help="print JSON (a list for several)")
+    info.set_defaults(handler=info_command)
+
+    check = sub.add_parser("check", help="find torn lines, missing or corrupt images, ...")
+    check.add_argument("path", metavar="PATH")
+    check.add_argument("--repair", action="store_true",
+                       help="fix what can be fixed (removed lines go to repair_log.jsonl)")
+    check.add_argument("--quick", action="store_true",
+                       help="check image files' markers without decoding them")
+    check.set_defaults(handler=check_command)
+
+    for name, verb in (("delete", "soft-delete"), ("restore", "undo a soft delete of")):
+        edit = sub.add_parser(name, help=f"{verb} records by index range")
+        edit.add_argument("path", metavar="PATH")
+        edit.add_argument("ranges", nargs="+", metavar="START:END",
+                          help="half-open index ranges like Python slices (100:200 is "
+                               "100..199); also N, START: or :END")
+        edit.set_defaults(handler=delete_command if name == "delete" else restore_command)
+
+    hist = sub.add_parser("hist", help="steering and throttle histograms as a PNG")
+    hist.add_argument("paths", nargs="+", metavar="PATH")
+    hist.add_argument("--out", required=True, help="PNG to write")
+    hist.add_argument("--steering-key", default="user/angle")
+    hist.add_argument("--throttle-key", default="user/throttle")
+    hist.set_defaults(handler=hist_command)
+
+    movie = sub.add_parser("movie", help="a video of the frames with steering and throttle")
+    movie.add_argument("path", metavar="PATH")
+    movie.add_argument("--out", required=True, help="video to write (.mp4 or .avi)")
+    movie.add_argument("--scale", type=int, default=3, help="enlarge frames (default 3)")
+    movie.add_argument("--fps", type=float, help="frame rate (default: as recorded)")
+    movie.add_argument("--start", type=int, help="first index")
+    movie.add_argument("--end", type=int, help="stop before this index")
+    movie.add_argument("--skip-broken", action="store_true",
+                       help="skip records whose image is missing or corrupt, and count them")
+    movie.add_argument("--steering-key", default="user/angle")
+    movie.add_argument("--throttle-key", default="user/throttle")
+    movie.set_defaults(handler=movie_command)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def expand_paths(patterns: list[str]) -> list[Path]:
+    """Tub paths from arguments that may be globs; a glob that matches nothing is an error."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            matches = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_dir())
+            if not matches:
+                raise TubError(f"{pattern}: matches no folder")
+            paths += matches
+        else:
+            paths.append(Path(pattern))
+    return paths
+
+
+def parse_ranges(texts: list[str]) -> list[range]:
+    """``START:END`` (half-open), ``N``, ``START:`` or ``:END`` as ranges (open ends to 2**62)."""
+    out = []
+    for text in texts:
+        start_text, colon, end_text = text.partition(":")
+        try:
+            start = int(start_text) if start_text.strip() else 0
+            end = (int(end_text) if end_text.strip() else 2**62) if colon else start + 1
+        except ValueError:
+            raise CarError(f"range '{text}': expected START:END with whole numbers, "
+                           "e.g. 100:200") from None
+        if start < 0 or end <= start:
+            raise CarError(f"range '{text}': need 0 <= START < END (ranges are half-open like "
+                           "Python slices: 100:200 is 100..199)")
+        out.append(range(start, end))
+    return out
+
+
+def _span(indexes: list[int]) -> str:
+    return f"{indexes[0]}..{indexes[-1]}" if len(indexes) > 1 else str(indexes[0])
+
+
+def _progress(items: Any, desc: str) -> Any:
+    return tqdm(items, desc=desc, unit="rec", leave=False, disable=None, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- handlers
+
+
+def info_command(args: argparse.Namespace) -> None:
+    tubs = [Tub(p) for p in expand_paths(args.paths)]
+    infos = [tub.info() for tub in tubs]
+    if args.json:
+        print(json.dumps(infos[0] if len(infos) == 1 and not glob.has_magic(args.paths[0])
+                         else infos, indent=2))
+        return
+    for info in infos:
+        print(format_info(info))
+
+
+def format_info(info: dict[str, Any]) -> str:
+    lines = [f"tub       {info['path']}  ({info['format']})"]
+    extra = f", {info['tombstones']} crash tombstones" if info["tombstones"] else ""
+    lines.append(f"records   {info['records']} live, {info['deleted']} deleted{extra}; "
+                 f"next index {info['current_index']}, {info['catalogs']} catalog(s)")
+    for session in info["sessions"]:
+        lines.append(f"session   {session['id'] or '(no session id)'}: "
+                     f"{session['records']} records")
+    if info["first_timestamp_ms"]:
+        first_s = info["first_timestamp_ms"] / 1000
+        start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(first_s))
+        duration = info["duration_s"] or 0.0
+        rate = f", {(info['records'] - 1) / duration:.1f} Hz" if duration > 0 else ""
+        lines.append(f"time      {start}, {duration:.1f} s{rate}")
+    lines.append("inputs    " + ", ".join(f"{i} ({t})" for i, t in zip(info["inputs"],
+                                                                          info["types"])))
+    if info["damage"]:
+        lines.append(f"damage    {len(info['damage'])} problem(s), e.g. {info['damage'][0]}; "
+                     "run `car tub check`")
+    return "\n".join(lines)
+
+
+def check_command(args: argparse.Namespace) -> int:
+    report = check_tub(args.path, decode=not args.quick, progress=sys.stderr.isatty())
+    print(format_report(report))
+    if not report.problems:
+        return 0
+    if not args.repair:
+        if report.repairable:
+            print(f"run `car tub check {args.path} --repair` to fix "
+                  f"{len(report.repairable)} of them")
+        return 1
+    for line in repair_tub(report):
+        print(f"repaired: {line}")
+    after = check_tub(args.path, decode=not args.quick, progress=sys.stderr.isatty())
+    print(f"after repair: {len(after.problems)} problem(s) left")
+    for problem in after.problems:
+        print(f"  {problem.where}: {problem.what}")
+    return 1 if after.problems else 0
+
+
+def format_report(report: CheckReport) -> str:
+    tub = report.path
+    records = sum(1 for _ in report.scan.records())
+    head = (f"{tub}: {records} record lines in {len(report.scan.catalogs)} catalog(s), "
+            f"{report.images_checked} images checked")
+    if not report.problems:
+        return head + "; no problems"
+    lines = [head + f"; {len(report.problems)} problem(s):"]
+    by_kind: dict[str, list[Any]] = {}
+    for problem in report.problems:
+        by_kind.setdefault(problem.kind, []).append(problem)
+    for problems in by_kind.values():
+        for problem in problems[:SHOW_PER_KIND]:
+            fix = f"  [repair: {problem.fix}]" if problem.fix else "  [cannot be repaired]"
+            lines.append(f"  {problem.where}: {problem.what}{fix}")
+        if len(problems) > SHOW_PER_KIND:
+            lines.append(f"  ... and {len(problems) - SHOW_PER_KIND} more like these")
+    return "\n".join(lines)
+
+
+def _edit(args: argparse.Namespace, deleted: bool) -> None:
+    changed = set_deleted(args.path, parse_ranges(args.ranges), deleted=deleted)
+    remaining = len(Tub(args.path))
+    verb = "deleted" if deleted else "restored"
+    if not changed:
+        state = "already deleted" if deleted else "not deleted"
+        print(f"nothing {verb}: those records are {state}; {remaining} live records")
+        return
+    print(f"{verb} {len(changed)} record(s) ({_span(changed)}) in {args.path}; "
+          f"{remaining} live records")
+    if deleted:
+        print(f"undo with: car tub restore {args.path} {' '.join(args.ranges)}")
+
+
+def delete_command(args: argparse.Namespace) -> None:
+    _edit(args, deleted=True)
+
+
+def restore_command(args: argparse.Namespace) -> None:
+    _edit(args, deleted=False)
+
+
+def hist_command(args: argparse.Namespace) -> None:
+    tubs = [Tub(p) for p in expand_paths(args.paths)]
+    out = write_histograms(tubs, args.out, args.steering_key, args.throttle_key)
+    print(f"wrote {out} ({sum(len(t) for t in tubs)} records from {len(tubs)} tub(s))")
+
+
+def movie_command(args: argparse.Namespace) -> None:
+    tub = Tub(args.path)
+    out, frames, skipped = write_movie(
+        tub, args.out, scale=args.scale, fps=args.fps, start=args.start, end=args.end,
+        steering_key=args.steering_key, throttle_key=args.throttle_key,
+        skip_broken=args.skip_broken, progress=lambda items: _progress(items, "movie"))
+    note = f"; skipped {skipped} record(s) with a broken image" if skipped else ""
+    print(f"wrote {out} ({frames} frames){note}")

@@ -1,0 +1,333 @@
+"""The one config file, `car.toml`, read into frozen dataclasses (one per concern).
+
+Every field carries its help text, so `car config init` writes a fully commented file that
+can never drift from the code. An unknown key or a value of the wrong type is a ConfigError
+naming the key and the file. Flags override the file through ``--set section.key=value``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import sys
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from car.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+DEFAULT_FILE = "car.toml"
+ENV_VAR = "CAR_CONFIG"
+
+
+def _field(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+           choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field with its help text and bounds, checked on load."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """The camera that feeds the drive loop."""
+
+    source: str = _field(
+        "sim",
+        "Frame source: 'sim' (embedded simulator), 'usb:INDEX', 'csi' (Jetson CSI camera "
+        "through GStreamer), 'gst:PIPELINE' or 'replay:TUB_PATH'.",
+    )
+    width: int = _field(160, "Frame width in pixels.", min=16, max=4096)
+    height: int = _field(120, "Frame height in pixels.", min=16, max=4096)
+    fps: float = _field(60.0, "Frames per second asked of the camera.", min=1, max=1000)
+
+
+@dataclass(frozen=True)
+class DriveConfig:
+    """The drive loop."""
+
+    rate_hz: float = _field(20.0, "Loop rate in Hz (donkeycar's default is 20).", min=1, max=1000)
+    max_throttle: float = _field(
+        0.5, "Largest throttle the autopilot may command, in [0, 1].", min=0, max=1
+    )
+    start_mode: str = _field(
+        "user", "Mode at start: 'user', 'local_angle' (pilot steers) or 'local' (pilot drives).",
+        choices=("user", "local_angle", "local"),
+    )
+
+
+@dataclass(frozen=True)
+class ActuatorConfig:
+    """The serial microcontroller that drives the steering servo and the ESC."""
+
+    port: str = _field("/dev/ttyACM0", "Serial port of the microcontroller.")
+    baud: int = _field(115200, "Serial baud rate.", min=1200, max=4_000_000)
+    timeout_ms: int = _field(
+        250, "MCU watchdog: outputs go neutral when no command arrives for this long.",
+        min=20, max=5000,
+    )
+    steering_min_us: int = _field(1000, "Steering pulse at full left, in µs.", min=500, max=2500)
+    steering_neutral_us: int = _field(1500, "Steering pulse straight ahead, in µs.",
+                                      min=500, max=2500)
+    steering_max_us: int = _field(2000, "Steering pulse at full right, in µs.", min=500, max=2500)
+    throttle_min_us: int = _field(1000, "Throttle pulse at full reverse, in µs.", min=500, max=2500)
+    throttle_neutral_us: int = _field(1500, "Throttle pulse at stop, in µs.", min=500, max=2500)
+    throttle_max_us: int = _field(2000, "Throttle pulse at full forward, in µs.", min=500, max=2500)
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """Recording into tubs."""
+
+    jpeg_quality: int = _field(90, "JPEG quality of recorded frames (1-100).", min=1, max=100)
+    queue_size: int = _field(
+        120, "Records the background writer may hold before it drops (and counts) new ones.",
+        min=1, max=100_000,
+    )
+    checkpoint_interval_s: float = _field(
+        1.0, "How often the writer makes recorded data durable (fsync), in seconds.",
+        min=0.01, max=60,
+    )
+    catalog_max_len: int = _field(1000, "Records per catalog file (donkeycar uses 1000).",
+                                  min=1, max=1_000_000)
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """Where data and models live. Relative paths are relative to the working directory."""
+
+    data_dir: str = _field("data", "Folder that holds recorded tubs.")
+    models_dir: str = _field("models", "Folder that holds trained models and their manifests.")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole effective configuration."""
+
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    drive: DriveConfig = field(default_factory=DriveConfig)
+    actuator: ActuatorConfig = field(default_factory=ActuatorConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    source: str = field(default="defaults", compare=False)  # where it was read from
+
+
+SECTIONS: dict[str, type] = {
+    f.name: f.default_factory  # type: ignore[misc]
+    for f in dataclasses.fields(Config)
+    if f.name != "source"
+}
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def find_config_file(explicit: str | os.PathLike | None) -> Path | None:
+    """The file to read: the explicit one, else $CAR_CONFIG, else ./car.toml if present."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found; create one with `car config init`")
+        return path
+    env = os.environ.get(ENV_VAR)
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file named by ${ENV_VAR} not found")
+        return path
+    path = Path(DEFAULT_FILE)
+    return path if path.is_file() else None
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Read the config file (see find_config_file), then apply ``section.key=value`` overrides."""
+    file = find_config_file(path)
+    values: dict[str, dict[str, Any]] = {}
+    origins: dict[str, str] = {}  # "section.key" -> where its value came from
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: cannot read: {exc}") from None
+        values = _check_tree(data, str(file))
+        origins = {f"{s}.{k}": str(file) for s, table in values.items() for k in table}
+    overrides = list(overrides)
+    for item in overrides:
+        section, key, value = parse_override(item)
+        values.setdefault(section, {})[key] = value
+        origins[f"{section}.{key}"] = f"--set {item!r}"
+    source = str(file) if file else "defaults"
+    if overrides:
+        source += f" + {len(overrides)} override(s)"
+    return build_config(values, origins, source=source)
+
+
+def parse_override(item: str) -> tuple[str, str, Any]:
+    """Split ``section.key=value``; the value is read as a TOML value, else as a plain string."""
+    name, sep, text = item.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not key:
+        raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. drive.rate_hz=30")
+    _check_key(section, key, f"--set {item!r}")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return section, key, value
+
+
+def build_config(values: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str],
+                 source: str) -> Config:
+    """Make a Config from ``{section: {key: value}}``, checking every type, bound and choice.
+
+    ``origins`` maps ``section.key`` to where the value came from, for error messages.
+    """
+    sections = {}
+    for section, cls in SECTIONS.items():
+        given = values.get(section, {})
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name in given:
+                name = f"{section}.{f.name}"
+                kwargs[f.name] = _coerce(given[f.name], hints[f.name], f, name,
+                                         origins.get(name, source))
+        sections[section] = cls(**kwargs)
+    config = Config(**sections, source=source)
+    _check_cross_fields(config, source)
+    return config
+
+
+def _check_tree(data: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{where}: unknown section [{section}]{_suggest(section, SECTIONS)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: '{section}' must be a table ([{section}])")
+        for key in table:
+            _check_key(section, key, where)
+        out[section] = dict(table)
+    return out
+
+
+def _check_key(section: str, key: str, where: str) -> None:
+    if section not in SECTIONS:
+        raise ConfigError(f"{where}: unknown section '{section}'{_suggest(section, SECTIONS)}")
+    names = [f.name for f in dataclasses.fields(SECTIONS[section])]
+    if key not in names:
+        raise ConfigError(
+            f"{where}: unknown key '{section}.{key}'{_suggest(key, names, section + '.')}"
+        )
+
+
+def _suggest(word: str, options: Iterable[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _coerce(value: Any, tp: type, f: dataclasses.Field, name: str, where: str) -> Any:
+    ok = (
+        (tp is bool and isinstance(value, bool))
+        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (tp is str and isinstance(value, str))
+    )
+    if not ok:
+        raise ConfigError(
+            f"{where}: {name} must be {_TYPE_NAMES[tp]}, got {_show(value)} "
+            f"({type(value).__name__})"
+        )
+    if tp is float:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {name} must be a finite number, got {value}")
+    meta = f.metadata
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ConfigError(f"{where}: {name} must be at least {meta['min']}, got {value}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ConfigError(f"{where}: {name} must be at most {meta['max']}, got {value}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(
+            f"{where}: {name} must be one of {', '.join(meta['choices'])}; got {_show(value)}"
+        )
+    return value
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_cross_fields(config: Config, where: str) -> None:
+    a = config.actuator
+    for name in ("steering", "throttle"):
+        lo, mid, hi = (getattr(a, f"{name}_{k}_us") for k in ("min", "neutral", "max"))
+        if not lo < mid < hi:
+            raise ConfigError(
+                f"{where}: actuator.{name}_min_us < {name}_neutral_us < {name}_max_us must "
+                f"hold, got {lo} < {mid} < {hi}"
+            )
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(value)
+
+
+def render_toml(config: Config, comments: bool) -> str:
+    """TOML text for a config; with comments it is the file `car config init` writes."""
+    lines: list[str] = []
+    if comments:
+        lines += [
+            "# car.toml: the one config file of the car. Every key is shown at its default.",
+            "# Flags override it: `car ... --set section.key=value`.",
+            "# Steering and throttle are normalised to [-1, 1]; steering +1 is full right.",
+            "",
+        ]
+    for section, cls in SECTIONS.items():
+        if comments:
+            lines.append(f"# {(cls.__doc__ or '').strip()}")
+        lines.append(f"[{section}]")
+        values = getattr(config, section)
+        for f in dataclasses.fields(cls):
+            if comments:
+                lines.append(f"# {f.metadata['help']}")
+            lines.append(f"{f.name} = {_toml_value(getattr(values, f.name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def config_as_dict(config: Config) -> dict[str, dict[str, Any]]:
+    """The config as plain nested dicts (no ``source``)."""
+    return {section: dataclasses.asdict(getattr(config, section)) for section in SECTIONS}
+
+
+def write_default_config(path: str | os.PathLike, force: bool = False) -> Path:
+    """Write the fully commented default `car.toml`; never overwrite without ``force``."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_toml(Config(), comments=True), encoding="utf-8")
+    return path

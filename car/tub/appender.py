@@ -1,0 +1,362 @@
+"""Appending records to a tub, synchronously, with crash recovery on open.
+
+Write order for one record, chosen so that a kill -9 at any instant leaves a tub that
+reopens cleanly:
+
+1. each image is created with ``O_EXCL``: an existing file is never overwritten;
+2. the catalog line is appended with one ``write()`` call;
+3. every ``checkpoint()`` fsyncs the new images and the catalog, then replaces the catalog
+   manifest and ``manifest.json`` atomically (write a temp file, fsync, rename).
+
+Opening a tub that a crash interrupted (ours or donkeycar's) repairs it before appending:
+a torn last line is removed (its bytes go to ``repair_log.jsonl``), catalogs the manifest
+does not list yet are added, and the next index is recomputed from what is on disk: past
+every record *and* every image file, so no index is reused. Indexes skipped that way get a
+deleted tombstone line, so line N of the catalog stream keeps holding ``_index`` N.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from car.errors import TubError
+from car.tub import images
+from car.tub.format import (
+    CAPTURE_MS,
+    DEFAULT_MAX_LEN,
+    IMAGE_TYPES,
+    IMAGES,
+    INDEX,
+    LOCK,
+    MANIFEST,
+    SESSION_ID,
+    TIMESTAMP_MS,
+    TOMBSTONE,
+    Manifest,
+    atomic_write,
+    catalog_manifest_name,
+    catalog_manifest_text,
+    fsync_dir,
+    image_file_name,
+    log_repair,
+    read_catalog_manifest,
+    record_line,
+    session_number,
+)
+from car.tub.lock import TubLock
+from car.tub.scan import TubScan, image_files, next_catalog_name, scan_tub
+from car.tub.values import check_inputs
+
+log = logging.getLogger(__name__)
+
+MAX_LOST = 100_000  # more indexes than this lost to a crash means a stray file, not a crash
+
+
+class _OpenCatalog:
+    """The catalog file records are appended to, and what its manifest needs."""
+
+    def __init__(self, tub: Path, name: str, start_index: int, line_lengths: list[int],
+                 created_at: float):
+        self.name = name
+        self.path = tub / name
+        self.start_index = start_index
+        self.line_lengths = line_lengths
+        self.created_at = created_at
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.dirty = True
+
+    def append(self, line: bytes) -> None:
+        written = os.write(self.fd, line)
+        if written != len(line):  # a regular file only writes short when the disk is full
+            raise OSError(f"short write to {self.path} ({written} of {len(line)} bytes)")
+        self.line_lengths.append(len(line))
+        self.dirty = True
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+        if self.dirty:
+            atomic_write(self.path.with_name(catalog_manifest_name(self.name)),
+                         catalog_manifest_text(self.name, self.created_at, self.start_index,
+                                               self.line_lengths))
+            self.dirty = False
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class TubAppender:
+    """Appends records to one tub. Holds the tub's lock until closed. Not thread-safe."""
+
+    def __init__(self, path: str | os.PathLike, inputs: list[str] | None = None,
+                 types: list[str] | None = None, metadata: Mapping[str, Any] | None = None,
+                 *, jpeg_quality: int = 90, max_len: int = DEFAULT_MAX_LEN,
+                 lock: TubLock | None = None):
+        self.path = Path(path).absolute()
+        self.jpeg_quality = jpeg_quality
+        self.repairs: list[str] = []
+        self._catalog: _OpenCatalog | None = None
+        self._unsynced_images: list[Path] = []
+        self._manifest_dirty = False
+        self._session_recorded = False
+        _check_target(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = lock or TubLock(self.path)
+        try:
+            if (self.path / MANIFEST).exists():
+                scan = self._open_existing(inputs, types)
+            else:
+                scan = self._create(inputs, types, metadata, max_len)
+            (self.path / IMAGES).mkdir(exist_ok=True)
+            self.tombstones = {r[INDEX] for r in scan.records() if TOMBSTONE in r}
+            self.session_number = _next_session_number(scan)
+            self.session_id = f"{time.strftime('%y-%m-%d')}_{self.session_number}"
+            self.checkpoint()
+        except BaseException:
+            self._close_files()
+            raise
+
+    # ------------------------------------------------------------------ opening
+
+    def _create(self, inputs: list[str] | None, types: list[str] | None,
+                metadata: Mapping[str, Any] | None, max_len: int) -> TubScan:
+        if not inputs or not types:
+            raise TubError(f"{self.path}: a new tub needs its inputs and types")
+        check_inputs(inputs, types)
+        self.manifest = Manifest(inputs=list(inputs), types=list(types),
+                                 metadata=dict(metadata or {}),
+                                 manifest_metadata={"created_at": time.time()}, max_len=max_len)
+        self.next_index = 0
+        self._manifest_dirty = True
+        return scan_tub(self.path, self.manifest)
+
+    def _open_existing(self, inputs: list[str] | None, types: list[str] | None) -> TubScan:
+        for leftover in [*self.path.glob("*.tmp"), *(self.path / IMAGES).glob("*.tmp")]:
+            leftover.unlink()  # our own half-written temp files; the originals are intact
+        self.manifest = Manifest.read(self.path)
+        if inputs is not None and (inputs != self.manifest.inputs
+                                   or list(types or []) != self.manifest.types):
+            raise TubError(
+                f"{self.path}: was recorded with inputs {self.manifest.inputs} of types "
+                f"{self.manifest.types}; record these fields into a new tub"
+            )
+        scan = scan_tub(self.path, self.manifest)
+        for catalog in scan.catalogs:
+            if catalog.torn_tail:
+                self._repair("drop_torn_line",
+                             f"{catalog.name}: removed a torn last line "
+                             f"({len(catalog.torn_tail)} bytes) left by a crash",
+                             catalog.torn_tail)
+                os.truncate(catalog.path, catalog.good_length)
+            if catalog.missing_newline:
+                self._repair("add_newline", f"{catalog.name}: ended its last line")
+                with open(catalog.path, "ab") as f:
+                    f.write(b"\n")
+                catalog.lines[-1].length += 1
+            if not catalog.listed:
+                self._repair("list_catalog",
+                             f"{catalog.name}: added to manifest.json (a crash came first)")
+                self.manifest.catalog_paths.append(catalog.name)
+                catalog.listed = True
+        last_record = scan.max_record_index
+        on_disk = max(image_files(self.path), default=-1)
+        self.next_index = max(self.manifest.current_index, last_record + 1, on_disk + 1)
+        if self.next_index != self.manifest.current_index:
+            self._manifest_dirty = True
+        if scan.catalogs:
+            self._reopen_catalog(scan)
+        lost = range(last_record + 1, self.next_index)
+        if lost:
+            self._repair("tombstone",
+                         f"indexes {lost.start}..{lost.stop - 1}: written by a crashed session "
+                         "without a catalog line; kept as deleted tombstones (never reused)")
+            if len(lost) > MAX_LOST:
+                raise TubError(f"{self.path}: images/ holds a file of index {lost.stop - 1}, far "
+                               f"past the last record ({last_record}); move it out of images/")
+            for index in lost:
+                self._append_line(index, {INDEX: index, SESSION_ID: "recovered",
+                                          TIMESTAMP_MS: _now_ms(), TOMBSTONE: "crash"})
+                self.manifest.deleted_indexes.add(index)
+        return scan
+
+    def _reopen_catalog(self, scan: TubScan) -> None:
+        last = scan.catalogs[-1]
+        meta = read_catalog_manifest(last.path.with_name(catalog_manifest_name(last.name))) or {}
+        lengths = [line.length for line in last.lines]
+        first = last.lines[0].record if last.lines and last.lines[0].record else None
+        start = first[INDEX] if first else meta.get("start_index", self.next_index)
+        self._catalog = _OpenCatalog(self.path, last.name, int(start), lengths,
+                                     float(meta.get("created_at", time.time())))
+        self._catalog.dirty = meta.get("line_lengths") != lengths
+
+    def _repair(self, action: str, detail: str, data: bytes | None = None) -> None:
+        log.warning("repaired tub %s: %s", self.path, detail)
+        self.repairs.append(log_repair(self.path, action, detail, data))
+        self._manifest_dirty = True
+
+    # ------------------------------------------------------------------ writing
+
+    @property
+    def input_types(self) -> dict[str, str]:
+        return self.manifest.input_types
+
+    def append(self, values: Mapping[str, Any], timestamp_ms: int | None = None,
+               capture_ms: float | None = None) -> int:
+        """Write one record (values already checked by ``prepare_record``); return its index."""
+        index = self.next_index
+        record: dict[str, Any] = {}
+        types = self.input_types
+        for key, value in values.items():
+            type_name = types[key]
+            if type_name in IMAGE_TYPES:
+                name = image_file_name(index, key, type_name)
+                self._write_image(name, images.encode(value, type_name, self.jpeg_quality))
+                record[key] = name
+            else:
+                record[key] = value
+        record[INDEX] = index
+        record[SESSION_ID] = self.session_id
+        record[TIMESTAMP_MS] = _now_ms() if timestamp_ms is None else int(timestamp_ms)
+        if capture_ms is not None:
+            record[CAPTURE_MS] = round(float(capture_ms), 3)
+        self._append_line(index, record)
+        if not self._session_recorded:
+            self._record_session()
+        return index
+
+    def _write_image(self, name: str, data: bytes) -> None:
+        path = self.path / IMAGES / name
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise TubError(f"{path}: already exists and will not be overwritten; is another "
+                           "program writing this tub?") from None
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        self._unsynced_images.append(path)
+
+    def _append_line(self, index: int, record: dict[str, Any]) -> None:
+        catalog = self._catalog
+        if catalog is None or (index % self.manifest.max_len == 0 and catalog.line_lengths):
+            self._start_catalog(index)
+            catalog = self._catalog
+        assert catalog is not None
+        catalog.append(record_line(record))
+        self.next_index = index + 1
+        self._manifest_dirty = True
+
+    def _start_catalog(self, index: int) -> None:
+        if self._catalog is not None:
+            self._catalog.sync()
+            self._catalog.close()
+        name = next_catalog_name(self.path, self.manifest)
+        self._catalog = _OpenCatalog(self.path, name, index, [], time.time())
+        self._catalog.sync()  # its manifest exists before the manifest lists it
+        self.manifest.catalog_paths.append(name)
+        self._write_manifest()
+
+    def _record_session(self) -> None:
+        sessions = self.manifest.manifest_metadata.setdefault("sessions", {})
+        sessions.setdefault("all_full_ids", []).append(self.session_id)
+        sessions["last_id"] = self.session_number
+        sessions["last_full_id"] = self.session_id
+        self._session_recorded = True
+
+    # ------------------------------------------------------------------ deleting
+
+    def delete(self, indexes: Iterable[int]) -> list[int]:
+        """Soft-delete: mark indexes deleted (restorable). Returns those newly deleted."""
+        new = sorted(set(indexes) - self.manifest.deleted_indexes)
+        self.manifest.deleted_indexes.update(new)
+        self._write_manifest()
+        return new
+
+    def restore(self, indexes: Iterable[int]) -> list[int]:
+        """Undo a soft delete. Tombstones stay deleted. Returns the indexes restored."""
+        back = sorted((set(indexes) & self.manifest.deleted_indexes) - self.tombstones)
+        self.manifest.deleted_indexes.difference_update(back)
+        self._write_manifest()
+        return back
+
+    def delete_last(self, count: int) -> list[int]:
+        """Soft-delete the last ``count`` live records (the "erase last N" button)."""
+        dead = self.manifest.deleted_indexes | self.tombstones
+        chosen: list[int] = []
+        index = self.next_index - 1
+        while index >= 0 and len(chosen) < count:
+            if index not in dead:
+                chosen.append(index)
+            index -= 1
+        return self.delete(chosen)
+
+    # ------------------------------------------------------------------ durability
+
+    def checkpoint(self) -> None:
+        """Make everything appended so far durable, and the manifests match it."""
+        for path in self._unsynced_images:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if self._unsynced_images:
+            fsync_dir(self.path / IMAGES)
+            self._unsynced_images.clear()
+        if self._catalog is not None:
+            self._catalog.sync()
+        if self._manifest_dirty:
+            self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        self.manifest.current_index = self.next_index
+        self.manifest.write(self.path)
+        self._manifest_dirty = False
+
+    def close(self) -> None:
+        try:
+            self.checkpoint()
+        finally:
+            self._close_files()
+
+    def _close_files(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+        self._lock.release()
+
+    def __enter__(self) -> TubAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _now_ms() -> int:
+    return round(time.time() * 1000)
+
+
+def _next_session_number(scan: TubScan) -> int:
+    numbers = [session_number(r.get(SESSION_ID)) for r in scan.records()]
+    last = scan.manifest.sessions.get("last_id", -1)
+    return max([n for n in numbers if n is not None] + [int(last)]) + 1
+
+
+def _check_target(path: Path) -> None:
+    """Refuse to turn a folder of other files into a tub."""
+    if path.exists() and not path.is_dir():
+        raise TubError(f"{path}: exists and is not a folder; give a tub folder")
+    if path.is_dir() and not (path / MANIFEST).exists():
+        if any(path.glob("catalog_*.catalog")):
+            raise TubError(f"{path}: manifest.json is missing; run `car tub check --repair` "
+                           "to rebuild it from the catalogs")
+        if any(p.name not in (IMAGES, LOCK) for p in path.iterdir()):
+            raise TubError(f"{path}: exists, is not empty and is not a tub; record into a "
+                           "new or empty folder")

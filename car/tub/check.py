@@ -1,0 +1,174 @@
+"""`car tub check`: find everything wrong with a tub, without changing a byte of it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from car.errors import TubError
+from car.tub import images
+from car.tub.format import (
+    IMAGE_TYPES,
+    IMAGES,
+    INDEX,
+    TOMBSTONE,
+    Manifest,
+    catalog_manifest_name,
+    read_catalog_manifest,
+)
+from car.tub.rebuild import rebuild_manifest
+from car.tub.scan import TubScan, image_files, scan_tub
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # a stable name, e.g. "torn_line", "missing_image"
+    where: str  # file, and line or record
+    what: str
+    fix: str | None  # what --repair does about it; None if it cannot
+    index: int | None = None  # the record concerned, if one
+
+
+@dataclass
+class CheckReport:
+    path: Path
+    scan: TubScan
+    manifest_ok: bool
+    problems: list[Problem] = field(default_factory=list)
+    images_checked: int = 0
+
+    @property
+    def repairable(self) -> list[Problem]:
+        return [p for p in self.problems if p.fix]
+
+    def kinds(self) -> set[str]:
+        return {p.kind for p in self.problems}
+
+
+def check_tub(path: str | os.PathLike, decode: bool = True, progress: bool = False) -> CheckReport:
+    """Report every defect of the tub at ``path``. ``decode`` decodes every image too."""
+    tub = Path(path).absolute()
+    problems: list[Problem] = []
+    try:
+        manifest = Manifest.read(tub)
+        manifest_ok = True
+    except TubError as exc:
+        if not any(tub.glob("catalog_*.catalog")):
+            raise
+        manifest, _ = rebuild_manifest(tub)
+        manifest_ok = False
+        problems.append(Problem("bad_manifest", "manifest.json", str(exc).split(": ", 1)[-1],
+                                "rebuild it from the catalogs"))
+    scan = scan_tub(tub, manifest)
+    report = CheckReport(tub, scan, manifest_ok, problems)
+    problems += _catalog_problems(scan)
+    problems += _index_problems(scan, manifest_ok)
+    problems += _image_problems(report, decode, progress)
+    problems += [Problem("temp_file", p.name, "half-written temp file left by a crash",
+                         "remove it") for p in _temp_files(tub)]
+    return report
+
+
+def _catalog_problems(scan: TubScan) -> Iterable[Problem]:
+    for name in scan.missing_catalogs:
+        yield Problem("missing_catalog", name, "listed in manifest.json but missing; its "
+                      "records are lost", "stop listing it")
+    for catalog in scan.catalogs:
+        if not catalog.listed:
+            yield Problem("unlisted_catalog", catalog.name, "not listed in manifest.json "
+                          "(a crash came before the manifest update)", "list it")
+        for line in catalog.lines:
+            if line.error:
+                yield Problem("bad_line", f"{catalog.name} line {line.number}", line.error,
+                              "remove the line (kept in repair_log.jsonl)")
+        if catalog.torn_tail:
+            yield Problem("torn_line", f"{catalog.name} line {len(catalog.lines) + 1}",
+                          f"torn last line ({len(catalog.torn_tail)} bytes; a crash while "
+                          "writing)", "remove it (kept in repair_log.jsonl)")
+        if catalog.missing_newline:
+            yield Problem("missing_newline", f"{catalog.name} line {len(catalog.lines)}",
+                          "last line has no newline", "add it")
+        meta = read_catalog_manifest(catalog.path.with_name(catalog_manifest_name(catalog.name)))
+        lengths = [line.length for line in catalog.lines]
+        if meta is None or meta.get("line_lengths") != lengths:
+            yield Problem("stale_catalog_manifest", catalog_manifest_name(catalog.name),
+                          "missing, or its line lengths do not match the catalog", "rewrite it")
+
+
+def _index_problems(scan: TubScan, manifest_ok: bool) -> Iterable[Problem]:
+    seen: dict[int, str] = {}
+    for line in scan.lines():
+        if line.record is None:
+            continue
+        index = line.record[INDEX]
+        where = f"{line.catalog} line {line.number}"
+        if index in seen:
+            yield Problem("duplicate_index", seen[index],
+                          f"index {index} is written again at {where} (a crashed donkeycar "
+                          "session reused it and overwrote its image)",
+                          "remove the earlier line (kept in repair_log.jsonl)", index)
+        seen[index] = where
+    last = scan.max_record_index
+    if manifest_ok and scan.manifest.current_index < last + 1:
+        yield Problem("stale_manifest", "manifest.json",
+                      f"current_index is {scan.manifest.current_index} but records reach "
+                      f"{last}; a writer would reuse indexes", "set it to the next free index")
+    orphans = sorted(i for i in image_files(scan.path) if i > last)
+    if orphans:
+        yield Problem("orphan_image", f"{IMAGES}/ (indexes {orphans[0]}..{orphans[-1]})",
+                      f"{len(orphans)} image index(es) past the last record (a crash came "
+                      "before their catalog lines)", "keep them as deleted tombstones")
+
+
+def _image_problems(report: CheckReport, decode: bool, progress: bool) -> list[Problem]:
+    manifest = report.scan.manifest
+    keys = [(k, t) for k, t in manifest.input_types.items() if t in IMAGE_TYPES]
+    if not keys:
+        return []
+    latest = {r[INDEX]: r for r in report.scan.records()}  # a later duplicate wins
+    records = [r for i, r in latest.items()
+               if TOMBSTONE not in r and i not in manifest.deleted_indexes]
+    problems = []
+    for record in tqdm(records, desc="checking images", unit="rec", disable=not progress,
+                       leave=False):
+        for key, type_name in keys:
+            problem = _image_problem(report.path, record, key, type_name, decode)
+            report.images_checked += 1
+            if problem:
+                problems.append(problem)
+    return problems
+
+
+def _image_problem(tub: Path, record: dict[str, Any], key: str, type_name: str,
+                   decode: bool) -> Problem | None:
+    index = record[INDEX]
+    name = record.get(key)
+    if name is None:
+        return None  # the field was not recorded for this record (donkeycar allows that)
+    fix = "mark the record deleted (restorable)"
+    where = f"{IMAGES}/{name}"
+    if not isinstance(name, str):
+        return Problem("bad_image_field", f"record {index}", f"'{key}' is not a file name",
+                       fix, index)
+    try:
+        data = (tub / IMAGES / name).read_bytes()
+    except FileNotFoundError:
+        return Problem("missing_image", where, f"image of record {index} is missing", fix, index)
+    except OSError as exc:
+        return Problem("unreadable_image", where, f"cannot read: {exc}", fix, index)
+    defect = images.defect(data, type_name)
+    if defect is None and decode and images.decode(data, type_name) is None:
+        defect = "cannot be decoded"
+    if defect:
+        return Problem("unreadable_image", where, f"image of record {index}: {defect}", fix,
+                       index)
+    return None
+
+
+def _temp_files(tub: Path) -> list[Path]:
+    return sorted([*tub.glob("*.tmp"), *(tub / IMAGES).glob("*.tmp")])

@@ -1,0 +1,255 @@
+"""The donkeycar tub v2 on-disk format: file names, the 5-line manifest, and value types.
+
+A tub is a folder::
+
+    manifest.json               5 JSON lines: inputs, types, user metadata,
+                                manifest metadata (created_at, sessions), catalog metadata
+                                (paths, current_index, max_len, deleted_indexes)
+    catalog_N.catalog           one JSON record per line, ``json.dumps(sort_keys=True)``
+    catalog_N.catalog_manifest  one JSON line: created_at, line_lengths, path, start_index
+    images/{index}_{key}_.jpg   one file per image field ('/' in the key becomes '_')
+
+Every record carries ``_index``, ``_timestamp_ms`` (wall clock when it was written) and
+``_session_id``. This project adds ``_capture_timestamp_ms``: the wall-clock time at which
+the camera captured the frame, in milliseconds as a float. Records of an index that a crash
+left unrecoverable are written as tombstones (``_tombstone``: the reason) and are always in
+``deleted_indexes``, so that line N of the catalog stream always holds ``_index`` N, as
+donkeycar's reader assumes.
+
+The 2020 variant (the shared real tub) has ``{"types", "inputs", "start"}`` as line 3, no
+sessions and no ``_session_id``; it reads the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from car.errors import TubError
+
+MANIFEST = "manifest.json"
+IMAGES = "images"
+LOCK = ".car-tub.lock"
+REPAIR_LOG = "repair_log.jsonl"
+DEFAULT_MAX_LEN = 1000
+
+INDEX = "_index"
+TIMESTAMP_MS = "_timestamp_ms"
+SESSION_ID = "_session_id"
+CAPTURE_MS = "_capture_timestamp_ms"
+TOMBSTONE = "_tombstone"
+
+SCALAR_TYPES = ("float", "int", "str", "boolean", "nparray", "list", "vector")
+IMAGE_TYPES = {"image_array": ".jpg", "gray16_array": ".png"}
+TYPES = SCALAR_TYPES + tuple(IMAGE_TYPES)
+
+CATALOG_RE = re.compile(r"^catalog_(\d+)\.catalog$")
+IMAGE_INDEX_RE = re.compile(r"^(\d+)_.*_\.(?:jpg|png)$")
+
+
+def image_file_name(index: int, key: str, type_name: str = "image_array") -> str:
+    """donkeycar's image name: ``{index}_{key with '/' as '_'}_.jpg`` (``.png`` for gray16)."""
+    return f"{index}_{key.replace('/', '_')}_{IMAGE_TYPES[type_name]}"
+
+
+def catalog_name(number: int) -> str:
+    return f"catalog_{number}.catalog"
+
+
+def catalog_manifest_name(catalog: str) -> str:
+    return catalog.removesuffix(".catalog") + ".catalog_manifest"
+
+
+def catalog_number(name: str) -> int | None:
+    match = CATALOG_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def session_number(session_id: Any) -> int | None:
+    """The N of a donkeycar session id ``YY-MM-DD_N``, or None."""
+    if not isinstance(session_id, str):
+        return None
+    tail = session_id.rpartition("_")[2]
+    return int(tail) if tail.isdigit() else None
+
+
+def record_line(record: dict[str, Any]) -> bytes:
+    """One catalog line, byte-for-byte as donkeycar writes it (ASCII JSON, sorted keys)."""
+    return (json.dumps(record, allow_nan=False, sort_keys=True) + "\n").encode("ascii")
+
+
+def is_tub(path: Path) -> bool:
+    return (path / MANIFEST).is_file()
+
+
+@dataclass
+class Manifest:
+    """The five lines of ``manifest.json``."""
+
+    inputs: list[str]
+    types: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    manifest_metadata: dict[str, Any] = field(default_factory=dict)
+    catalog_paths: list[str] = field(default_factory=list)
+    current_index: int = 0
+    max_len: int = DEFAULT_MAX_LEN
+    deleted_indexes: set[int] = field(default_factory=set)
+
+    @property
+    def legacy(self) -> bool:
+        """True for the 2020 variant, whose line 3 repeats inputs and types."""
+        return "inputs" in self.metadata and "types" in self.metadata
+
+    @property
+    def input_types(self) -> dict[str, str]:
+        return dict(zip(self.inputs, self.types))
+
+    @property
+    def sessions(self) -> dict[str, Any]:
+        return self.manifest_metadata.get("sessions") or {}
+
+    @classmethod
+    def read(cls, tub: Path) -> Manifest:
+        """Parse ``tub/manifest.json``; any defect is a TubError naming the file and line."""
+        path = tub / MANIFEST
+        if not tub.is_dir():
+            raise TubError(f"{tub}: not a folder; a tub is a folder with a manifest.json")
+        if not path.is_file():
+            raise TubError(
+                f"{tub}: not a tub (no manifest.json); give the folder written by `car record` "
+                "or donkeycar"
+            )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TubError(f"{path}: cannot read: {exc}") from None
+        lines = [line for line in text.splitlines() if line.strip()]
+        hint = "; run `car tub check --repair` to rebuild it from the catalogs"
+        if len(lines) < 5:
+            raise TubError(f"{path}: has {len(lines)} of its 5 lines (torn by a crash?){hint}")
+        parsed = []
+        for number, line in enumerate(lines[:5], start=1):
+            try:
+                parsed.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise TubError(f"{path} line {number}: not JSON ({exc.msg}){hint}") from None
+        inputs, types, metadata, manifest_metadata, catalogs = parsed
+        expect = [(1, inputs, list), (2, types, list), (3, metadata, dict),
+                  (4, manifest_metadata, dict), (5, catalogs, dict)]
+        for number, value, kind in expect:
+            if not isinstance(value, kind):
+                raise TubError(f"{path} line {number}: expected a JSON {kind.__name__}{hint}")
+        if len(inputs) != len(types) or not all(isinstance(x, str) for x in inputs + types):
+            raise TubError(f"{path}: lines 1 and 2 must be lists of names and types of one length")
+        for name, type_name in zip(inputs, types):
+            if type_name not in TYPES:
+                raise TubError(
+                    f"{path} line 2: unknown type '{type_name}' of input '{name}'; "
+                    f"known types: {', '.join(TYPES)}"
+                )
+        try:
+            deleted = {int(i) for i in catalogs.get("deleted_indexes", [])}
+            manifest = cls(
+                inputs=inputs,
+                types=types,
+                metadata=metadata,
+                manifest_metadata=manifest_metadata,
+                catalog_paths=[str(p) for p in catalogs["paths"]],
+                current_index=int(catalogs["current_index"]),
+                max_len=int(catalogs.get("max_len", DEFAULT_MAX_LEN)),
+                deleted_indexes=deleted,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TubError(f"{path} line 5: bad catalog metadata ({exc!r}){hint}") from None
+        if manifest.max_len < 1:
+            raise TubError(f"{path} line 5: max_len must be positive{hint}")
+        return manifest
+
+    def catalog_metadata(self) -> dict[str, Any]:
+        return {
+            "paths": self.catalog_paths,
+            "current_index": self.current_index,
+            "max_len": self.max_len,
+            "deleted_indexes": sorted(self.deleted_indexes),
+        }
+
+    def text(self) -> str:
+        lines = [self.inputs, self.types, self.metadata, self.manifest_metadata,
+                 self.catalog_metadata()]
+        return "".join(json.dumps(line) + "\n" for line in lines)
+
+    def write(self, tub: Path) -> None:
+        """Replace ``manifest.json`` atomically: a crash leaves the old or the new one."""
+        atomic_write(tub / MANIFEST, self.text().encode("utf-8"))
+
+
+def catalog_manifest_text(catalog: str, created_at: float, start_index: int,
+                          line_lengths: list[int]) -> bytes:
+    """The one line of ``catalog_N.catalog_manifest`` as donkeycar writes it."""
+    content = {
+        "created_at": created_at,
+        "line_lengths": line_lengths,
+        "path": catalog_manifest_name(catalog),
+        "start_index": start_index,
+    }
+    return (json.dumps(content, allow_nan=False, sort_keys=True) + "\n").encode("ascii")
+
+
+def read_catalog_manifest(path: Path) -> dict[str, Any] | None:
+    """The catalog manifest's content, or None if it is missing or unreadable."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+    except (OSError, UnicodeDecodeError, IndexError, json.JSONDecodeError):
+        return None
+    return content if isinstance(content, dict) else None
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file so that a crash at any point leaves either the old or the new content."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (new names, renames) durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (and Windows) cannot fsync a directory
+    finally:
+        os.close(fd)
+
+
+def log_repair(tub: Path, action: str, detail: str, data: bytes | None = None) -> str:
+    """Append what a repair did (and any bytes it removed) to ``repair_log.jsonl``.
+
+    Nothing a repair removes is lost: torn or superseded catalog lines are kept here.
+    Returns the one-line description.
+    """
+    entry: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "action": action,
+                             "detail": detail}
+    if data is not None:
+        entry["removed_bytes_latin1"] = data.decode("latin-1")
+    with open(tub / REPAIR_LOG, "a", encoding="utf-8") as log:
+        log.write(json.dumps(entry) + "\n")
+        log.flush()
+        os.fsync(log.fileno())
+    return detail

@@ -1,0 +1,100 @@
+"""Rebuilding a torn ``manifest.json`` from what survives of it and from the catalogs.
+
+donkeycar rewrites its manifest in place after every record (truncate, then write), so a
+crash often leaves it with 4 of its 5 lines and the tub will not open. Each line that still
+parses is kept; inputs and types missing with it are inferred from the records.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from car.tub.format import (
+    DEFAULT_MAX_LEN,
+    IMAGE_TYPES,
+    MANIFEST,
+    TYPES,
+    Manifest,
+    catalog_number,
+)
+from car.tub.scan import catalog_files, scan_catalog
+
+
+def _salvage_lines(tub: Path) -> list[Any]:
+    """The manifest's lines that still parse, None for the others (always 5 items)."""
+    try:
+        text = (tub / MANIFEST).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    out: list[Any] = []
+    for number, kind in enumerate((list, list, dict, dict, dict)):
+        try:
+            value = json.loads(lines[number])
+        except (IndexError, json.JSONDecodeError):
+            value = None
+        out.append(value if isinstance(value, kind) else None)
+    return out
+
+
+def _infer_type(values: list[Any]) -> str:
+    if all(isinstance(v, bool) for v in values):
+        return "boolean"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "int"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "float"
+    if all(isinstance(v, list) for v in values):
+        return "list"
+    if all(isinstance(v, str) for v in values):
+        for type_name, ext in IMAGE_TYPES.items():
+            if all(v.endswith("_" + ext) for v in values):
+                return type_name
+        return "str"
+    return "str"
+
+
+def rebuild_manifest(tub: Path) -> tuple[Manifest, list[str]]:
+    """A manifest for ``tub`` from what is on disk, and notes on what could not be recovered."""
+    inputs, types, metadata, manifest_metadata, catalogs = _salvage_lines(tub)
+    notes: list[str] = []
+    stub = Manifest(inputs=[], types=[])
+    names = [name for name, _ in catalog_files(tub, stub)[0]]
+    names.sort(key=lambda n: catalog_number(n) or 0)
+    scans = [scan_catalog(tub / name, listed=False) for name in names]
+    records = [line.record for scan in scans for line in scan.lines if line.record]
+    valid_types = (inputs is not None and types is not None and len(inputs) == len(types)
+                   and all(t in TYPES for t in types))
+    if not valid_types:
+        values: dict[str, list[Any]] = {}
+        for record in records:
+            for key, value in record.items():
+                if not key.startswith("_"):
+                    values.setdefault(key, []).append(value)
+        inputs = list(values)
+        types = [_infer_type(v) for v in values.values()]
+        notes.append(f"inputs and types inferred from the records: "
+                     f"{', '.join(f'{i}:{t}' for i, t in zip(inputs, types))}")
+    deleted: set[int] = set()
+    max_len = DEFAULT_MAX_LEN
+    if catalogs is not None and isinstance(catalogs.get("deleted_indexes"), list):
+        deleted = {int(i) for i in catalogs["deleted_indexes"]}
+        max_len = int(catalogs.get("max_len", DEFAULT_MAX_LEN))
+    else:
+        notes.append("the list of deleted records was lost with the manifest's last line; "
+                     "every record is live again")
+        if len(scans) > 1 and scans[0].lines:
+            max_len = len(scans[0].lines)
+    manifest = Manifest(
+        inputs=list(inputs or []),
+        types=list(types or []),
+        metadata=metadata or {},
+        manifest_metadata=manifest_metadata or {},
+        catalog_paths=names,
+        current_index=max((r["_index"] for r in records), default=-1) + 1,
+        max_len=max_len,
+        deleted_indexes=deleted,
+    )
+    return manifest, notes

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up .venv (created or reused) and run the demo. Everything it writes goes to demo_out/.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
+cd "$ROOT"
+OUT=demo_out
+rm -rf "$OUT/real_tub" "$OUT/crash_tub" && mkdir -p "$OUT/real_tub"
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+
+echo "== 1. A real donkeycar tub (October 2020, tub v2), unpacked into $OUT/real_tub"
+tar -xzf tests/fixtures/donkeycar_real_tub_2020.tar.gz -C "$OUT/real_tub" --strip-components=1
+step car tub info "$OUT/real_tub"
+step car tub check "$OUT/real_tub"
+step car tub hist "$OUT/real_tub" --out "$OUT/hist.png"
+step car tub movie "$OUT/real_tub" --out "$OUT/movie.mp4"
+
+echo
+echo "== 2. Soft delete and restore (only the manifest's deleted list changes)"
+step car tub delete "$OUT/real_tub" 0:100
+step car tub restore "$OUT/real_tub" 0:100
+
+echo
+echo "== 3. Crash safety: record, kill -9 mid-write five times, reopen, check"
+step python scripts/crash_demo.py "$OUT/crash_tub"
+step car tub check "$OUT/crash_tub"
+
+echo
+echo "== 4. Config"
+step car config show --set drive.rate_hz=30
+
+echo
+echo "Demo done. Look at $OUT/hist.png and $OUT/movie.mp4."

@@ -1,0 +1,48 @@
+"""Shared fixtures: the real donkeycar tub, fresh tub folders, synthetic frames."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REAL_TUB_ARCHIVE = FIXTURES / "donkeycar_real_tub_2020.tar.gz"
+
+DRIVE_INPUTS = ["cam/image_array", "user/angle", "user/throttle", "user/mode"]
+DRIVE_TYPES = ["image_array", "float", "float", "str"]
+
+
+@pytest.fixture(scope="session")
+def real_tub_pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared real tub, extracted once; tests must not modify it (use ``real_tub``)."""
+    root = tmp_path_factory.mktemp("real")
+    with tarfile.open(REAL_TUB_ARCHIVE) as archive:
+        archive.extractall(root, filter="data")
+    return root / "tub"
+
+
+@pytest.fixture
+def real_tub(real_tub_pristine: Path, tmp_path: Path) -> Path:
+    """A private copy of the real tub that a test may change."""
+    return Path(shutil.copytree(real_tub_pristine, tmp_path / "tub"))
+
+
+def frame(seed: int, height: int = 120, width: int = 160) -> np.ndarray:
+    """A smooth RGB test frame (compresses well, so JPEG round trips stay close)."""
+    y, x = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    offset = seed % 50
+    r = 200 * x + offset
+    g = 40 + 150 * y + offset
+    b = np.full_like(x, 20.0 + offset)
+    return np.stack([r, g, b], axis=-1).astype(np.uint8)
+
+
+def drive_record(i: int, image: bool = True) -> dict:
+    record = {"user/angle": ((i % 21) - 10) / 10.0, "user/throttle": 0.3, "user/mode": "user"}
+    if image:
+        record["cam/image_array"] = frame(i)
+    return record
