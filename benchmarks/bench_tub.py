@@ -6,7 +6,8 @@ Frames are the shared real tub's 160x120 camera frames, so JPEG encoding costs w
 costs on a car. Rows:
 
 - async TubWriter vs the same work done synchronously in the caller's loop (TubAppender),
-  flat out (records/s) and paced at 60 Hz (the stall each write() causes the loop);
+  flat out (records/s) and paced at 60 Hz (the stall each write() causes the loop), also
+  with the loop keeping both cores busy for 8 ms a tick, as inference would;
 - donkeycar 5.3.0's own Tub.write_record, when the compatibility test's cached virtualenv
   (.cache/donkeycar-5.3.0) exists;
 - reading: catalog records only, and records with every image decoded.
@@ -25,6 +26,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,18 +79,34 @@ def stats_ms(calls: list[float]) -> tuple[float, float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99)), float(a.max())
 
 
-def run_async(path: Path, frames: list[np.ndarray], count: int, period_s: float | None) -> dict:
-    calls = []
-    writer = TubWriter(path, INPUTS, TYPES, drop_when_full=period_s is not None)
-    start = time.perf_counter()
+def ticks(count: int, period_s: float | None) -> Iterator[int]:
+    """0..count-1, paced to one per ``period_s`` when given, else as fast as asked."""
     next_tick = time.perf_counter()
     for i in range(count):
         if period_s:
             next_tick += period_s
             time.sleep(max(0.0, next_tick - time.perf_counter()))
+        yield i
+
+
+def busy(seconds: float) -> None:
+    """Keep the CPUs busy the way inference would (BLAS on every core) for ``seconds``."""
+    a = np.random.default_rng(0).random((256, 256), dtype=np.float32)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        a = np.tanh(a @ a)
+
+
+def run_async(path: Path, frames: list[np.ndarray], count: int, period_s: float | None,
+              busy_s: float = 0.0) -> dict:
+    calls = []
+    writer = TubWriter(path, INPUTS, TYPES, drop_when_full=period_s is not None)
+    start = time.perf_counter()
+    for i in ticks(count, period_s):
         t = time.perf_counter()
         writer.write(record(frames, i), capture_time=time.monotonic())
         calls.append(time.perf_counter() - t)
+        busy(busy_s)
     writer.close()  # everything written and fsynced
     elapsed = time.perf_counter() - start
     assert len(Tub(path)) + writer.stats.dropped == count
@@ -96,23 +114,21 @@ def run_async(path: Path, frames: list[np.ndarray], count: int, period_s: float 
             "depth": writer.stats.max_queue_depth}
 
 
-def run_sync(path: Path, frames: list[np.ndarray], count: int, period_s: float | None) -> dict:
+def run_sync(path: Path, frames: list[np.ndarray], count: int, period_s: float | None,
+             busy_s: float = 0.0) -> dict:
     """The baseline: the same encode and write, done in the loop (checkpoint once a second)."""
     calls = []
     appender = TubAppender(path, INPUTS, TYPES)
     types = appender.input_types
     start = last_checkpoint = time.perf_counter()
-    next_tick = time.perf_counter()
-    for i in range(count):
-        if period_s:
-            next_tick += period_s
-            time.sleep(max(0.0, next_tick - time.perf_counter()))
+    for i in ticks(count, period_s):
         t = time.perf_counter()
         appender.append(prepare_record(types, record(frames, i)))
         if t - last_checkpoint >= 1.0:
             appender.checkpoint()
             last_checkpoint = t
         calls.append(time.perf_counter() - t)
+        busy(busy_s)
     appender.close()
     return {"elapsed": time.perf_counter() - start, "calls": calls, "dropped": 0, "depth": 0}
 
@@ -161,6 +177,10 @@ def main() -> None:
             ("async TubWriter, paced 60 Hz", run_async(work / "a2", frames, paced, 1 / 60)),
             ("sync in loop (baseline), paced 60 Hz",
              run_sync(work / "s2", frames, paced, 1 / 60)),
+            ("async TubWriter, 60 Hz, loop busy 8 ms/tick",
+             run_async(work / "a3", frames, paced, 1 / 60, busy_s=0.008)),
+            ("sync in loop (baseline), 60 Hz, loop busy 8 ms/tick",
+             run_sync(work / "s3", frames, paced, 1 / 60, busy_s=0.008)),
         ]
         print(f"Tub write, 160x120 RGB frames from the real tub, {os.cpu_count()} CPU(s); "
               f"flat out = {args.flat_out} records, paced = {paced} records at 60 Hz\n")

@@ -184,6 +184,8 @@ def parse_override(item: str) -> tuple[str, str, Any]:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
+    if typing.get_type_hints(SECTIONS[section])[key] is str and not isinstance(value, str):
+        value = text  # `--set camera.source=true` means the text "true"
     return section, key, value
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import subprocess
+import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 REAL_TUB_ARCHIVE = FIXTURES / "donkeycar_real_tub_2020.tar.gz"
 
@@ -46,3 +51,18 @@ def drive_record(i: int, image: bool = True) -> dict:
     if image:
         record["cam/image_array"] = frame(i)
     return record
+
+
+@contextlib.contextmanager
+def writer_in_another_process(path: Path) -> Iterator[int]:
+    """Another process holding the tub at ``path`` open for writing; yields its pid."""
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r})\n"
+            "from car.tub import TubWriter\n"
+            f"w = TubWriter({str(path)!r}); print('ready', flush=True); time.sleep(60)")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        yield process.pid
+    finally:
+        process.kill()
+        process.wait()

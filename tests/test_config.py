@@ -126,3 +126,8 @@ def test_render_without_comments_round_trips(tmp_path: Path) -> None:
     config = load_config(None, ["drive.rate_hz=33", "camera.source=gst:videotestsrc ! appsink"])
     path = write(tmp_path, render_toml(config, comments=False))
     assert load_config(path) == config
+
+
+def test_a_string_setting_keeps_text_that_looks_like_toml() -> None:
+    config = load_config(None, ["camera.source=true", "paths.data_dir=2024"])
+    assert config.camera.source == "true" and config.paths.data_dir == "2024"

@@ -20,6 +20,7 @@ import pytest
 from car.cli import main
 from car.tub import Tub, TubWriter
 from car.tub.check import check_tub
+from car.tub.repair import check_and_repair
 from tests.conftest import frame
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,3 +123,27 @@ def test_our_tub_reads_in_donkeycar(donkey_python: Path, tmp_path: Path) -> None
     assert reader.indexes() == list(range(1508 + 5))
     assert len(reader.sessions()) == 3
     assert check_tub(path).problems == []
+
+
+@pytest.mark.slow
+def test_donkeycar_agrees_with_us_after_a_repair(donkey_python: Path, tmp_path: Path) -> None:
+    """Repairs keep line N holding index N, so donkeycar's position-based deletes still match."""
+    path = tmp_path / "repaired"
+    inputs = ["cam/image_array", "user/angle", "user/mode"]
+    with TubWriter(path, inputs, ["image_array", "float", "str"], max_len=10,
+                   drop_when_full=False) as writer:
+        for i in range(35):
+            writer.write({"cam/image_array": frame(i), "user/angle": i / 35, "user/mode": "user"})
+        writer.delete([7, 12, 31]).result(timeout=10)
+    catalog = path / "catalog_0.catalog"  # damage: the last line of a catalog is garbage,
+    lines = catalog.read_text().splitlines(keepends=True)
+    lines[9] = "garbage\n"
+    catalog.write_text("".join(lines))
+    (path / "catalog_2.catalog").unlink()  # a whole catalog is gone,
+    (path / "images" / "15_cam_image_array_.jpg").write_bytes(b"")  # and an image is empty
+    report, _ = check_and_repair(path)
+    assert {"bad_line", "missing_catalog", "unreadable_image"} <= report.kinds()
+    ours = Tub(path)
+    seen = donkey(donkey_python, "read", path, tmp_path)
+    assert seen["records"] == list(ours.records())
+    assert seen["len"] == len(ours) == 35 - 3 - 1 - 10 - 1

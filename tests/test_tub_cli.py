@@ -13,7 +13,7 @@ import pytest
 
 from car.cli import main
 from car.tub import Tub, TubWriter
-from tests.conftest import DRIVE_INPUTS, DRIVE_TYPES, drive_record
+from tests.conftest import DRIVE_INPUTS, DRIVE_TYPES, drive_record, writer_in_another_process
 
 INFO_KEYS = {"path", "records", "deleted", "inputs", "types", "sessions", "first_timestamp_ms",
              "last_timestamp_ms"}
@@ -184,3 +184,49 @@ def test_the_console_script(tmp_path: Path, real_tub_pristine: Path) -> None:
     assert json.loads(result.stdout)["records"] == 1000
     result = subprocess.run([str(car), "tub", "frobnicate"], capture_output=True, text=True)
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_the_undo_hint_names_exactly_what_was_deleted(capsys: pytest.CaptureFixture[str],
+                                                      real_tub: Path) -> None:
+    run(capsys, "tub", "delete", str(real_tub), "100:110")
+    code, out, _ = run(capsys, "tub", "delete", str(real_tub), "100:200", "950:")
+    assert code == 0 and "deleted 140 record(s) (110..199, 950..999)" in out
+    assert f"undo with: car tub restore {real_tub} 110:200 950:1000" in out
+    run(capsys, "tub", "restore", str(real_tub), "110:200", "950:1000")
+    assert len(Tub(real_tub)) == 990
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["movie", "{tub}", "--out", "{tmp}/m.mp4", "--scale", "0"], "must be above 0"),
+    (["movie", "{tub}", "--out", "{tmp}/m.mp4", "--fps", "-3"], "must be above 0"),
+])
+def test_bad_flags_are_usage_errors(capsys: pytest.CaptureFixture[str], real_tub_pristine: Path,
+                                    tmp_path: Path, argv: list[str], message: str) -> None:
+    argv = [a.format(tub=real_tub_pristine, tmp=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tub", *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_picture_name_without_extension(capsys: pytest.CaptureFixture[str],
+                                          real_tub_pristine: Path, tmp_path: Path) -> None:
+    code, _, err = run(capsys, "tub", "hist", str(real_tub_pristine), "--out", str(tmp_path / "h"))
+    assert code == 1 and "name the picture .png" in err and err.count("\n") == 1
+
+
+def test_output_into_a_closed_pipe_is_quiet(real_tub_pristine: Path) -> None:
+    car = Path(sys.executable).with_name("car")
+    result = subprocess.run(f"'{car}' tub info --json '{real_tub_pristine}' | head -c 10",
+                            shell=True, capture_output=True, text=True)
+    assert result.stdout == '{\n  "path"' and result.stderr == ""
+
+
+def test_check_while_recording(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = small_tub(tmp_path / "tub", 3)
+    with writer_in_another_process(path) as pid:
+        status, out, _ = run(capsys, "tub", "check", str(path))
+        assert f"note: pid {pid} is recording into this tub" in out
+        status, _, err = run(capsys, "tub", "check", str(path), "--repair")
+        assert status == 1 and f"being recorded by pid {pid}" in err
+        status, _, err = run(capsys, "tub", "delete", str(path), "0:1")
+        assert status == 1 and f"another process (pid {pid}) is writing it" in err

@@ -12,7 +12,7 @@ from car.errors import TubError
 from car.tub import Tub, TubWriter
 from car.tub.check import check_tub
 from car.tub.format import REPAIR_LOG, Manifest
-from car.tub.repair import repair_tub
+from car.tub.repair import check_and_repair
 from tests.conftest import DRIVE_INPUTS, DRIVE_TYPES, drive_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -44,9 +44,8 @@ def test_kill_9_at_random_points_loses_nothing(tmp_path: Path) -> None:
     reader = Tub(tub)
     assert reader.duplicates == []
     assert reader.damage == []
-    stream = catalog_stream(tub)
-    assert [r["_index"] for r in stream] == list(range(len(stream))), "line N must hold index N"
-    assert reader.manifest.current_index == len(stream)
+    assert_lines_hold_their_index(tub)
+    assert reader.manifest.current_index == len(catalog_stream(tub))
     assert len(reader) > 100
     for record in reader.records():
         reader.load_image(record)  # every live record's image decodes
@@ -122,9 +121,8 @@ def test_a_zero_filled_tail_after_a_power_cut_is_torn(tmp_path: Path) -> None:
     with open(tub / "catalog_0.catalog", "ab") as f:
         f.write(b"\0" * 300)
     assert len(Tub(tub)) == 3
-    report = check_tub(tub)
+    report, _ = check_and_repair(tub)
     assert [p.kind for p in report.problems] == ["torn_line"]
-    repair_tub(report)
     assert check_tub(tub).problems == []
 
 
@@ -134,9 +132,8 @@ def test_donkeycars_torn_manifest_is_a_clear_error_and_repairable(tmp_path: Path
     (tub / "manifest.json").write_text("\n".join(lines[:4]) + "\n")  # truncated, line 5 lost
     with pytest.raises(TubError, match=r"has 4 of its 5 lines.*car tub check --repair"):
         Tub(tub)
-    report = check_tub(tub)
+    report, done = check_and_repair(tub)
     assert "bad_manifest" in report.kinds()
-    done = repair_tub(report)
     assert any("rebuilt manifest.json" in line for line in done)
     reader = Tub(tub)
     assert len(reader) == 12 and reader.inputs == DRIVE_INPUTS
@@ -153,9 +150,8 @@ def test_donkeycars_duplicate_indexes_are_repaired(tmp_path: Path) -> None:
     reader = Tub(tub)
     assert len(reader) == 10 and len(reader.duplicates) == 2
     assert reader.record(8)["user/mode"] == "again"  # the later line owns the image
-    report = check_tub(tub)
+    report, _ = check_and_repair(tub)
     assert [p.kind for p in report.problems].count("duplicate_index") == 2
-    repair_tub(report)
     assert [r["_index"] for r in catalog_stream(tub)] == list(range(10))
     assert Tub(tub).record(9)["user/mode"] == "again"
     assert check_tub(tub).problems == []
@@ -170,9 +166,122 @@ def test_a_bad_line_in_the_middle_becomes_a_tombstone(tmp_path: Path) -> None:
     reader = Tub(tub)
     assert reader.indexes() == [0, 1, 2, 4, 5]
     assert any("line 4: not JSON" in d for d in reader.damage)
-    report = check_tub(tub)
+    report, _ = check_and_repair(tub)
     assert {p.kind for p in report.problems} >= {"bad_line"}
-    repair_tub(report)
     assert [r["_index"] for r in catalog_stream(tub)] == list(range(6))
     assert 3 in Manifest.read(tub).deleted_indexes
     assert check_tub(tub).problems == []
+
+
+def assert_lines_hold_their_index(tub: Path) -> None:
+    stream = catalog_stream(tub)
+    assert [r["_index"] for r in stream] == list(range(len(stream))), "line N must hold index N"
+    manifest = Manifest.read(tub)
+    assert {r["_index"] for r in stream if "_tombstone" in r} <= manifest.deleted_indexes
+
+
+@pytest.mark.parametrize("bad_line", [0, 4, 9, 10, 14])
+def test_repair_keeps_line_positions_at_catalog_edges(tmp_path: Path, bad_line: int) -> None:
+    tub = make_tub(tmp_path / "tub", 15, max_len=10)
+    with TubWriter(tub) as writer:
+        writer.delete([7, 12]).result(timeout=10)
+    catalog = tub / f"catalog_{bad_line // 10}.catalog"
+    lines = catalog.read_text().splitlines(keepends=True)
+    lines[bad_line % 10] = "garbage\n"
+    catalog.write_text("".join(lines))
+    report, _ = check_and_repair(tub)
+    assert "bad_line" in report.kinds()
+    assert_lines_hold_their_index(tub)
+    reader = Tub(tub)
+    assert reader.indexes() == list(range(15))
+    assert [r["_index"] for r in reader.records()] == \
+        [i for i in range(15) if i not in (7, 12, bad_line)]
+    assert check_tub(tub).problems == []
+
+
+def test_a_missing_catalog_blocks_writing_and_repairs_to_tombstones(tmp_path: Path) -> None:
+    tub = make_tub(tmp_path / "tub", 25, max_len=10)
+    (tub / "catalog_1.catalog").rename(tmp_path / "catalog_1.catalog")  # being copied, say
+    with pytest.raises(TubError, match=r"catalog_1\.catalog is listed in manifest\.json"):
+        TubWriter(tub)
+    assert Tub(tub).indexes() == [*range(10), *range(20, 25)]  # the refusal changed nothing
+    report, done = check_and_repair(tub)
+    assert "missing_catalog" in report.kinds()
+    assert any("indexes 10..19" in line for line in done)
+    assert_lines_hold_their_index(tub)
+    assert [r["_index"] for r in Tub(tub).records()] == [*range(10), *range(20, 25)]
+    assert check_tub(tub).problems == []
+
+
+def test_tombstones_outside_deleted_indexes_are_fixed(tmp_path: Path) -> None:
+    """A kill between writing tombstone lines and the manifest, or a rebuilt manifest."""
+    tub = make_tub(tmp_path / "tub", 5)
+    orphan = tub / "images" / "5_cam_image_array_.jpg"
+    orphan.write_bytes((tub / "images" / "0_cam_image_array_.jpg").read_bytes())
+    TubWriter(tub).close()  # index 5 becomes a tombstone
+    manifest = Manifest.read(tub)
+    manifest.deleted_indexes.discard(5)
+    manifest.write(tub)
+    assert "tombstone_not_deleted" in check_tub(tub).kinds()
+    assert Tub(tub).indexes() == list(range(6)) and len(Tub(tub)) == 5
+    with TubWriter(tub) as writer:
+        assert 5 in Manifest.read(tub).deleted_indexes
+        assert writer.restore([5]).result(timeout=10) == []  # tombstones stay deleted
+    lines = (tub / "manifest.json").read_text().splitlines()
+    (tub / "manifest.json").write_text("\n".join(lines[:4]) + "\n")
+    check_and_repair(tub)
+    assert 5 in Manifest.read(tub).deleted_indexes
+    assert check_tub(tub).problems == []
+
+
+def test_a_catalog_path_outside_the_tub_is_refused(tmp_path: Path) -> None:
+    tub = make_tub(tmp_path / "tub", 3)
+    victim = tmp_path / "victim.catalog"
+    victim.write_text("precious\n")
+    manifest_lines = (tub / "manifest.json").read_text().splitlines()
+    manifest_lines[4] = manifest_lines[4].replace('["catalog_0.catalog"]',
+                                                  '["catalog_0.catalog", "../victim.catalog"]')
+    (tub / "manifest.json").write_text("\n".join(manifest_lines) + "\n")
+    with pytest.raises(TubError, match=r"'\.\./victim\.catalog' is not a catalog name"):
+        Tub(tub)
+    check_and_repair(tub)
+    assert victim.read_text() == "precious\n"
+    assert Manifest.read(tub).catalog_paths == ["catalog_0.catalog"]
+    assert len(Tub(tub)) == 3
+
+
+def test_a_stray_image_far_ahead_is_refused_not_tombstoned(tmp_path: Path) -> None:
+    tub = make_tub(tmp_path / "tub", 3)
+    stray = tub / "images" / "90000_cam_image_array_.jpg"
+    stray.write_bytes((tub / "images" / "0_cam_image_array_.jpg").read_bytes())
+    assert [p.kind for p in check_tub(tub).problems] == ["stray_image"]
+    with pytest.raises(TubError, match="index 90000, far past the last record"):
+        TubWriter(tub)
+    assert not (tub / REPAIR_LOG).exists()
+    stray.unlink()
+    with TubWriter(tub) as writer:
+        writer.write(drive_record(3))
+    assert Tub(tub).indexes() == [0, 1, 2, 3]
+
+
+def test_an_unknown_type_is_not_rebuilt_away(tmp_path: Path) -> None:
+    tub = make_tub(tmp_path / "tub", 3)
+    text = (tub / "manifest.json").read_text()
+    (tub / "manifest.json").write_text(text.replace('"float"', '"float64"', 1))
+    with pytest.raises(TubError, match="unknown type 'float64'"):
+        check_tub(tub)
+    with pytest.raises(TubError, match="unknown type 'float64'"):
+        check_and_repair(tub)
+    assert (tub / "manifest.json").read_text() == text.replace('"float"', '"float64"', 1)
+
+
+def test_only_our_own_temp_files_are_removed(tmp_path: Path) -> None:
+    tub = make_tub(tmp_path / "tub", 3)
+    (tub / "notes.tmp").write_text("mine")
+    (tub / "images" / "draft.tmp").write_text("mine too")
+    (tub / "manifest.json.tmp").write_text("half")
+    assert [p.where for p in check_tub(tub).problems] == ["manifest.json.tmp"]
+    TubWriter(tub).close()
+    assert not (tub / "manifest.json.tmp").exists()
+    assert (tub / "notes.tmp").read_text() == "mine"
+    assert (tub / "images" / "draft.tmp").read_text() == "mine too"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +17,15 @@ import pytest
 from car.errors import TubError
 from car.tub import Tub, TubAppender, TubWriter
 from car.tub.format import catalog_manifest_name
-from tests.conftest import DRIVE_INPUTS, DRIVE_TYPES, drive_record, frame
+from car.tub.lock import lock_holder
+from tests.conftest import (
+    DRIVE_INPUTS,
+    DRIVE_TYPES,
+    ROOT,
+    drive_record,
+    frame,
+    writer_in_another_process,
+)
 
 ALL_INPUTS = ["cam/image_array", "cam/gray", "depth/array", "user/angle", "count", "user/mode",
               "flag", "imu/array", "path/list", "behavior/vector"]
@@ -126,7 +138,7 @@ def test_an_empty_tub_reads_and_appends(tmp_path: Path) -> None:
 
 def test_a_second_writer_is_refused(tmp_path: Path) -> None:
     with TubWriter(tmp_path / "tub", DRIVE_INPUTS, DRIVE_TYPES), \
-            pytest.raises(TubError, match="another process"):
+            pytest.raises(TubError, match="this process already has it open"):
         TubWriter(tmp_path / "tub")
 
 
@@ -209,3 +221,67 @@ def test_a_blocking_writer_never_drops(tmp_path: Path, monkeypatch: pytest.Monke
                    drop_when_full=False) as writer:
         assert all(writer.write(drive_record(i)) for i in range(30))
     assert writer.stats.dropped == 0 and len(Tub(tmp_path / "tub")) == 30
+
+
+def test_a_dead_writer_thread_never_hangs_its_caller(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def append(self: TubAppender, *args: object) -> int:
+        time.sleep(0.01)
+        raise OSError(28, "No space left on device")
+
+    writer = TubWriter(tmp_path / "tub", DRIVE_INPUTS, DRIVE_TYPES, queue_size=1,
+                       drop_when_full=False)
+    monkeypatch.setattr(TubAppender, "append", append)
+    futures = []
+
+    def caller() -> None:
+        try:
+            for i in range(5):
+                writer.write(drive_record(i))
+                futures.append(writer.delete_last(1))
+        except TubError:
+            pass
+        with contextlib.suppress(TubError):
+            writer.close()
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "the caller hung on a dead writer"
+    for future in futures:
+        with pytest.raises(TubError, match=r"the tub writer stopped: .*No space left"):
+            future.result(timeout=5)
+
+
+def test_a_program_that_forgets_close_loses_nothing(tmp_path: Path) -> None:
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "from car.tub import TubWriter\n"
+        "from tests.conftest import DRIVE_INPUTS, DRIVE_TYPES, drive_record\n"
+        f"w = TubWriter({str(tmp_path / 'tub')!r}, DRIVE_INPUTS, DRIVE_TYPES, queue_size=500)\n"
+        "for i in range(200): w.write(drive_record(i))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    tub = Tub(tmp_path / "tub")
+    assert len(tub) == 200 and tub.manifest.current_index == 200 and tub.damage == []
+
+
+def test_deleting_indexes_not_written_yet_does_nothing(tmp_path: Path) -> None:
+    with TubWriter(tmp_path / "tub", DRIVE_INPUTS, DRIVE_TYPES) as writer:
+        writer.write(drive_record(0))
+        assert writer.delete([0, 1, 2]).result(timeout=10) == [0]
+        writer.write(drive_record(1))
+    assert [r["_index"] for r in Tub(tmp_path / "tub").records()] == [1]
+
+
+def test_a_writer_in_another_process_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "tub"
+    TubWriter(path, DRIVE_INPUTS, DRIVE_TYPES).close()
+    with writer_in_another_process(path) as pid:
+        with pytest.raises(TubError, match=rf"another process \(pid {pid}\)"):
+            TubWriter(path)
+        assert lock_holder(path) == pid
+    assert lock_holder(path) is None  # the kernel released it with the process
+    TubWriter(path).close()

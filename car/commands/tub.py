@@ -14,11 +14,13 @@ from tqdm import tqdm
 
 from car.errors import CarError, TubError
 from car.tub.check import CheckReport, check_tub
+from car.tub.format import index_ranges, slices
 from car.tub.hist import write_histograms
+from car.tub.lock import lock_holder
 from car.tub.marks import set_deleted
 from car.tub.movie import write_movie
 from car.tub.reader import Tub
-from car.tub.repair import repair_tub
+from car.tub.repair import check_and_repair
 
 SHOW_PER_KIND = 8  # problems listed per kind before "... and N more"
 
@@ -58,8 +60,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     movie = sub.add_parser("movie", help="a video of the frames with steering and throttle")
     movie.add_argument("path", metavar="PATH")
     movie.add_argument("--out", required=True, help="video to write (.mp4 or .avi)")
-    movie.add_argument("--scale", type=int, default=3, help="enlarge frames (default 3)")
-    movie.add_argument("--fps", type=float, help="frame rate (default: as recorded)")
+    movie.add_argument("--scale", type=_positive(int), default=3,
+                       help="enlarge frames (default 3)")
+    movie.add_argument("--fps", type=_positive(float), help="frame rate (default: as recorded)")
     movie.add_argument("--start", type=int, help="first index")
     movie.add_argument("--end", type=int, help="stop before this index")
     movie.add_argument("--skip-broken", action="store_true",
@@ -70,6 +73,19 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    return parse
 
 
 def expand_paths(patterns: list[str]) -> list[Path]:
@@ -102,10 +118,6 @@ def parse_ranges(texts: list[str]) -> list[range]:
                            "Python slices: 100:200 is 100..199)")
         out.append(range(start, end))
     return out
-
-
-def _span(indexes: list[int]) -> str:
-    return f"{indexes[0]}..{indexes[-1]}" if len(indexes) > 1 else str(indexes[0])
 
 
 def _progress(items: Any, desc: str) -> Any:
@@ -142,25 +154,36 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"time      {start}, {duration:.1f} s{rate}")
     lines.append("inputs    " + ", ".join(f"{i} ({t})" for i, t in zip(info["inputs"],
                                                                           info["types"])))
-    if info["damage"]:
+    if info["writer_pid"]:
+        lines.append(f"recording by pid {info['writer_pid']} now: figures are a snapshot")
+    elif info["damage"]:
         lines.append(f"damage    {len(info['damage'])} problem(s), e.g. {info['damage'][0]}; "
                      "run `car tub check`")
     return "\n".join(lines)
 
 
 def check_command(args: argparse.Namespace) -> int:
-    report = check_tub(args.path, decode=not args.quick, progress=sys.stderr.isatty())
-    print(format_report(report))
-    if not report.problems:
-        return 0
+    holder = lock_holder(Path(args.path))
+    if holder and args.repair:
+        raise TubError(f"{args.path}: being recorded by pid {holder}; stop the recorder first")
+    if holder:
+        print(f"note: pid {holder} is recording into this tub; what it has not made durable "
+              "yet may show as problems")
+    progress = sys.stderr.isatty()
     if not args.repair:
+        report = check_tub(args.path, decode=not args.quick, progress=progress)
+        print(format_report(report))
         if report.repairable:
             print(f"run `car tub check {args.path} --repair` to fix "
                   f"{len(report.repairable)} of them")
-        return 1
-    for line in repair_tub(report):
+        return 1 if report.problems else 0
+    report, done = check_and_repair(args.path, decode=not args.quick, progress=progress)
+    print(format_report(report))
+    if not report.problems:
+        return 0
+    for line in done:
         print(f"repaired: {line}")
-    after = check_tub(args.path, decode=not args.quick, progress=sys.stderr.isatty())
+    after = check_tub(args.path, decode=not args.quick, progress=progress)
     print(f"after repair: {len(after.problems)} problem(s) left")
     for problem in after.problems:
         print(f"  {problem.where}: {problem.what}")
@@ -195,10 +218,10 @@ def _edit(args: argparse.Namespace, deleted: bool) -> None:
         state = "already deleted" if deleted else "not deleted"
         print(f"nothing {verb}: those records are {state}; {remaining} live records")
         return
-    print(f"{verb} {len(changed)} record(s) ({_span(changed)}) in {args.path}; "
+    print(f"{verb} {len(changed)} record(s) ({index_ranges(changed)}) in {args.path}; "
           f"{remaining} live records")
     if deleted:
-        print(f"undo with: car tub restore {args.path} {' '.join(args.ranges)}")
+        print(f"undo with: car tub restore {args.path} {' '.join(slices(changed))}")
 
 
 def delete_command(args: argparse.Namespace) -> None:

@@ -17,7 +17,6 @@ deleted tombstone line, so line N of the catalog stream keeps holding ``_index``
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -26,6 +25,7 @@ from typing import Any
 
 from car.errors import TubError
 from car.tub import images
+from car.tub.check import MAX_LOST, temp_files
 from car.tub.format import (
     CAPTURE_MS,
     DEFAULT_MAX_LEN,
@@ -43,18 +43,16 @@ from car.tub.format import (
     catalog_manifest_text,
     fsync_dir,
     image_file_name,
+    index_ranges,
     log_repair,
     read_catalog_manifest,
     record_line,
     session_number,
+    write_all,
 )
 from car.tub.lock import TubLock
-from car.tub.scan import TubScan, image_files, next_catalog_name, scan_tub
+from car.tub.scan import TubScan, catalog_origin, image_files, next_catalog_name, scan_tub
 from car.tub.values import check_inputs
-
-log = logging.getLogger(__name__)
-
-MAX_LOST = 100_000  # more indexes than this lost to a crash means a stray file, not a crash
 
 
 class _OpenCatalog:
@@ -112,7 +110,6 @@ class TubAppender:
             else:
                 scan = self._create(inputs, types, metadata, max_len)
             (self.path / IMAGES).mkdir(exist_ok=True)
-            self.tombstones = {r[INDEX] for r in scan.records() if TOMBSTONE in r}
             self.session_number = _next_session_number(scan)
             self.session_id = f"{time.strftime('%y-%m-%d')}_{self.session_number}"
             self.checkpoint()
@@ -131,12 +128,13 @@ class TubAppender:
                                  metadata=dict(metadata or {}),
                                  manifest_metadata={"created_at": time.time()}, max_len=max_len)
         self.next_index = 0
+        self.tombstones: set[int] = set()
         self._manifest_dirty = True
         return scan_tub(self.path, self.manifest)
 
     def _open_existing(self, inputs: list[str] | None, types: list[str] | None) -> TubScan:
-        for leftover in [*self.path.glob("*.tmp"), *(self.path / IMAGES).glob("*.tmp")]:
-            leftover.unlink()  # our own half-written temp files; the originals are intact
+        for name in temp_files(self.path):
+            (self.path / name).unlink()  # our own half-written temp files; originals intact
         self.manifest = Manifest.read(self.path)
         if inputs is not None and (inputs != self.manifest.inputs
                                    or list(types or []) != self.manifest.types):
@@ -145,6 +143,11 @@ class TubAppender:
                 f"{self.manifest.types}; record these fields into a new tub"
             )
         scan = scan_tub(self.path, self.manifest)
+        if scan.missing_catalogs:
+            raise TubError(
+                f"{self.path}: {', '.join(scan.missing_catalogs)} is listed in manifest.json "
+                "but missing; if it is still being copied, wait; else run `car tub check "
+                "--repair` first")
         for catalog in scan.catalogs:
             if catalog.torn_tail:
                 self._repair("drop_torn_line",
@@ -162,9 +165,19 @@ class TubAppender:
                              f"{catalog.name}: added to manifest.json (a crash came first)")
                 self.manifest.catalog_paths.append(catalog.name)
                 catalog.listed = True
+        tombstones = {r[INDEX] for r in scan.records() if TOMBSTONE in r}
+        if tombstones - self.manifest.deleted_indexes:
+            self._repair("delete_tombstones", "marked crash tombstones deleted: "
+                         + index_ranges(sorted(tombstones - self.manifest.deleted_indexes)))
+            self.manifest.deleted_indexes |= tombstones
         last_record = scan.max_record_index
         on_disk = max(image_files(self.path), default=-1)
         self.next_index = max(self.manifest.current_index, last_record + 1, on_disk + 1)
+        if self.next_index - last_record - 1 > MAX_LOST:  # a crash loses a handful at most
+            source = f"images/ holds a file of index {on_disk}" if on_disk + 1 == \
+                self.next_index else f"manifest.json says the next index is {self.next_index}"
+            raise TubError(f"{self.path}: {source}, far past the last record ({last_record}); "
+                           "that is not crash damage: look at `car tub check` first")
         if self.next_index != self.manifest.current_index:
             self._manifest_dirty = True
         if scan.catalogs:
@@ -172,29 +185,27 @@ class TubAppender:
         lost = range(last_record + 1, self.next_index)
         if lost:
             self._repair("tombstone",
-                         f"indexes {lost.start}..{lost.stop - 1}: written by a crashed session "
+                         f"indexes {index_ranges(list(lost))}: written by a crashed session "
                          "without a catalog line; kept as deleted tombstones (never reused)")
-            if len(lost) > MAX_LOST:
-                raise TubError(f"{self.path}: images/ holds a file of index {lost.stop - 1}, far "
-                               f"past the last record ({last_record}); move it out of images/")
+            # Deleted before their lines exist: a kill in between leaves nothing readable.
+            self.manifest.deleted_indexes.update(lost)
+            self._write_manifest(current_index=lost.start)
             for index in lost:
                 self._append_line(index, {INDEX: index, SESSION_ID: "recovered",
                                           TIMESTAMP_MS: _now_ms(), TOMBSTONE: "crash"})
-                self.manifest.deleted_indexes.add(index)
+            tombstones.update(lost)
+        self.tombstones = tombstones
         return scan
 
     def _reopen_catalog(self, scan: TubScan) -> None:
         last = scan.catalogs[-1]
-        meta = read_catalog_manifest(last.path.with_name(catalog_manifest_name(last.name))) or {}
+        start, created_at = catalog_origin(last, default_start=self.next_index)
         lengths = [line.length for line in last.lines]
-        first = last.lines[0].record if last.lines and last.lines[0].record else None
-        start = first[INDEX] if first else meta.get("start_index", self.next_index)
-        self._catalog = _OpenCatalog(self.path, last.name, int(start), lengths,
-                                     float(meta.get("created_at", time.time())))
-        self._catalog.dirty = meta.get("line_lengths") != lengths
+        self._catalog = _OpenCatalog(self.path, last.name, start, lengths, created_at)
+        meta = read_catalog_manifest(last.path.with_name(catalog_manifest_name(last.name)))
+        self._catalog.dirty = meta is None or meta.get("line_lengths") != lengths
 
     def _repair(self, action: str, detail: str, data: bytes | None = None) -> None:
-        log.warning("repaired tub %s: %s", self.path, detail)
         self.repairs.append(log_repair(self.path, action, detail, data))
         self._manifest_dirty = True
 
@@ -236,9 +247,7 @@ class TubAppender:
             raise TubError(f"{path}: already exists and will not be overwritten; is another "
                            "program writing this tub?") from None
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
         finally:
             os.close(fd)
         self._unsynced_images.append(path)
@@ -254,6 +263,7 @@ class TubAppender:
         self._manifest_dirty = True
 
     def _start_catalog(self, index: int) -> None:
+        self._sync_images()  # the manifest below must not name lines whose images are not safe
         if self._catalog is not None:
             self._catalog.sync()
             self._catalog.close()
@@ -273,18 +283,16 @@ class TubAppender:
     # ------------------------------------------------------------------ deleting
 
     def delete(self, indexes: Iterable[int]) -> list[int]:
-        """Soft-delete: mark indexes deleted (restorable). Returns those newly deleted."""
-        new = sorted(set(indexes) - self.manifest.deleted_indexes)
-        self.manifest.deleted_indexes.update(new)
+        """Soft-delete written records (restorable). Returns the indexes newly deleted."""
+        changed = self.manifest.mark((i for i in indexes if 0 <= i < self.next_index), True)
         self._write_manifest()
-        return new
+        return changed
 
     def restore(self, indexes: Iterable[int]) -> list[int]:
         """Undo a soft delete. Tombstones stay deleted. Returns the indexes restored."""
-        back = sorted((set(indexes) & self.manifest.deleted_indexes) - self.tombstones)
-        self.manifest.deleted_indexes.difference_update(back)
+        changed = self.manifest.mark(indexes, False, protected=self.tombstones)
         self._write_manifest()
-        return back
+        return changed
 
     def delete_last(self, count: int) -> list[int]:
         """Soft-delete the last ``count`` live records (the "erase last N" button)."""
@@ -301,6 +309,13 @@ class TubAppender:
 
     def checkpoint(self) -> None:
         """Make everything appended so far durable, and the manifests match it."""
+        self._sync_images()
+        if self._catalog is not None:
+            self._catalog.sync()
+        if self._manifest_dirty:
+            self._write_manifest()
+
+    def _sync_images(self) -> None:
         for path in self._unsynced_images:
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -310,13 +325,9 @@ class TubAppender:
         if self._unsynced_images:
             fsync_dir(self.path / IMAGES)
             self._unsynced_images.clear()
-        if self._catalog is not None:
-            self._catalog.sync()
-        if self._manifest_dirty:
-            self._write_manifest()
 
-    def _write_manifest(self) -> None:
-        self.manifest.current_index = self.next_index
+    def _write_manifest(self, current_index: int | None = None) -> None:
+        self.manifest.current_index = self.next_index if current_index is None else current_index
         self.manifest.write(self.path)
         self._manifest_dirty = False
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from tqdm import tqdm
 
-from car.errors import TubError
 from car.tub import images
 from car.tub.format import (
     IMAGE_TYPES,
@@ -18,11 +17,15 @@ from car.tub.format import (
     INDEX,
     TOMBSTONE,
     Manifest,
+    ManifestError,
     catalog_manifest_name,
+    is_temp_file,
     read_catalog_manifest,
 )
 from car.tub.rebuild import rebuild_manifest
-from car.tub.scan import TubScan, image_files, scan_tub
+from car.tub.scan import TubScan, image_files, latest_lines, scan_tub
+
+MAX_LOST = 1000  # more indexes than this between the last record and an image: a stray file
 
 
 @dataclass(frozen=True)
@@ -57,27 +60,31 @@ def check_tub(path: str | os.PathLike, decode: bool = True, progress: bool = Fal
     try:
         manifest = Manifest.read(tub)
         manifest_ok = True
-    except TubError as exc:
-        if not any(tub.glob("catalog_*.catalog")):
+    except ManifestError as exc:
+        if not exc.repairable:
             raise
-        manifest, _ = rebuild_manifest(tub)
+        manifest, _ = rebuild_manifest(tub)  # raises when there is nothing to rebuild from
         manifest_ok = False
         problems.append(Problem("bad_manifest", "manifest.json", str(exc).split(": ", 1)[-1],
-                                "rebuild it from the catalogs"))
+                                "rebuild it from what still parses and from the catalogs"))
     scan = scan_tub(tub, manifest)
     report = CheckReport(tub, scan, manifest_ok, problems)
-    problems += _catalog_problems(scan)
-    problems += _index_problems(scan, manifest_ok)
+    problems += structure_problems(scan, manifest_ok)
     problems += _image_problems(report, decode, progress)
-    problems += [Problem("temp_file", p.name, "half-written temp file left by a crash",
-                         "remove it") for p in _temp_files(tub)]
+    problems += [Problem("temp_file", name, "half-written temp file left by a crash",
+                         "remove it") for name in temp_files(tub)]
     return report
+
+
+def structure_problems(scan: TubScan, manifest_ok: bool = True) -> list[Problem]:
+    """The cheap checks: catalogs, lines and indexes (no image is opened)."""
+    return [*_catalog_problems(scan), *_index_problems(scan, manifest_ok)]
 
 
 def _catalog_problems(scan: TubScan) -> Iterable[Problem]:
     for name in scan.missing_catalogs:
         yield Problem("missing_catalog", name, "listed in manifest.json but missing; its "
-                      "records are lost", "stop listing it")
+                      "records are lost", "replace it with deleted tombstones")
     for catalog in scan.catalogs:
         if not catalog.listed:
             yield Problem("unlisted_catalog", catalog.name, "not listed in manifest.json "
@@ -85,7 +92,8 @@ def _catalog_problems(scan: TubScan) -> Iterable[Problem]:
         for line in catalog.lines:
             if line.error:
                 yield Problem("bad_line", f"{catalog.name} line {line.number}", line.error,
-                              "remove the line (kept in repair_log.jsonl)")
+                              "replace it with a deleted tombstone (the line is kept in "
+                              "repair_log.jsonl)")
         if catalog.torn_tail:
             yield Problem("torn_line", f"{catalog.name} line {len(catalog.lines) + 1}",
                           f"torn last line ({len(catalog.torn_tail)} bytes; a crash while "
@@ -101,28 +109,46 @@ def _catalog_problems(scan: TubScan) -> Iterable[Problem]:
 
 
 def _index_problems(scan: TubScan, manifest_ok: bool) -> Iterable[Problem]:
-    seen: dict[int, str] = {}
-    for line in scan.lines():
-        if line.record is None:
+    latest, pairs = latest_lines(scan.lines())
+    superseded = {id(old) for old, _ in pairs}
+    for old, new in pairs:
+        yield Problem("duplicate_index", f"{old.catalog} line {old.number}",
+                      f"index {old.record[INDEX]} is written again at {new.catalog} line "  # type: ignore[index]
+                      f"{new.number} (a crashed donkeycar session reused it)",
+                      "remove the line whose image was overwritten (kept in repair_log.jsonl)",
+                      old.record[INDEX])  # type: ignore[index]
+    position = 0  # donkeycar applies deleted_indexes by line position: line N must hold N
+    for line in [] if scan.missing_catalogs else scan.lines():  # (refilling them fixes it)
+        if id(line) in superseded:
             continue
-        index = line.record[INDEX]
-        where = f"{line.catalog} line {line.number}"
-        if index in seen:
-            yield Problem("duplicate_index", seen[index],
-                          f"index {index} is written again at {where} (a crashed donkeycar "
-                          "session reused it and overwrote its image)",
-                          "remove the earlier line (kept in repair_log.jsonl)", index)
-        seen[index] = where
+        if line.record is not None and line.record[INDEX] != position:
+            yield Problem("index_mismatch", f"{line.catalog} line {line.number}",
+                          f"holds index {line.record[INDEX]} where {position} belongs; "
+                          "donkeycar would apply deletions to the wrong records", None,
+                          line.record[INDEX])
+            break
+        position += 1
+    deleted = scan.manifest.deleted_indexes
+    loose = sorted(i for i, line in latest.items()
+                   if TOMBSTONE in line.record and i not in deleted)  # type: ignore[operator]
+    if loose:
+        yield Problem("tombstone_not_deleted", "manifest.json",
+                      f"{len(loose)} tombstone(s) of lost records are not marked deleted "
+                      f"(first: {loose[0]}); donkeycar would read them", "mark them deleted")
     last = scan.max_record_index
     if manifest_ok and scan.manifest.current_index < last + 1:
         yield Problem("stale_manifest", "manifest.json",
                       f"current_index is {scan.manifest.current_index} but records reach "
                       f"{last}; a writer would reuse indexes", "set it to the next free index")
     orphans = sorted(i for i in image_files(scan.path) if i > last)
-    if orphans:
+    if orphans and orphans[-1] - last > MAX_LOST:
+        yield Problem("stray_image", f"{IMAGES}/ (index {orphans[-1]})",
+                      f"an image far past the last record ({last}); not from a crash",
+                      None, orphans[-1])
+    elif orphans:
         yield Problem("orphan_image", f"{IMAGES}/ (indexes {orphans[0]}..{orphans[-1]})",
                       f"{len(orphans)} image index(es) past the last record (a crash came "
-                      "before their catalog lines)", "keep them as deleted tombstones")
+                      "before their catalog lines)", "keep their indexes as deleted tombstones")
 
 
 def _image_problems(report: CheckReport, decode: bool, progress: bool) -> list[Problem]:
@@ -130,14 +156,14 @@ def _image_problems(report: CheckReport, decode: bool, progress: bool) -> list[P
     keys = [(k, t) for k, t in manifest.input_types.items() if t in IMAGE_TYPES]
     if not keys:
         return []
-    latest = {r[INDEX]: r for r in report.scan.records()}  # a later duplicate wins
-    records = [r for i, r in latest.items()
-               if TOMBSTONE not in r and i not in manifest.deleted_indexes]
+    latest, _ = latest_lines(report.scan.lines())
+    records = [line.record for i, line in latest.items()
+               if TOMBSTONE not in line.record and i not in manifest.deleted_indexes]  # type: ignore[operator]
     problems = []
     for record in tqdm(records, desc="checking images", unit="rec", disable=not progress,
                        leave=False):
         for key, type_name in keys:
-            problem = _image_problem(report.path, record, key, type_name, decode)
+            problem = _image_problem(report.path, record, key, type_name, decode)  # type: ignore[arg-type]
             report.images_checked += 1
             if problem:
                 problems.append(problem)
@@ -152,7 +178,7 @@ def _image_problem(tub: Path, record: dict[str, Any], key: str, type_name: str,
         return None  # the field was not recorded for this record (donkeycar allows that)
     fix = "mark the record deleted (restorable)"
     where = f"{IMAGES}/{name}"
-    if not isinstance(name, str):
+    if not isinstance(name, str) or "/" in name or name.startswith("."):
         return Problem("bad_image_field", f"record {index}", f"'{key}' is not a file name",
                        fix, index)
     try:
@@ -170,5 +196,6 @@ def _image_problem(tub: Path, record: dict[str, Any], key: str, type_name: str,
     return None
 
 
-def _temp_files(tub: Path) -> list[Path]:
-    return sorted([*tub.glob("*.tmp"), *(tub / IMAGES).glob("*.tmp")])
+def temp_files(tub: Path) -> list[str]:
+    """Temp files ``atomic_write`` left behind (never anyone else's ``.tmp``)."""
+    return sorted(p.name for p in tub.glob("*.tmp") if is_temp_file(p.name))

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,16 @@ def is_tub(path: Path) -> bool:
     return (path / MANIFEST).is_file()
 
 
+class ManifestError(TubError):
+    """A manifest.json that cannot be used. ``repairable``: crash damage that
+    `car tub check --repair` can rebuild from the catalogs."""
+
+    def __init__(self, message: str, repairable: bool = False):
+        hint = "; run `car tub check --repair` to rebuild it from the catalogs"
+        super().__init__(message + (hint if repairable else ""))
+        self.repairable = repairable
+
+
 @dataclass
 class Manifest:
     """The five lines of ``manifest.json``."""
@@ -129,26 +140,29 @@ class Manifest:
         except (OSError, UnicodeDecodeError) as exc:
             raise TubError(f"{path}: cannot read: {exc}") from None
         lines = [line for line in text.splitlines() if line.strip()]
-        hint = "; run `car tub check --repair` to rebuild it from the catalogs"
         if len(lines) < 5:
-            raise TubError(f"{path}: has {len(lines)} of its 5 lines (torn by a crash?){hint}")
+            raise ManifestError(f"{path}: has {len(lines)} of its 5 lines (torn by a crash?)",
+                                repairable=True)
         parsed = []
         for number, line in enumerate(lines[:5], start=1):
             try:
                 parsed.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise TubError(f"{path} line {number}: not JSON ({exc.msg}){hint}") from None
+                raise ManifestError(f"{path} line {number}: not JSON ({exc.msg})",
+                                    repairable=True) from None
         inputs, types, metadata, manifest_metadata, catalogs = parsed
         expect = [(1, inputs, list), (2, types, list), (3, metadata, dict),
                   (4, manifest_metadata, dict), (5, catalogs, dict)]
         for number, value, kind in expect:
             if not isinstance(value, kind):
-                raise TubError(f"{path} line {number}: expected a JSON {kind.__name__}{hint}")
+                raise ManifestError(f"{path} line {number}: expected a JSON {kind.__name__}",
+                                    repairable=True)
         if len(inputs) != len(types) or not all(isinstance(x, str) for x in inputs + types):
-            raise TubError(f"{path}: lines 1 and 2 must be lists of names and types of one length")
+            raise ManifestError(f"{path}: lines 1 and 2 must be lists of input names and "
+                                "type names of one length; fix them by hand")
         for name, type_name in zip(inputs, types):
             if type_name not in TYPES:
-                raise TubError(
+                raise ManifestError(
                     f"{path} line 2: unknown type '{type_name}' of input '{name}'; "
                     f"known types: {', '.join(TYPES)}"
                 )
@@ -165,10 +179,30 @@ class Manifest:
                 deleted_indexes=deleted,
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise TubError(f"{path} line 5: bad catalog metadata ({exc!r}){hint}") from None
+            raise ManifestError(f"{path} line 5: bad catalog metadata ({exc!r})",
+                                repairable=True) from None
         if manifest.max_len < 1:
-            raise TubError(f"{path} line 5: max_len must be positive{hint}")
+            raise ManifestError(f"{path} line 5: max_len must be positive", repairable=True)
+        for name in manifest.catalog_paths:
+            if catalog_number(name) is None:
+                raise ManifestError(f"{path} line 5: '{name}' is not a catalog name "
+                                    "(catalog_N.catalog)", repairable=True)
         return manifest
+
+    def mark(self, indexes: Iterable[int], deleted: bool,
+             protected: Iterable[int] = ()) -> list[int]:
+        """Add indexes to (or take them from) ``deleted_indexes``; returns those changed.
+
+        ``protected`` indexes (tombstones) are never taken out.
+        """
+        wanted = set(indexes)
+        if deleted:
+            changed = sorted(wanted - self.deleted_indexes)
+            self.deleted_indexes.update(changed)
+        else:
+            changed = sorted((wanted & self.deleted_indexes) - set(protected))
+            self.deleted_indexes.difference_update(changed)
+        return changed
 
     def catalog_metadata(self) -> dict[str, Any]:
         return {
@@ -209,14 +243,32 @@ def read_catalog_manifest(path: Path) -> dict[str, Any] | None:
     return content if isinstance(content, dict) else None
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def temp_name(path: Path) -> Path:
+    """Where ``atomic_write`` stages ``path``."""
+    return path.with_name(path.name + ".tmp")
+
+
+def is_temp_file(name: str) -> bool:
+    """True for the temp files ``atomic_write`` leaves if killed (and only for those)."""
+    base = name.removesuffix(".tmp")
+    return name.endswith(".tmp") and (
+        base == MANIFEST or catalog_number(base) is not None
+        or catalog_number(base.removesuffix("_manifest")) is not None)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write a file so that a crash at any point leaves either the old or the new content."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -253,3 +305,28 @@ def log_repair(tub: Path, action: str, detail: str, data: bytes | None = None) -
         log.flush()
         os.fsync(log.fileno())
     return detail
+
+
+def index_ranges(indexes: list[int]) -> str:
+    """Sorted indexes as ``1..3, 7``."""
+    if not indexes:
+        return "none"
+    parts = []
+    start = prev = indexes[0]
+    for i in [*indexes[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(f"{start}..{prev}" if prev > start else str(start))
+        if i is not None:
+            start = prev = i
+    return ", ".join(parts)
+
+
+def slices(indexes: list[int]) -> list[str]:
+    """Sorted indexes as half-open ``START:END`` ranges, the form `car tub` takes."""
+    out: list[str] = []
+    for part in index_ranges(indexes).split(", ") if indexes else []:
+        first, _, last = part.partition("..")
+        out.append(f"{first}:{int(last or first) + 1}")
+    return out

@@ -13,7 +13,7 @@ from car.tub.reader import Tub
 
 BINS = 40  # over [-1, 1]: 0.05 wide
 PANEL_W, PANEL_H = 560, 380
-MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 64, 16, 56, 48
+MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 64, 28, 56, 48
 INK = (40, 40, 40)
 GRID = (225, 225, 225)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -71,13 +71,15 @@ def draw_panel(values: np.ndarray, title: str, colour: tuple[int, int, int],
 def write_histograms(tubs: Sequence[Tub], out: str | Path, steering_key: str = "user/angle",
                      throttle_key: str = "user/throttle") -> Path:
     """Write a PNG with the steering and throttle histograms side by side."""
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise TubError(f"{out}: name the picture .png (or .jpg)")
     steering = collect(tubs, steering_key)
     throttle = collect(tubs, throttle_key)
     image = np.hstack([
         draw_panel(steering, f"steering ({steering_key})", (200, 120, 40), "+1 = full right"),
         draw_panel(throttle, f"throttle ({throttle_key})", (60, 160, 60), "+1 = full forward"),
     ])
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), image):
         raise TubError(f"{out}: OpenCV could not write the image; use a .png or .jpg name")

@@ -25,12 +25,12 @@ class TubLock:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            holder = _read_pid(self._fd)
             os.close(self._fd)
             self._fd = None
-            raise TubError(
-                f"{tub}: another process (pid {holder}) is writing this tub; stop it first"
-            ) from None
+            who = "this process already has it open" if holder == os.getpid() else \
+                f"another process (pid {holder or '?'}) is writing it"
+            raise TubError(f"{tub}: {who}; close that writer first") from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
@@ -38,3 +38,25 @@ class TubLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+
+
+def lock_holder(tub: Path) -> int | None:
+    """The pid writing the tub right now, or None. Creates nothing, changes nothing."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(tub / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_pid(fd) or -1
+    finally:
+        os.close(fd)  # also drops the shared lock if we got it
+    return None
+
+
+def _read_pid(fd: int) -> int | None:
+    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else None

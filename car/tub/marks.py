@@ -25,15 +25,9 @@ def set_deleted(path: str | os.PathLike, ranges: Sequence[range], deleted: bool)
         if not present:
             span = f"{min(indexes)}..{max(indexes)}" if indexes else "none: the tub is empty"
             raise TubError(f"{tub_path}: no records in those ranges (indexes here: {span})")
-        manifest = tub.manifest
-        if deleted:
-            changed = sorted(present - manifest.deleted_indexes)
-            manifest.deleted_indexes.update(changed)
-        else:
-            changed = sorted(present & manifest.deleted_indexes)
-            manifest.deleted_indexes.difference_update(changed)
+        changed = tub.manifest.mark(present, deleted)  # tombstones are never in ``present``
         if changed:
-            manifest.write(tub_path)
+            tub.manifest.write(tub_path)
         return changed
     finally:
         if lock is not None:

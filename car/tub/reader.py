@@ -19,6 +19,7 @@ import numpy as np
 
 from car.errors import TubError
 from car.tub import images
+from car.tub.check import structure_problems
 from car.tub.format import (
     IMAGE_TYPES,
     IMAGES,
@@ -27,7 +28,8 @@ from car.tub.format import (
     TIMESTAMP_MS,
     TOMBSTONE,
 )
-from car.tub.scan import CatalogLine, scan_tub
+from car.tub.lock import lock_holder
+from car.tub.scan import latest_lines, scan_tub
 
 
 @dataclass(frozen=True)
@@ -46,15 +48,7 @@ class Tub:
         self.scan = scan_tub(self.path)
         self.manifest = self.scan.manifest
         self.deleted_indexes = set(self.manifest.deleted_indexes)
-        latest: dict[int, CatalogLine] = {}
-        self.duplicates: list[tuple[CatalogLine, CatalogLine]] = []  # (superseded, kept)
-        for line in self.scan.lines():
-            if line.record is None:
-                continue
-            index = line.record[INDEX]
-            if index in latest:
-                self.duplicates.append((latest[index], line))
-            latest[index] = line
+        latest, self.duplicates = latest_lines(self.scan.lines())  # duplicates: (superseded, kept)
         self._by_index = {i: line.record for i, line in latest.items()}
         ordered = [line.record for line in self.scan.lines()
                    if line.record is not None and latest[line.record[INDEX]] is line]
@@ -120,7 +114,7 @@ class Tub:
     def image_path(self, record: dict[str, Any], key: str | None = None) -> Path:
         key = key or self._default_image_key()
         name = record.get(key)
-        if not isinstance(name, str):
+        if not isinstance(name, str) or "/" in name or name.startswith("."):
             raise TubError(f"{self.path}: record {record[INDEX]} has no image '{key}'")
         return self.path / IMAGES / name
 
@@ -139,20 +133,8 @@ class Tub:
 
     @property
     def damage(self) -> list[str]:
-        """One line per defect the scan found (the cheap checks; no image is decoded)."""
-        out = []
-        for catalog in self.scan.catalogs:
-            if catalog.torn_tail:
-                out.append(f"{catalog.name}: torn last line ({len(catalog.torn_tail)} bytes)")
-            if not catalog.listed:
-                out.append(f"{catalog.name}: not listed in manifest.json")
-            out += [f"{catalog.name} line {line.number}: {line.error}"
-                    for line in catalog.lines if line.error]
-        out += [f"{name}: listed in manifest.json but missing" for name in
-                self.scan.missing_catalogs]
-        out += [f"{old.catalog} line {old.number}: index {old.record[INDEX]} written again at "  # type: ignore[index]
-                f"{new.catalog} line {new.number}" for old, new in self.duplicates]
-        return out
+        """One line per defect the cheap checks find (no image is opened); see check_tub."""
+        return [f"{p.where}: {p.what}" for p in structure_problems(self.scan)]
 
     def sessions(self) -> list[SessionSummary]:
         """Live records grouped by session, in order of first appearance."""
@@ -183,6 +165,7 @@ class Tub:
             "catalogs": len(self.scan.catalogs),
             "format": "tub_v2 (2020 variant)" if self.manifest.legacy else "tub_v2",
             "damage": self.damage,
+            "writer_pid": lock_holder(self.path),
         }
 
 

@@ -11,13 +11,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from car.errors import TubError
 from car.tub.format import (
     DEFAULT_MAX_LEN,
     IMAGE_TYPES,
+    INDEX,
     MANIFEST,
+    TOMBSTONE,
     TYPES,
     Manifest,
-    catalog_number,
 )
 from car.tub.scan import catalog_files, scan_catalog
 
@@ -37,6 +39,16 @@ def _salvage_lines(tub: Path) -> list[Any]:
             value = None
         out.append(value if isinstance(value, kind) else None)
     return out
+
+
+def _int(table: dict[str, Any] | None, key: str) -> int:
+    value = (table or {}).get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _valid(inputs: Any, types: Any) -> bool:
+    return (isinstance(inputs, list) and isinstance(types, list) and len(inputs) == len(types)
+            and all(isinstance(i, str) for i in inputs) and all(t in TYPES for t in types))
 
 
 def _infer_type(values: list[Any]) -> str:
@@ -62,12 +74,15 @@ def rebuild_manifest(tub: Path) -> tuple[Manifest, list[str]]:
     notes: list[str] = []
     stub = Manifest(inputs=[], types=[])
     names = [name for name, _ in catalog_files(tub, stub)[0]]
-    names.sort(key=lambda n: catalog_number(n) or 0)
     scans = [scan_catalog(tub / name, listed=False) for name in names]
     records = [line.record for scan in scans for line in scan.lines if line.record]
-    valid_types = (inputs is not None and types is not None and len(inputs) == len(types)
-                   and all(t in TYPES for t in types))
-    if not valid_types:
+    if metadata and _valid(metadata.get("inputs"), metadata.get("types")) \
+            and not _valid(inputs, types):  # the 2020 variant repeats them on line 3
+        inputs, types = metadata["inputs"], metadata["types"]
+    if not _valid(inputs, types):
+        if not records:
+            raise TubError(f"{tub / MANIFEST}: unreadable, and there is no record to rebuild "
+                           "it from; this tub holds nothing")
         values: dict[str, list[Any]] = {}
         for record in records:
             for key, value in record.items():
@@ -79,12 +94,13 @@ def rebuild_manifest(tub: Path) -> tuple[Manifest, list[str]]:
                      f"{', '.join(f'{i}:{t}' for i, t in zip(inputs, types))}")
     deleted: set[int] = set()
     max_len = DEFAULT_MAX_LEN
+    deleted |= {r[INDEX] for r in records if TOMBSTONE in r}
     if catalogs is not None and isinstance(catalogs.get("deleted_indexes"), list):
-        deleted = {int(i) for i in catalogs["deleted_indexes"]}
+        deleted |= {int(i) for i in catalogs["deleted_indexes"]}
         max_len = int(catalogs.get("max_len", DEFAULT_MAX_LEN))
     else:
         notes.append("the list of deleted records was lost with the manifest's last line; "
-                     "every record is live again")
+                     "every record but the crash tombstones is live again")
         if len(scans) > 1 and scans[0].lines:
             max_len = len(scans[0].lines)
     manifest = Manifest(
@@ -93,7 +109,7 @@ def rebuild_manifest(tub: Path) -> tuple[Manifest, list[str]]:
         metadata=metadata or {},
         manifest_metadata=manifest_metadata or {},
         catalog_paths=names,
-        current_index=max((r["_index"] for r in records), default=-1) + 1,
+        current_index=max([r[INDEX] + 1 for r in records] + [_int(catalogs, "current_index")]),
         max_len=max_len,
         deleted_indexes=deleted,
     )

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from car.errors import TubError
 from car.tub.format import (
     IMAGE_INDEX_RE,
     IMAGES,
     INDEX,
+    TOMBSTONE,
     Manifest,
+    catalog_manifest_name,
     catalog_name,
     catalog_number,
+    read_catalog_manifest,
 )
 
 
@@ -105,6 +110,8 @@ def scan_catalog(path: Path, listed: bool) -> CatalogScan:
         data = path.read_bytes()
     except FileNotFoundError:
         return scan
+    except OSError as exc:
+        raise TubError(f"{path}: cannot read this catalog: {exc}") from None
     scan.size = len(data)
     offset = 0
     number = 0
@@ -129,7 +136,8 @@ def scan_catalog(path: Path, listed: bool) -> CatalogScan:
 def catalog_files(tub: Path, manifest: Manifest) -> tuple[list[tuple[str, bool]], list[str]]:
     """All catalogs in index order as (name, listed), and the listed ones missing on disk."""
     listed = list(dict.fromkeys(manifest.catalog_paths))
-    on_disk = {p.name for p in tub.glob("catalog_*.catalog") if catalog_number(p.name) is not None}
+    on_disk = {p.name for p in tub.glob("catalog_*.catalog")
+               if catalog_number(p.name) is not None and p.is_file()}
     missing = [name for name in listed if not (tub / name).is_file()]
     names = [name for name in listed if name not in missing]
     names += [name for name in on_disk if name not in listed]
@@ -160,6 +168,31 @@ def image_files(tub: Path) -> dict[int, list[str]]:
     return found
 
 
+def latest_lines(lines: Iterable[CatalogLine]
+                 ) -> tuple[dict[int, CatalogLine], list[tuple[CatalogLine, CatalogLine]]]:
+    """The line that holds each index, and the (superseded, kept) pairs of repeated indexes.
+
+    A later line of an index replaces an earlier one (a crashed donkeycar session reuses an
+    index and overwrites its image, so the image belongs to the later line), except that a
+    tombstone never replaces a real record.
+    """
+    latest: dict[int, CatalogLine] = {}
+    pairs: list[tuple[CatalogLine, CatalogLine]] = []
+    for line in lines:
+        if line.record is None:
+            continue
+        index = line.record[INDEX]
+        old = latest.get(index)
+        if old is None:
+            latest[index] = line
+        elif TOMBSTONE in line.record and TOMBSTONE not in old.record:  # type: ignore[operator]
+            pairs.append((line, old))
+        else:
+            pairs.append((old, line))
+            latest[index] = line
+    return latest, pairs
+
+
 def next_catalog_name(tub: Path, manifest: Manifest) -> str:
     """A name for a new catalog: ``catalog_{count}.catalog`` as donkeycar names them."""
     names, missing = catalog_files(tub, manifest)
@@ -168,3 +201,13 @@ def next_catalog_name(tub: Path, manifest: Manifest) -> str:
     while catalog_name(number) in taken:
         number += 1
     return catalog_name(number)
+
+
+def catalog_origin(catalog: CatalogScan, default_start: int) -> tuple[int, float]:
+    """A catalog's start index and creation time, for its catalog manifest."""
+    meta = read_catalog_manifest(catalog.path.with_name(catalog_manifest_name(catalog.name)))
+    meta = meta or {}
+    first = next((line.record for line in catalog.lines if line.record is not None), None)
+    start = first[INDEX] if first else meta.get("start_index", default_start)
+    created = meta.get("created_at")
+    return int(start), float(created) if isinstance(created, (int, float)) else time.time()

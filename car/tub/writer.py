@@ -8,6 +8,7 @@ error on the writer thread (a full disk, say) is raised by the next call into th
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import queue
@@ -70,6 +71,9 @@ class TubWriter:
         self._thread = threading.Thread(target=self._run, name=f"tub-writer:{self.path.name}",
                                         daemon=True)
         self._thread.start()
+        atexit.register(self._close_at_exit)  # a program that forgets close() loses nothing
+        for line in self.repairs:
+            log.warning("repaired tub %s: %s", self.path, line)
 
     # ------------------------------------------------------------------ caller side
 
@@ -141,10 +145,15 @@ class TubWriter:
             except queue.Full:
                 self._raise_if_failed()
 
+    def _stopped(self) -> TubError:
+        error = TubError(f"{self.path}: the tub writer stopped: {self._error}; records "
+                         "before the error are safe")
+        error.__cause__ = self._error
+        return error
+
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise TubError(f"{self.path}: the tub writer stopped: {self._error}; records "
-                           "before the error are safe") from self._error
+            raise self._stopped()
         if self._closed:
             raise TubError(f"{self.path}: the tub writer is closed")
 
@@ -153,13 +162,20 @@ class TubWriter:
         if self._closed:
             return self.stats
         self._closed = True
-        self._queue.put((_STOP, None, None))
+        atexit.unregister(self._close_at_exit)
+        self._queue.put((_STOP, None, None))  # the thread always drains, so there is room
         self._thread.join()
         if self.stats.dropped:
             log.warning("%s: %s", self.path, self.stats.summary())
         if self._error is not None:
-            raise TubError(f"{self.path}: the tub writer stopped: {self._error}") from self._error
+            raise self._stopped()
         return self.stats
+
+    def _close_at_exit(self) -> None:
+        try:
+            self.close()
+        except TubError as exc:
+            log.error("%s", exc)
 
     def __enter__(self) -> TubWriter:
         return self
@@ -172,51 +188,42 @@ class TubWriter:
     def _run(self) -> None:
         appender = self._appender
         next_checkpoint = time.monotonic() + self._interval_s
-        future: Future[Any] | None = None
-        try:
-            while True:
-                timeout = max(0.0, next_checkpoint - time.monotonic())
-                try:
-                    kind, arg, future = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    kind, arg, future = "checkpoint", None, None
-                if kind is _STOP:
-                    break
+        while True:
+            timeout = max(0.0, next_checkpoint - time.monotonic())
+            try:
+                kind, arg, future = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                kind, arg, future = "checkpoint", None, None
+            if kind is _STOP:
+                break
+            if self._error is not None:  # after a failure, refuse everything until close()
+                if future is not None:
+                    future.set_exception(self._stopped())
+                continue
+            try:
+                result = None
                 if kind == "record":
-                    values, timestamp_ms, capture_ms = arg
-                    appender.append(values, timestamp_ms, capture_ms)
+                    appender.append(*arg)
                     self.stats.written += 1
-                    result = None
                 elif kind == "checkpoint":
-                    result = None
-                    next_checkpoint = 0.0  # do it now
+                    next_checkpoint = 0.0  # now
                 else:
                     result = getattr(appender, kind)(arg)
                 if time.monotonic() >= next_checkpoint:
                     appender.checkpoint()
                     self.stats.checkpoints += 1
                     next_checkpoint = time.monotonic() + self._interval_s
-                if future is not None:
-                    future.set_result(result)
-                    future = None
-        except BaseException as exc:  # reported to the caller by the next call
-            self._error = exc
-            log.error("tub writer for %s stopped: %s", self.path, exc)
+            except BaseException as exc:  # reported to the caller by its next call
+                self._error = exc
+                log.error("tub writer for %s stopped: %s", self.path, exc)
+                result = None
             if future is not None:
-                future.set_exception(exc)
-            self._fail_pending(exc)
-        finally:
-            try:
-                appender.close()
-            except BaseException as exc:
                 if self._error is None:
-                    self._error = exc
-
-    def _fail_pending(self, exc: BaseException) -> None:
-        while True:
-            try:
-                _, _, future = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if future is not None:
-                future.set_exception(exc)
+                    future.set_result(result)
+                else:
+                    future.set_exception(self._stopped())
+        try:
+            appender.close()
+        except BaseException as exc:
+            if self._error is None:
+                self._error = exc
