@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from car.tub import Tub, TubWriter
+from car.tub.check import structure_problems
 
 INPUTS = ["cam/image_array", "user/angle", "user/throttle", "user/mode"]
 TYPES = ["image_array", "float", "float", "str"]
@@ -86,8 +87,9 @@ def kill_rounds(tub: Path, rounds: int, seed: int, max_len: int,
         seen.update(current)
         reader = Tub(tub)  # a crashed tub always opens for reading
         if log:
-            print(f"round {number}: killed after {delay:.2f} s; {len(reader)} live records; "
-                  f"reopened for reading, {len(reader.damage)} problem(s) seen")
+            kinds = sorted({p.kind for p in structure_problems(reader.scan)}) or ["none"]
+            print(f"round {number}: killed after {delay:.2f} s; {len(reader)} live records "
+                  f"readable; crash damage seen: {', '.join(kinds)}")
     return seen
 
 
