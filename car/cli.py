@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+import cv2
+
 from car import __version__
 from car.commands import config as config_commands
 from car.commands import tub as tub_commands
@@ -39,18 +41,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CarError as exc:
         print(f"car: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a file the user named cannot be written or read
+        if isinstance(exc, BrokenPipeError):
+            return _quiet_broken_pipe()
+        print(f"car: error: {exc}", file=sys.stderr)
+        return 1
+    except cv2.error as exc:  # OpenCV's own message is several lines; keep its gist
+        gist = [line for line in str(exc).splitlines() if line.strip()][-1].strip()
+        print(f"car: error: OpenCV: {gist}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("car: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `car ... | head`: the reader left; that is not an error
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stops the flush at exit failing
-        return 0
     except Exception as exc:
         if args.debug:
             raise
         print(f"car: internal error: {type(exc).__name__}: {exc} (run again with --debug for "
               "the traceback, and report it)", file=sys.stderr)
         return 3
+
+
+def _quiet_broken_pipe() -> int:
+    """`car ... | head`: the reader left early. Not an error; say nothing."""
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stops the flush at exit failing
+    return 0
 
 
 if __name__ == "__main__":

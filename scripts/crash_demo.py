@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,11 +64,12 @@ def image_hashes(tub: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
 
 
-def kill_rounds(tub: Path, rounds: int, seed: int, max_len: int,
-                log: bool = True) -> dict[str, str]:
+def kill_rounds(tub: Path, rounds: int, seed: int, max_len: int, log: bool = True,
+                after_kill: Callable[[Path], None] | None = None) -> dict[str, str]:
     """Run the recorder ``rounds`` times, SIGKILL each; returns every image's hash seen.
 
     Raises AssertionError if an image that existed before a kill was changed or removed.
+    ``after_kill(tub)`` runs after each kill, before the tub is opened again.
     """
     rng = random.Random(seed)
     seen: dict[str, str] = {}
@@ -85,6 +87,8 @@ def kill_rounds(tub: Path, rounds: int, seed: int, max_len: int,
         changed = [name for name, digest in seen.items() if current.get(name) != digest]
         assert not changed, f"images overwritten or removed: {changed[:5]}"
         seen.update(current)
+        if after_kill is not None:
+            after_kill(tub)
         reader = Tub(tub)  # a crashed tub always opens for reading
         if log:
             kinds = sorted({p.kind for p in structure_problems(reader.scan)}) or ["none"]

@@ -6,6 +6,7 @@ last (donkeycar prints a banner on stdout).
     python donkeycar_side.py write PATH OUT.json   # record a tub as donkeycar does
     python donkeycar_side.py read PATH OUT.json    # read a tub as donkeycar's training does
     python donkeycar_side.py append PATH OUT.json  # add a session to an existing tub
+    python donkeycar_side.py reuse PATH OUT.json   # a session after a crash reuses an index
 """
 
 import json
@@ -46,6 +47,26 @@ def write(path):
     tub.close()
 
 
+def reuse(path):
+    """What donkeycar does after a kill -9 that left its manifest one record behind: the
+    next session reuses that index, overwriting its image, across a catalog rollover."""
+    tub = Tub(path, inputs=INPUTS, types=TYPES, max_catalog_len=5)
+    for i in range(6):
+        tub.write_record(record(i))
+    tub.close()
+    with open(f"{path}/manifest.json") as f:
+        lines = f.read().splitlines()
+    catalogs = json.loads(lines[4])
+    catalogs["current_index"] -= 1
+    lines[4] = json.dumps(catalogs)
+    with open(f"{path}/manifest.json", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    tub = Tub(path, inputs=INPUTS, types=TYPES, max_catalog_len=5)
+    for i in range(4):
+        tub.write_record(record(100 + i))
+    tub.close()
+
+
 def append(path):
     tub = Tub(path, inputs=INPUTS, types=TYPES)
     for i in range(5):
@@ -66,6 +87,6 @@ def read(path):
 
 if __name__ == "__main__":
     action, tub_path, out_path = sys.argv[1:4]
-    result = {"write": write, "append": append, "read": read}[action](tub_path)
+    result = {"write": write, "append": append, "reuse": reuse, "read": read}[action](tub_path)
     with open(out_path, "w") as out:
         json.dump(result if result is not None else read(tub_path), out)

@@ -147,3 +147,34 @@ def test_donkeycar_agrees_with_us_after_a_repair(donkey_python: Path, tmp_path: 
     seen = donkey(donkey_python, "read", path, tmp_path)
     assert seen["records"] == list(ours.records())
     assert seen["len"] == len(ours) == 35 - 3 - 1 - 10 - 1
+
+
+@pytest.mark.slow
+def test_a_crashed_donkeycar_session_is_repaired(donkey_python: Path, tmp_path: Path) -> None:
+    path = tmp_path / "reused"
+    donkey(donkey_python, "reuse", path, tmp_path)  # index 5 written twice, over a rollover
+    report, _ = check_and_repair(path)
+    assert "duplicate_index" in report.kinds()
+    ours = Tub(path)
+    seen = donkey(donkey_python, "read", path, tmp_path)
+    assert seen["records"] == list(ours.records())
+    assert ours.indexes() == list(range(9)) and ours.record(5)["count"] == 100
+    assert check_tub(path).problems == []
+
+
+@pytest.mark.slow
+def test_donkeycar_reads_a_tub_killed_mid_recording(donkey_python: Path, tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from crash_demo import kill_rounds
+
+    def donkeycar_reads_what_we_read(tub: Path) -> None:
+        seen = donkey(donkey_python, "read", tub, tmp_path)  # fails if donkeycar cannot open it
+        ours = {r["_index"]: r for r in Tub(tub).records()}
+        assert all(ours.get(r["_index"]) == r for r in seen["records"])
+
+    path = tmp_path / "killed"
+    kill_rounds(path, rounds=6, seed=5, max_len=7, log=False,
+                after_kill=donkeycar_reads_what_we_read)
+    TubWriter(path).close()  # reopening repairs what the last kill left
+    seen = donkey(donkey_python, "read", path, tmp_path)
+    assert seen["records"] == list(Tub(path).records())

@@ -57,7 +57,8 @@ def test_info_text(capsys: pytest.CaptureFixture[str], real_tub_pristine: Path) 
 
 
 @pytest.mark.parametrize(("damage", "message"), [
-    (lambda t: (t / "manifest.json").unlink(), "not a tub (no manifest.json)"),
+    (lambda t: (t / "manifest.json").unlink(),
+     "manifest.json: missing; run `car tub check --repair` to rebuild it"),
     (lambda t: (t / "manifest.json").write_text(
         '["cam/image_array",\n' + (t / "manifest.json").read_text().partition("\n")[2]),
      "manifest.json line 1: not JSON"),
@@ -77,6 +78,10 @@ def test_bad_manifests_are_one_line_errors(capsys: pytest.CaptureFixture[str], r
 def test_a_path_that_is_not_a_tub(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run(capsys, "tub", "info", str(tmp_path / "nope"))
     assert code == 1 and "not a folder" in err
+    code, _, err = run(capsys, "tub", "check", str(tmp_path), "--repair")
+    assert code == 1 and "not a tub (no manifest.json and no catalog)" in err
+    code, _, err = run(capsys, "tub", "info", str(tmp_path))
+    assert code == 1 and "not a tub (no manifest.json)" in err
 
 
 def test_a_bad_catalog_line_is_reported_not_fatal(capsys: pytest.CaptureFixture[str],
@@ -197,8 +202,8 @@ def test_the_undo_hint_names_exactly_what_was_deleted(capsys: pytest.CaptureFixt
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["movie", "{tub}", "--out", "{tmp}/m.mp4", "--scale", "0"], "must be above 0"),
-    (["movie", "{tub}", "--out", "{tmp}/m.mp4", "--fps", "-3"], "must be above 0"),
+    (["movie", "{tub}", "--out", "{tmp}/m.mp4", "--scale", "0"], "must be from 1 to"),
+    (["movie", "{tub}", "--out", "{tmp}/m.mp4", "--fps", "-3"], "must be from 1 to"),
 ])
 def test_bad_flags_are_usage_errors(capsys: pytest.CaptureFixture[str], real_tub_pristine: Path,
                                     tmp_path: Path, argv: list[str], message: str) -> None:

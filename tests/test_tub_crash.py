@@ -207,7 +207,7 @@ def test_a_missing_catalog_blocks_writing_and_repairs_to_tombstones(tmp_path: Pa
     assert Tub(tub).indexes() == [*range(10), *range(20, 25)]  # the refusal changed nothing
     report, done = check_and_repair(tub)
     assert "missing_catalog" in report.kinds()
-    assert any("indexes 10..19" in line for line in done)
+    assert "marked tombstones deleted: 10..19" in done
     assert_lines_hold_their_index(tub)
     assert [r["_index"] for r in Tub(tub).records()] == [*range(10), *range(20, 25)]
     assert check_tub(tub).problems == []
@@ -285,3 +285,80 @@ def test_only_our_own_temp_files_are_removed(tmp_path: Path) -> None:
     assert not (tub / "manifest.json.tmp").exists()
     assert (tub / "notes.tmp").read_text() == "mine"
     assert (tub / "images" / "draft.tmp").read_text() == "mine too"
+
+
+def test_a_torn_line_in_an_earlier_catalog_keeps_positions(tmp_path: Path) -> None:
+    """A power cut can tear a donkeycar catalog that is not the last one."""
+    tub = make_tub(tmp_path / "tub", 15, max_len=5)
+    catalog = tub / "catalog_1.catalog"
+    lines = catalog.read_bytes().splitlines(keepends=True)
+    catalog.write_bytes(b"".join(lines[:4]) + b"\0" * 40)  # index 9's line is zeros
+    assert "torn_line" in check_tub(tub).kinds()
+    with TubWriter(tub) as writer:  # the writer leaves an earlier catalog's tail alone
+        writer.write(drive_record(15))
+    check_and_repair(tub)
+    assert_lines_hold_their_index(tub)
+    assert [r["_index"] for r in Tub(tub).records()] == [i for i in range(16) if i != 9]
+    assert check_tub(tub).problems == []
+
+
+def test_a_repeated_run_and_a_garbage_line(tmp_path: Path) -> None:
+    tub = make_tub(tmp_path / "tub", 10)
+    catalog = tub / "catalog_0.catalog"
+    lines = catalog.read_text().splitlines(keepends=True)
+    again = [line.replace('"user/mode": "user"', '"user/mode": "again"') for line in lines[7:9]]
+    catalog.write_text("".join(lines + again) + "garbage\n")
+    check_and_repair(tub)
+    assert_lines_hold_their_index(tub)
+    reader = Tub(tub)
+    assert reader.indexes() == list(range(11))  # the garbage line is a tombstone of 10
+    assert [r["_index"] for r in reader.records()] == list(range(10))
+    assert [reader.record(i)["user/mode"] for i in (6, 7, 8, 9)] == ["user", "again", "again",
+                                                                      "user"]
+    log = (tub / REPAIR_LOG).read_text()
+    assert log.count('"action": "remove_line"') == 3  # two old copies and the garbage
+    assert check_tub(tub).problems == []
+
+
+def test_an_empty_listed_catalog_is_unlisted(tmp_path: Path) -> None:
+    """donkeycar creates catalog_0 empty with the tub; donkeycar itself cannot open that."""
+    tub = make_tub(tmp_path / "tub", 0)
+    manifest = Manifest.read(tub)
+    manifest.catalog_paths = ["catalog_0.catalog"]
+    manifest.write(tub)
+    (tub / "catalog_0.catalog").touch()
+    assert [p.kind for p in check_tub(tub).problems] == ["empty_catalog"]
+    check_and_repair(tub)
+    assert Manifest.read(tub).catalog_paths == [] and check_tub(tub).problems == []
+    with TubWriter(tub) as writer:  # and a writer lists a catalog only once it has a line
+        writer.write(drive_record(0))
+    assert Manifest.read(tub).catalog_paths == ["catalog_0.catalog"]
+
+
+def test_a_whole_manifest_tmp_finishes_the_update(tmp_path: Path) -> None:
+    """Killed between writing manifest.json.tmp and renaming it: the newer one wins."""
+    tub = make_tub(tmp_path / "tub", 10)
+    newer = Manifest.read(tub)
+    newer.deleted_indexes = {7, 8, 9}  # an "erase last 3" that the crash interrupted
+    (tub / "manifest.json.tmp").write_text(newer.text())
+    assert [p.kind for p in check_tub(tub).problems] == ["temp_file"]
+    with TubWriter(tub) as writer:
+        assert any("finished a manifest update" in r for r in writer.repairs)
+    assert Manifest.read(tub).deleted_indexes == {7, 8, 9}
+    (tub / "manifest.json.tmp").write_text(newer.text()[:50])  # a torn one is dropped
+    TubWriter(tub).close()
+    assert Manifest.read(tub).deleted_indexes == {7, 8, 9}
+    assert not (tub / "manifest.json.tmp").exists()
+
+
+def test_a_torn_line_5_keeps_the_deletions_it_still_shows(tmp_path: Path) -> None:
+    tub = make_tub(tmp_path / "tub", 10)
+    lines = (tub / "manifest.json").read_text().splitlines()
+    lines[4] = lines[4].replace('"deleted_indexes": []', '"deleted_indexes": [1, 6')
+    (tub / "manifest.json").write_text("\n".join(lines))
+    old = (tub / "manifest.json").read_bytes()
+    _, done = check_and_repair(tub)
+    assert any("1 of its indexes could still be read" in line for line in done)
+    assert Manifest.read(tub).deleted_indexes == {1}  # "6" may have been cut from "63"
+    log = [json.loads(line) for line in (tub / REPAIR_LOG).read_text().splitlines()]
+    assert log[0]["removed_bytes_latin1"].encode("latin-1") == old

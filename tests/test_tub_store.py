@@ -285,3 +285,19 @@ def test_a_writer_in_another_process_is_named(tmp_path: Path) -> None:
         assert lock_holder(path) == pid
     assert lock_holder(path) is None  # the kernel released it with the process
     TubWriter(path).close()
+
+
+def test_a_cancelled_command_does_not_stop_the_writer(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    slow_append = TubAppender.append
+
+    def append(self: TubAppender, *args: object) -> int:
+        time.sleep(0.05)
+        return slow_append(self, *args)
+
+    monkeypatch.setattr(TubAppender, "append", append)
+    with TubWriter(tmp_path / "tub", DRIVE_INPUTS, DRIVE_TYPES) as writer:
+        writer.write(drive_record(0))
+        assert writer.delete_last(1).cancel()  # still queued behind the slow record
+        writer.write(drive_record(1))
+    assert writer.stats.written == 2 and len(Tub(tmp_path / "tub")) == 2

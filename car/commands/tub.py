@@ -60,9 +60,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     movie = sub.add_parser("movie", help="a video of the frames with steering and throttle")
     movie.add_argument("path", metavar="PATH")
     movie.add_argument("--out", required=True, help="video to write (.mp4 or .avi)")
-    movie.add_argument("--scale", type=_positive(int), default=3,
-                       help="enlarge frames (default 3)")
-    movie.add_argument("--fps", type=_positive(float), help="frame rate (default: as recorded)")
+    movie.add_argument("--scale", type=_bounded(int, 1, 16), default=3,
+                       help="enlarge frames, 1 to 16 (default 3)")
+    movie.add_argument("--fps", type=_bounded(float, 1, 240),
+                       help="frame rate, 1 to 240 (default: as recorded)")
     movie.add_argument("--start", type=int, help="first index")
     movie.add_argument("--end", type=int, help="stop before this index")
     movie.add_argument("--skip-broken", action="store_true",
@@ -75,14 +76,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------- helpers
 
 
-def _positive(kind: type) -> Any:
+def _bounded(kind: type, low: float, high: float) -> Any:
+    """An argparse type: a number of ``kind`` from ``low`` to ``high``."""
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {text}")
         return value
 
     return parse

@@ -25,7 +25,7 @@ from typing import Any
 
 from car.errors import TubError
 from car.tub import images
-from car.tub.check import MAX_LOST, temp_files
+from car.tub.check import MAX_LOST
 from car.tub.format import (
     CAPTURE_MS,
     DEFAULT_MAX_LEN,
@@ -48,6 +48,7 @@ from car.tub.format import (
     read_catalog_manifest,
     record_line,
     session_number,
+    settle_temp_files,
     write_all,
 )
 from car.tub.lock import TubLock
@@ -133,8 +134,7 @@ class TubAppender:
         return scan_tub(self.path, self.manifest)
 
     def _open_existing(self, inputs: list[str] | None, types: list[str] | None) -> TubScan:
-        for name in temp_files(self.path):
-            (self.path / name).unlink()  # our own half-written temp files; originals intact
+        self.repairs += settle_temp_files(self.path)
         self.manifest = Manifest.read(self.path)
         if inputs is not None and (inputs != self.manifest.inputs
                                    or list(types or []) != self.manifest.types):
@@ -148,23 +148,21 @@ class TubAppender:
                 f"{self.path}: {', '.join(scan.missing_catalogs)} is listed in manifest.json "
                 "but missing; if it is still being copied, wait; else run `car tub check "
                 "--repair` first")
-        for catalog in scan.catalogs:
-            if catalog.torn_tail:
-                self._repair("drop_torn_line",
-                             f"{catalog.name}: removed a torn last line "
-                             f"({len(catalog.torn_tail)} bytes) left by a crash",
-                             catalog.torn_tail)
-                os.truncate(catalog.path, catalog.good_length)
-            if catalog.missing_newline:
-                self._repair("add_newline", f"{catalog.name}: ended its last line")
-                with open(catalog.path, "ab") as f:
-                    f.write(b"\n")
-                catalog.lines[-1].length += 1
-            if not catalog.listed:
-                self._repair("list_catalog",
-                             f"{catalog.name}: added to manifest.json (a crash came first)")
-                self.manifest.catalog_paths.append(catalog.name)
-                catalog.listed = True
+        last = scan.catalogs[-1] if scan.catalogs else None
+        if last is not None and last.torn_tail:
+            self._repair("drop_torn_line", f"{last.name}: removed a torn last line "
+                         f"({len(last.torn_tail)} bytes) left by a crash", last.torn_tail)
+            os.truncate(last.path, last.good_length)
+        if last is not None and last.missing_newline:
+            self._repair("add_newline", f"{last.name}: ended its last line")
+            with open(last.path, "ab") as f:
+                f.write(b"\n")
+            last.lines[-1].length += 1
+        unlisted = [c.name for c in scan.catalogs if not c.listed and c.lines]
+        if unlisted:
+            self._repair("list_catalog", f"listed {', '.join(unlisted)} in manifest.json (a "
+                         "crash came before the manifest update)")
+            self.manifest.catalog_paths += unlisted
         tombstones = {r[INDEX] for r in scan.records() if TOMBSTONE in r}
         if tombstones - self.manifest.deleted_indexes:
             self._repair("delete_tombstones", "marked crash tombstones deleted: "
@@ -255,23 +253,25 @@ class TubAppender:
     def _append_line(self, index: int, record: dict[str, Any]) -> None:
         catalog = self._catalog
         if catalog is None or (index % self.manifest.max_len == 0 and catalog.line_lengths):
-            self._start_catalog(index)
-            catalog = self._catalog
-        assert catalog is not None
+            catalog = self._start_catalog(index)
         catalog.append(record_line(record))
         self.next_index = index + 1
         self._manifest_dirty = True
+        if catalog.name not in self.manifest.catalog_paths:
+            # Listed only once it holds a line (donkeycar cannot open an empty catalog), and
+            # once that line and its images are on disk.
+            self._sync_images()
+            catalog.sync()
+            self.manifest.catalog_paths.append(catalog.name)
+            self._write_manifest()
 
-    def _start_catalog(self, index: int) -> None:
-        self._sync_images()  # the manifest below must not name lines whose images are not safe
+    def _start_catalog(self, index: int) -> _OpenCatalog:
         if self._catalog is not None:
             self._catalog.sync()
             self._catalog.close()
         name = next_catalog_name(self.path, self.manifest)
         self._catalog = _OpenCatalog(self.path, name, index, [], time.time())
-        self._catalog.sync()  # its manifest exists before the manifest lists it
-        self.manifest.catalog_paths.append(name)
-        self._write_manifest()
+        return self._catalog
 
     def _record_session(self) -> None:
         sessions = self.manifest.manifest_metadata.setdefault("sessions", {})
@@ -279,6 +279,7 @@ class TubAppender:
         sessions["last_id"] = self.session_number
         sessions["last_full_id"] = self.session_id
         self._session_recorded = True
+        self._manifest_dirty = True
 
     # ------------------------------------------------------------------ deleting
 

@@ -24,8 +24,11 @@ from car.tub.format import (
 )
 from car.tub.rebuild import rebuild_manifest
 from car.tub.scan import TubScan, image_files, latest_lines, scan_tub
+from car.tub.stream import plan_stream
 
 MAX_LOST = 1000  # more indexes than this between the last record and an image: a stray file
+BAD_LINE_FIX = ("a deleted tombstone takes its index, or it goes if it is one line too many "
+                "(kept in repair_log.jsonl either way)")
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,13 @@ def check_tub(path: str | os.PathLike, decode: bool = True, progress: bool = Fal
     report = CheckReport(tub, scan, manifest_ok, problems)
     problems += structure_problems(scan, manifest_ok)
     problems += _image_problems(report, decode, progress)
-    problems += [Problem("temp_file", name, "half-written temp file left by a crash",
-                         "remove it") for name in temp_files(tub)]
+    problems += [Problem("temp_file", name, "a temp file a crash left", "finish the update it "
+                         "holds if whole, else remove it (kept in repair_log.jsonl)")
+                 for name in temp_files(tub)]
+    if manifest.quirks:
+        problems.append(Problem("nonstandard_manifest", "manifest.json",
+                                "; ".join(manifest.quirks) + " (donkeycar may not read it)",
+                                "rewrite it in donkeycar's form"))
     return report
 
 
@@ -84,50 +92,50 @@ def structure_problems(scan: TubScan, manifest_ok: bool = True) -> list[Problem]
 def _catalog_problems(scan: TubScan) -> Iterable[Problem]:
     for name in scan.missing_catalogs:
         yield Problem("missing_catalog", name, "listed in manifest.json but missing; its "
-                      "records are lost", "replace it with deleted tombstones")
+                      "records are lost", "put deleted tombstones in its lines' place")
+    last = scan.catalogs[-1].name if scan.catalogs else None
     for catalog in scan.catalogs:
-        if not catalog.listed:
+        if not catalog.listed and catalog.lines:
             yield Problem("unlisted_catalog", catalog.name, "not listed in manifest.json "
                           "(a crash came before the manifest update)", "list it")
+        if catalog.listed and not catalog.lines and not catalog.torn_tail:
+            yield Problem("empty_catalog", catalog.name, "listed but empty (donkeycar cannot "
+                          "open a tub with an empty catalog)", "stop listing it")
         for line in catalog.lines:
             if line.error:
                 yield Problem("bad_line", f"{catalog.name} line {line.number}", line.error,
-                              "replace it with a deleted tombstone (the line is kept in "
-                              "repair_log.jsonl)")
+                              BAD_LINE_FIX)
         if catalog.torn_tail:
             yield Problem("torn_line", f"{catalog.name} line {len(catalog.lines) + 1}",
                           f"torn last line ({len(catalog.torn_tail)} bytes; a crash while "
-                          "writing)", "remove it (kept in repair_log.jsonl)")
+                          "writing)", "remove it (kept in repair_log.jsonl)"
+                          if catalog.name == last else BAD_LINE_FIX)
         if catalog.missing_newline:
             yield Problem("missing_newline", f"{catalog.name} line {len(catalog.lines)}",
                           "last line has no newline", "add it")
         meta = read_catalog_manifest(catalog.path.with_name(catalog_manifest_name(catalog.name)))
         lengths = [line.length for line in catalog.lines]
-        if meta is None or meta.get("line_lengths") != lengths:
+        if lengths and (meta is None or meta.get("line_lengths") != lengths):
             yield Problem("stale_catalog_manifest", catalog_manifest_name(catalog.name),
                           "missing, or its line lengths do not match the catalog", "rewrite it")
 
 
 def _index_problems(scan: TubScan, manifest_ok: bool) -> Iterable[Problem]:
     latest, pairs = latest_lines(scan.lines())
-    superseded = {id(old) for old, _ in pairs}
     for old, new in pairs:
         yield Problem("duplicate_index", f"{old.catalog} line {old.number}",
                       f"index {old.record[INDEX]} is written again at {new.catalog} line "  # type: ignore[index]
                       f"{new.number} (a crashed donkeycar session reused it)",
-                      "remove the line whose image was overwritten (kept in repair_log.jsonl)",
-                      old.record[INDEX])  # type: ignore[index]
-    position = 0  # donkeycar applies deleted_indexes by line position: line N must hold N
-    for line in [] if scan.missing_catalogs else scan.lines():  # (refilling them fixes it)
-        if id(line) in superseded:
-            continue
-        if line.record is not None and line.record[INDEX] != position:
-            yield Problem("index_mismatch", f"{line.catalog} line {line.number}",
-                          f"holds index {line.record[INDEX]} where {position} belongs; "
-                          "donkeycar would apply deletions to the wrong records", None,
-                          line.record[INDEX])
-            break
-        position += 1
+                      "the newest copy (whose image is on disk) takes the first slot; the "
+                      "other goes to repair_log.jsonl", old.record[INDEX])  # type: ignore[index]
+    misplaced = None if scan.missing_catalogs else _first_misplaced(scan)
+    if misplaced:
+        where, index, position = misplaced
+        fixable = plan_stream(scan) is not None
+        yield Problem("index_mismatch", where, f"holds index {index} where {position} belongs; "
+                      "donkeycar would apply deletions to the wrong records",
+                      "rebuild the catalog stream so that line N holds index N" if fixable
+                      else None, index)
     deleted = scan.manifest.deleted_indexes
     loose = sorted(i for i, line in latest.items()
                    if TOMBSTONE in line.record and i not in deleted)  # type: ignore[operator]
@@ -149,6 +157,25 @@ def _index_problems(scan: TubScan, manifest_ok: bool) -> Iterable[Problem]:
         yield Problem("orphan_image", f"{IMAGES}/ (indexes {orphans[0]}..{orphans[-1]})",
                       f"{len(orphans)} image index(es) past the last record (a crash came "
                       "before their catalog lines)", "keep their indexes as deleted tombstones")
+
+
+def _first_misplaced(scan: TubScan) -> tuple[str, int, int] | None:
+    """The first line whose index is not its position, repeated indexes left out."""
+    position = 0
+    seen: set[int] = set()
+    last = scan.catalogs[-1].name if scan.catalogs else None
+    for catalog in scan.catalogs:
+        for line in catalog.lines:
+            if line.record is not None and line.record[INDEX] in seen:
+                continue  # a repeated index: repair keeps its first slot
+            if line.record is not None:
+                seen.add(line.record[INDEX])
+            if line.record is not None and line.record[INDEX] != position:
+                return f"{line.catalog} line {line.number}", line.record[INDEX], position
+            position += 1
+        if catalog.torn_tail and catalog.name != last:
+            position += 1  # donkeycar reads a torn line in the middle as one (bad) record
+    return None
 
 
 def _image_problems(report: CheckReport, decode: bool, progress: bool) -> list[Problem]:

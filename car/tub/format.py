@@ -110,6 +110,7 @@ class Manifest:
     current_index: int = 0
     max_len: int = DEFAULT_MAX_LEN
     deleted_indexes: set[int] = field(default_factory=set)
+    quirks: list[str] = field(default_factory=list, compare=False)  # read, not donkeycar's form
 
     @property
     def legacy(self) -> bool:
@@ -131,15 +132,27 @@ class Manifest:
         if not tub.is_dir():
             raise TubError(f"{tub}: not a folder; a tub is a folder with a manifest.json")
         if not path.is_file():
+            if any(tub.glob("catalog_*.catalog")):
+                raise ManifestError(f"{path}: missing", repairable=True)
             raise TubError(
                 f"{tub}: not a tub (no manifest.json); give the folder written by `car record` "
                 "or donkeycar"
             )
         try:
             text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
+            raise ManifestError(f"{path}: not text ({exc.reason})", repairable=True) from None
+        except OSError as exc:
             raise TubError(f"{path}: cannot read: {exc}") from None
+        return cls.parse(text, path)
+
+    @classmethod
+    def parse(cls, text: str, path: Path) -> Manifest:
+        """Parse a manifest's text; ``path`` names it in errors."""
         lines = [line for line in text.splitlines() if line.strip()]
+        quirks = []
+        if len(lines) != len(text.splitlines()):
+            quirks.append("blank lines")
         if len(lines) < 5:
             raise ManifestError(f"{path}: has {len(lines)} of its 5 lines (torn by a crash?)",
                                 repairable=True)
@@ -166,8 +179,17 @@ class Manifest:
                     f"{path} line 2: unknown type '{type_name}' of input '{name}'; "
                     f"known types: {', '.join(TYPES)}"
                 )
+        for key in ("max_len", "deleted_indexes"):
+            if key not in catalogs:
+                quirks.append(f"line 5 has no {key}")
         try:
-            deleted = {int(i) for i in catalogs.get("deleted_indexes", [])}
+            raw_deleted = catalogs.get("deleted_indexes", [])
+            deleted = {int(i) for i in raw_deleted if isinstance(i, (int, float))
+                       and not isinstance(i, bool) and float(i).is_integer() and i >= 0}
+            if len(deleted) != len(raw_deleted):
+                quirks.append("deleted_indexes holds other than whole numbers, or repeats")
+            if not isinstance(catalogs["paths"], list):
+                raise TypeError("paths must be a list")
             manifest = cls(
                 inputs=inputs,
                 types=types,
@@ -177,6 +199,7 @@ class Manifest:
                 current_index=int(catalogs["current_index"]),
                 max_len=int(catalogs.get("max_len", DEFAULT_MAX_LEN)),
                 deleted_indexes=deleted,
+                quirks=quirks,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"{path} line 5: bad catalog metadata ({exc!r})",
@@ -187,6 +210,9 @@ class Manifest:
             if catalog_number(name) is None:
                 raise ManifestError(f"{path} line 5: '{name}' is not a catalog name "
                                     "(catalog_N.catalog)", repairable=True)
+        paths = manifest.catalog_paths
+        if paths != sorted(set(paths), key=lambda n: catalog_number(n) or 0):
+            quirks.append("catalog paths out of order or repeated")
         return manifest
 
     def mark(self, indexes: Iterable[int], deleted: bool,
@@ -330,3 +356,33 @@ def slices(indexes: list[int]) -> list[str]:
         first, _, last = part.partition("..")
         out.append(f"{first}:{int(last or first) + 1}")
     return out
+
+
+def settle_temp_files(tub: Path) -> list[str]:
+    """Finish or undo what ``atomic_write`` left when it was killed; returns what was done.
+
+    A ``manifest.json.tmp`` that parses whole is the newer manifest (written and fsynced,
+    not yet renamed): it replaces ``manifest.json``. Any other temp file of ours is removed,
+    its bytes kept in the repair log. Files of other names are never touched.
+    """
+    done = []
+    for tmp in sorted(tub.glob("*.tmp")):
+        if not is_temp_file(tmp.name):
+            continue
+        data = tmp.read_bytes()
+        if tmp.name == MANIFEST + ".tmp":
+            try:
+                Manifest.parse(data.decode("utf-8"), tmp)
+                whole = True
+            except (TubError, UnicodeDecodeError):
+                whole = False
+            if whole:
+                os.replace(tmp, tub / MANIFEST)
+                fsync_dir(tub)
+                done.append(log_repair(tub, "finish_manifest", "finished a manifest update a "
+                                       "crash interrupted (manifest.json.tmp was whole)"))
+                continue
+        done.append(log_repair(tub, "remove_temp", f"removed {tmp.name}, half-written when a "
+                               "crash came", data))
+        tmp.unlink()
+    return done

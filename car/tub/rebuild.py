@@ -24,13 +24,29 @@ from car.tub.format import (
 from car.tub.scan import catalog_files, scan_catalog
 
 
-def _salvage_lines(tub: Path) -> list[Any]:
-    """The manifest's lines that still parse, None for the others (always 5 items)."""
+def _manifest_lines(tub: Path) -> list[str]:
     try:
         text = (tub / MANIFEST).read_text(encoding="utf-8", errors="replace")
     except OSError:
         text = ""
-    lines = [line for line in text.splitlines() if line.strip()]
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _salvage_deleted(line: str) -> set[int]:
+    """The whole numbers of a torn line 5's ``deleted_indexes`` (the last one may be cut)."""
+    _, found, rest = line.partition('"deleted_indexes": [')
+    if not found:
+        return set()
+    listed, closed, _ = rest.partition("]")
+    items = [item.strip() for item in listed.split(",")]
+    if not closed:
+        items = items[:-1]  # cut mid-number: "63" may read as "6"
+    return {int(item) for item in items if item.isdigit()}
+
+
+def _salvage_lines(tub: Path) -> list[Any]:
+    """The manifest's lines that still parse, None for the others (always 5 items)."""
+    lines = _manifest_lines(tub)
     out: list[Any] = []
     for number, kind in enumerate((list, list, dict, dict, dict)):
         try:
@@ -42,8 +58,9 @@ def _salvage_lines(tub: Path) -> list[Any]:
 
 
 def _int(table: dict[str, Any] | None, key: str) -> int:
+    """A positive whole number from the table, else 0."""
     value = (table or {}).get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _valid(inputs: Any, types: Any) -> bool:
@@ -96,11 +113,16 @@ def rebuild_manifest(tub: Path) -> tuple[Manifest, list[str]]:
     max_len = DEFAULT_MAX_LEN
     deleted |= {r[INDEX] for r in records if TOMBSTONE in r}
     if catalogs is not None and isinstance(catalogs.get("deleted_indexes"), list):
-        deleted |= {int(i) for i in catalogs["deleted_indexes"]}
-        max_len = int(catalogs.get("max_len", DEFAULT_MAX_LEN))
+        deleted |= {i for i in catalogs["deleted_indexes"]
+                    if isinstance(i, int) and not isinstance(i, bool) and i >= 0}
+        max_len = _int(catalogs, "max_len") or DEFAULT_MAX_LEN
     else:
-        notes.append("the list of deleted records was lost with the manifest's last line; "
-                     "every record but the crash tombstones is live again")
+        lines = _manifest_lines(tub)
+        salvaged = _salvage_deleted(lines[4]) if len(lines) > 4 else set()
+        deleted |= salvaged
+        notes.append("the list of deleted records was torn with the manifest's last line "
+                     f"({len(salvaged)} of its indexes could still be read); other deleted "
+                     "records are live again")
         if len(scans) > 1 and scans[0].lines:
             max_len = len(scans[0].lines)
     manifest = Manifest(

@@ -1,10 +1,9 @@
 """`car tub check --repair`: fix what `check_tub` found. Nothing is lost on the way.
 
-Every removed catalog line is written to ``repair_log.jsonl`` first; broken records are
-soft-deleted (restorable), never erased; images are never touched. Repairs keep line N of
-the catalog stream holding index N, since donkeycar applies ``deleted_indexes`` by line
-position: a line that cannot be read becomes a deleted tombstone of its position's index,
-never a gap.
+Every removed catalog line, and a manifest that is rebuilt, goes to ``repair_log.jsonl``
+first; broken records are soft-deleted (restorable), never erased; images are never touched.
+The catalogs are rewritten by the stream plan (car/tub/stream.py), which keeps line N holding
+index N, since donkeycar applies ``deleted_indexes`` by line position.
 """
 
 from __future__ import annotations
@@ -18,22 +17,20 @@ from car.tub.check import CheckReport, check_tub
 from car.tub.format import (
     INDEX,
     MANIFEST,
-    SESSION_ID,
-    TIMESTAMP_MS,
     TOMBSTONE,
     Manifest,
     atomic_write,
     catalog_manifest_name,
     catalog_manifest_text,
-    catalog_number,
     index_ranges,
     log_repair,
     read_catalog_manifest,
-    record_line,
+    temp_name,
 )
 from car.tub.lock import TubLock
 from car.tub.rebuild import rebuild_manifest
-from car.tub.scan import CatalogScan, catalog_origin, latest_lines, scan_catalog, scan_tub
+from car.tub.scan import CatalogScan, catalog_origin, scan_tub
+from car.tub.stream import plan_stream
 
 BROKEN_IMAGE = ("missing_image", "unreadable_image", "bad_image_field")
 
@@ -64,23 +61,19 @@ def repair_tub(report: CheckReport, lock: TubLock) -> list[str]:
     tub = report.path
     done: list[str] = []
     try:
-        for problem in report.problems:
-            if problem.kind == "temp_file":
-                (tub / problem.where).unlink(missing_ok=True)
-                done.append(f"removed {problem.where}")
         if not report.manifest_ok:
+            old = _read_or_empty(tub / MANIFEST)
             manifest, notes = rebuild_manifest(tub)
+            log_repair(tub, "old_manifest", "the manifest.json that was rebuilt", old)
             manifest.write(tub)
-            done.append(log_repair(tub, "rebuild_manifest",
-                                   "rebuilt manifest.json; " + "; ".join(notes or ["all of it "
-                                                                                 "was readable"])))
+            done.append(log_repair(tub, "rebuild_manifest", "rebuilt manifest.json; "
+                                   + "; ".join(notes or ["every line of it was readable"])))
         manifest = Manifest.read(tub)
-        done += _refill_missing_catalogs(tub, manifest)
-        done += _rewrite_catalogs(tub, manifest)
-        manifest.write(tub)
+        done += _rewrite_stream(tub, manifest)
+        manifest.write(tub)  # also puts the manifest in donkeycar's exact form
         for catalog in scan_tub(tub, manifest).catalogs:
             done += _rewrite_catalog_manifest(catalog)
-        appender = TubAppender(tub, lock=lock)  # torn tails, unlisted catalogs, next index
+        appender = TubAppender(tub, lock=lock)  # leftovers, a torn tail, the next index
     except BaseException:
         lock.release()
         raise
@@ -96,74 +89,34 @@ def repair_tub(report: CheckReport, lock: TubLock) -> list[str]:
     return done
 
 
-def _tombstone(index: int, reason: str) -> bytes:
-    return record_line({INDEX: index, SESSION_ID: "recovered", TIMESTAMP_MS: 0,
-                        TOMBSTONE: reason})
+def _read_or_empty(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
-def _refill_missing_catalogs(tub: Path, manifest: Manifest) -> list[str]:
-    """A listed catalog that is gone becomes a catalog of deleted tombstones for its indexes."""
-    done = []
-    names = sorted(manifest.catalog_paths, key=lambda n: catalog_number(n) or 0)
-    position = 0
-    for number, name in enumerate(names):
-        path = tub / name
-        if path.is_file():
-            position += len(scan_catalog(path, listed=True).lines)
-            continue
-        if path.exists():
-            raise TubError(f"{path}: is not a file; move it out of the tub, then repair again")
-        end = manifest.current_index
-        for later in names[number + 1:]:
-            if (tub / later).is_file():
-                end = catalog_origin(scan_catalog(tub / later, listed=True), end)[0]
-                break
-        lost = list(range(position, max(position, end)))
-        atomic_write(path, b"".join(_tombstone(i, "catalog missing") for i in lost))
-        manifest.deleted_indexes.update(lost)
-        position += len(lost)
-        done.append(log_repair(tub, "refill_catalog", f"{name} was missing: rewrote it with "
-                               f"deleted tombstones for indexes {index_ranges(lost)}"))
-    return done
-
-
-def _rewrite_catalogs(tub: Path, manifest: Manifest) -> list[str]:
-    """Drop superseded duplicates; unreadable lines become tombstones of their position."""
+def _rewrite_stream(tub: Path, manifest: Manifest) -> list[str]:
+    """Apply the stream plan: line N holds index N, no listed catalog is empty."""
     scan = scan_tub(tub, manifest)
-    latest, pairs = latest_lines(scan.lines())
-    superseded = {id(old) for old, _ in pairs}
-    real = {i for i, line in latest.items() if TOMBSTONE not in line.record}  # type: ignore[operator]
-    tombstones = {i for i, line in latest.items() if i not in real}
-    done = []
-    position = 0
-    for catalog in scan.catalogs:
-        data = catalog.path.read_bytes()
-        out = bytearray()
-        changed = False
-        for line in catalog.lines:
-            raw = data[line.offset:line.offset + line.length]
-            where = f"{catalog.name} line {line.number}"
-            if id(line) in superseded:
-                done.append(log_repair(tub, "drop_superseded", f"{where}: removed index "
-                                       f"{line.record[INDEX]}, written again later", raw))  # type: ignore[index]
-                changed = True
-                continue
-            if line.record is None:
-                changed = True
-                if position in real:  # the stream is out of step here; do not guess
-                    done.append(log_repair(tub, "drop_line", f"{where}: {line.error}; removed",
-                                           raw))
-                    continue
-                out += _tombstone(position, line.error or "unreadable")
-                tombstones.add(position)
-                done.append(log_repair(tub, "tombstone_line", f"{where}: {line.error}; "
-                                       f"replaced by a deleted tombstone of index {position}",
-                                       raw))
-            else:
-                out += raw
-            position += 1
-        if changed:
-            atomic_write(catalog.path, bytes(out) + data[catalog.good_length:])
+    plan = plan_stream(scan)
+    if plan is None:
+        return []  # records out of order: check reports it as not repairable
+    done = [log_repair(tub, "remove_line", f"{where}: {why}", data)
+            for where, why, data in plan.removed]
+    for name in sorted(plan.changed):
+        path = tub / name
+        if path.exists() and not path.is_file():
+            raise TubError(f"{path}: is not a file; move it out of the tub, then repair again")
+        atomic_write(path, plan.content[name])
+        done.append(f"rewrote {name}")
+    listed = [name for name, content in plan.content.items() if content]
+    if listed != manifest.catalog_paths:
+        done.append(log_repair(tub, "list_catalogs", f"catalogs listed as {listed} (were "
+                               f"{manifest.catalog_paths})"))
+        manifest.catalog_paths = listed
+    tombstones = set(plan.tombstones) | {
+        r[INDEX] for r in scan_tub(tub, manifest).records() if TOMBSTONE in r}
     if tombstones - manifest.deleted_indexes:
         done.append(log_repair(tub, "delete_tombstones", "marked tombstones deleted: "
                                + index_ranges(sorted(tombstones - manifest.deleted_indexes))))
@@ -179,4 +132,5 @@ def _rewrite_catalog_manifest(catalog: CatalogScan) -> list[str]:
         return []
     start, created_at = catalog_origin(catalog, default_start=0)
     atomic_write(path, catalog_manifest_text(catalog.name, created_at, start, lengths))
+    temp_name(path).unlink(missing_ok=True)
     return [f"rewrote {path.name}"]

@@ -156,6 +156,9 @@ class TubWriter:
             raise self._stopped()
         if self._closed:
             raise TubError(f"{self.path}: the tub writer is closed")
+        if not self._thread.is_alive():
+            raise TubError(f"{self.path}: the tub writer thread has died; records before "
+                           "this are safe; reopen the tub")
 
     def close(self) -> WriterStats:
         """Write everything still queued, make it durable, release the tub."""
@@ -163,7 +166,12 @@ class TubWriter:
             return self.stats
         self._closed = True
         atexit.unregister(self._close_at_exit)
-        self._queue.put((_STOP, None, None))  # the thread always drains, so there is room
+        while self._thread.is_alive():  # it drains the queue, even after an error
+            try:
+                self._queue.put((_STOP, None, None), timeout=0.1)
+                break
+            except queue.Full:
+                continue
         self._thread.join()
         if self.stats.dropped:
             log.warning("%s: %s", self.path, self.stats.summary())
@@ -196,6 +204,8 @@ class TubWriter:
                 kind, arg, future = "checkpoint", None, None
             if kind is _STOP:
                 break
+            if future is not None and not future.set_running_or_notify_cancel():
+                continue  # the caller cancelled this command before it ran
             if self._error is not None:  # after a failure, refuse everything until close()
                 if future is not None:
                     future.set_exception(self._stopped())
