@@ -68,7 +68,8 @@ def check_tub(path: str | os.PathLike, decode: bool = True, progress: bool = Fal
             raise
         manifest, _ = rebuild_manifest(tub)  # raises when there is nothing to rebuild from
         manifest_ok = False
-        problems.append(Problem("bad_manifest", "manifest.json", str(exc).split(": ", 1)[-1],
+        problems.append(Problem("bad_manifest", "manifest.json",
+                                exc.detail.removeprefix("manifest.json").lstrip(": "),
                                 "rebuild it from what still parses and from the catalogs"))
     scan = scan_tub(tub, manifest)
     report = CheckReport(tub, scan, manifest_ok, problems)

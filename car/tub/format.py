@@ -95,6 +95,8 @@ class ManifestError(TubError):
     def __init__(self, message: str, repairable: bool = False):
         hint = "; run `car tub check --repair` to rebuild it from the catalogs"
         super().__init__(message + (hint if repairable else ""))
+        at = message.find(MANIFEST)
+        self.detail = message[at:] if at >= 0 else message  # no folder, no advice
         self.repairable = repairable
 
 

@@ -120,9 +120,10 @@ def rebuild_manifest(tub: Path) -> tuple[Manifest, list[str]]:
         lines = _manifest_lines(tub)
         salvaged = _salvage_deleted(lines[4]) if len(lines) > 4 else set()
         deleted |= salvaged
-        notes.append("the list of deleted records was torn with the manifest's last line "
-                     f"({len(salvaged)} of its indexes could still be read); other deleted "
-                     "records are live again")
+        torn = f"torn ({len(salvaged)} of its indexes could still be read)" if len(lines) > 4 \
+            else "lost"
+        notes.append(f"the list of deleted records was {torn} with the manifest's last line; "
+                     "other deleted records are live again")
         if len(scans) > 1 and scans[0].lines:
             max_len = len(scans[0].lines)
     manifest = Manifest(
