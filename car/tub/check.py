@@ -125,10 +125,10 @@ def _index_problems(scan: TubScan, manifest_ok: bool) -> Iterable[Problem]:
     latest, pairs = latest_lines(scan.lines())
     for old, new in pairs:
         yield Problem("duplicate_index", f"{old.catalog} line {old.number}",
-                      f"index {old.record[INDEX]} is written again at {new.catalog} line "  # type: ignore[index]
+                      f"index {old.fields[INDEX]} is written again at {new.catalog} line "
                       f"{new.number} (a crashed donkeycar session reused it)",
                       "the newest copy (whose image is on disk) takes the first slot; the "
-                      "other goes to repair_log.jsonl", old.record[INDEX])  # type: ignore[index]
+                      "other goes to repair_log.jsonl", old.fields[INDEX])
     misplaced = None if scan.missing_catalogs else _first_misplaced(scan)
     if misplaced:
         where, index, position = misplaced
@@ -139,7 +139,7 @@ def _index_problems(scan: TubScan, manifest_ok: bool) -> Iterable[Problem]:
                       else None, index)
     deleted = scan.manifest.deleted_indexes
     loose = sorted(i for i, line in latest.items()
-                   if TOMBSTONE in line.record and i not in deleted)  # type: ignore[operator]
+                   if TOMBSTONE in line.fields and i not in deleted)
     if loose:
         yield Problem("tombstone_not_deleted", "manifest.json",
                       f"{len(loose)} tombstone(s) of lost records are not marked deleted "
@@ -185,13 +185,13 @@ def _image_problems(report: CheckReport, decode: bool, progress: bool) -> list[P
     if not keys:
         return []
     latest, _ = latest_lines(report.scan.lines())
-    records = [line.record for i, line in latest.items()
-               if TOMBSTONE not in line.record and i not in manifest.deleted_indexes]  # type: ignore[operator]
+    records = [line.fields for i, line in latest.items()
+               if TOMBSTONE not in line.fields and i not in manifest.deleted_indexes]
     problems = []
     for record in tqdm(records, desc="checking images", unit="rec", disable=not progress,
                        leave=False):
         for key, type_name in keys:
-            problem = _image_problem(report.path, record, key, type_name, decode)  # type: ignore[arg-type]
+            problem = _image_problem(report.path, record, key, type_name, decode)
             report.images_checked += 1
             if problem:
                 problems.append(problem)

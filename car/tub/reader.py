@@ -1,9 +1,9 @@
 """Reading a tub: its live records, their images, sessions and a summary. Never writes.
 
 Records are identified by ``_index``. A record is *live* unless its index is in
-``deleted_indexes``, it is a tombstone, or a later line of the same index superseded it (a
-crashed donkeycar session can write an index twice; the image on disk belongs to the later
-line). Damage a crash leaves (a torn last line, a catalog the manifest does not list yet) is
+``deleted_indexes`` or it is a tombstone. An index written twice (a crashed donkeycar session
+reuses one) reads as one record, where it first appears, with the content of its later line,
+whose image is the one on disk; `car tub check --repair` makes the catalogs say the same. Damage a crash leaves (a torn last line, a catalog the manifest does not list yet) is
 tolerated and reported in ``Tub.damage``; `car tub check` gives the full report.
 """
 
@@ -49,11 +49,11 @@ class Tub:
         self.manifest = self.scan.manifest
         self.deleted_indexes = set(self.manifest.deleted_indexes)
         latest, self.duplicates = latest_lines(self.scan.lines())  # duplicates: (superseded, kept)
-        self._by_index = {i: line.record for i, line in latest.items()}
-        ordered = [line.record for line in self.scan.lines()
-                   if line.record is not None and latest[line.record[INDEX]] is line]
-        self._records: list[dict[str, Any]] = ordered  # type: ignore[assignment]
-        self._live = [r for r in ordered if not self._is_dead(r)]
+        self._by_index = {i: line.fields for i, line in latest.items()}
+        # In the order each index first appears, with its newest content (as repair makes it).
+        self._records = [self._by_index[i] for i in dict.fromkeys(
+            line.fields[INDEX] for line in self.scan.lines() if line.record is not None)]
+        self._live = [r for r in self._records if not self._is_dead(r)]
 
     def _is_dead(self, record: dict[str, Any]) -> bool:
         return record[INDEX] in self.deleted_indexes or TOMBSTONE in record

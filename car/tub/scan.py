@@ -41,6 +41,13 @@ class CatalogLine:
     record: dict[str, Any] | None
     error: str | None = None  # why ``record`` is None
 
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The record of a line known to be readable."""
+        if self.record is None:
+            raise ValueError(f"{self.catalog} line {self.number} holds no record")
+        return self.record
+
 
 @dataclass
 class CatalogScan:
@@ -185,7 +192,7 @@ def latest_lines(lines: Iterable[CatalogLine]
         old = latest.get(index)
         if old is None:
             latest[index] = line
-        elif TOMBSTONE in line.record and TOMBSTONE not in old.record:  # type: ignore[operator]
+        elif TOMBSTONE in line.fields and TOMBSTONE not in old.fields:
             pairs.append((line, old))
         else:
             pairs.append((old, line))
