@@ -3,7 +3,8 @@
 Records are identified by ``_index``. A record is *live* unless its index is in
 ``deleted_indexes`` or it is a tombstone. An index written twice (a crashed donkeycar session
 reuses one) reads as one record, where it first appears, with the content of its later line,
-whose image is the one on disk; `car tub check --repair` makes the catalogs say the same. Damage a crash leaves (a torn last line, a catalog the manifest does not list yet) is
+whose image is the one on disk; `car tub check --repair` makes the catalogs say the same.
+Damage a crash leaves (a torn last line, a catalog the manifest does not list yet) is
 tolerated and reported in ``Tub.damage``; `car tub check` gives the full report.
 """
 
