@@ -33,6 +33,17 @@ ALL_TYPES = ["image_array", "image_array", "gray16_array", "float", "int", "str"
              "nparray", "list", "vector"]
 
 
+def slow_down_appends(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Make every record take ``seconds`` longer to write, as a slow SD card would."""
+    append = TubAppender.append
+
+    def slow(self: TubAppender, *args: object) -> int:
+        time.sleep(seconds)
+        return append(self, *args)
+
+    monkeypatch.setattr(TubAppender, "append", slow)
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
@@ -174,13 +185,7 @@ def test_bad_values_are_refused_in_the_caller(tmp_path: Path, field: str, value:
 
 def test_a_full_queue_drops_counts_and_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              caplog: pytest.LogCaptureFixture) -> None:
-    slow_append = TubAppender.append
-
-    def append(self: TubAppender, *args: object) -> int:
-        time.sleep(0.02)
-        return slow_append(self, *args)
-
-    monkeypatch.setattr(TubAppender, "append", append)
+    slow_down_appends(monkeypatch, 0.02)
     caplog.set_level(logging.WARNING)
     with TubWriter(tmp_path / "tub", DRIVE_INPUTS, DRIVE_TYPES, queue_size=2) as writer:
         accepted = [writer.write(drive_record(i)) for i in range(40)]
@@ -210,13 +215,7 @@ def test_a_writer_thread_error_reaches_the_caller(tmp_path: Path,
 
 
 def test_a_blocking_writer_never_drops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    slow_append = TubAppender.append
-
-    def append(self: TubAppender, *args: object) -> int:
-        time.sleep(0.005)
-        return slow_append(self, *args)
-
-    monkeypatch.setattr(TubAppender, "append", append)
+    slow_down_appends(monkeypatch, 0.005)
     with TubWriter(tmp_path / "tub", DRIVE_INPUTS, DRIVE_TYPES, queue_size=2,
                    drop_when_full=False) as writer:
         assert all(writer.write(drive_record(i)) for i in range(30))
@@ -289,13 +288,7 @@ def test_a_writer_in_another_process_is_named(tmp_path: Path) -> None:
 
 def test_a_cancelled_command_does_not_stop_the_writer(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    slow_append = TubAppender.append
-
-    def append(self: TubAppender, *args: object) -> int:
-        time.sleep(0.05)
-        return slow_append(self, *args)
-
-    monkeypatch.setattr(TubAppender, "append", append)
+    slow_down_appends(monkeypatch, 0.05)
     with TubWriter(tmp_path / "tub", DRIVE_INPUTS, DRIVE_TYPES) as writer:
         writer.write(drive_record(0))
         assert writer.delete_last(1).cancel()  # still queued behind the slow record
