@@ -49,6 +49,7 @@ from car.tub.format import (
     record_line,
     session_number,
     settle_temp_files,
+    tombstone,
     write_all,
 )
 from car.tub.lock import TubLock
@@ -189,8 +190,7 @@ class TubAppender:
             self.manifest.deleted_indexes.update(lost)
             self._write_manifest(current_index=lost.start)
             for index in lost:
-                self._append_line(index, {INDEX: index, SESSION_ID: "recovered",
-                                          TIMESTAMP_MS: _now_ms(), TOMBSTONE: "crash"})
+                self._append_line(index, tombstone(index, "crash", _now_ms()))
             tombstones.update(lost)
         self.tombstones = tombstones
         return scan

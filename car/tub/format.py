@@ -335,29 +335,31 @@ def log_repair(tub: Path, action: str, detail: str, data: bytes | None = None) -
     return detail
 
 
+def _runs(indexes: list[int]) -> list[tuple[int, int]]:
+    """Sorted indexes as (first, last) runs of consecutive numbers."""
+    runs: list[tuple[int, int]] = []
+    for i in indexes:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
+
+
 def index_ranges(indexes: list[int]) -> str:
     """Sorted indexes as ``1..3, 7``."""
-    if not indexes:
-        return "none"
-    parts = []
-    start = prev = indexes[0]
-    for i in [*indexes[1:], None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        parts.append(f"{start}..{prev}" if prev > start else str(start))
-        if i is not None:
-            start = prev = i
-    return ", ".join(parts)
+    return ", ".join(f"{a}..{b}" if b > a else str(a) for a, b in _runs(indexes)) or "none"
 
 
 def slices(indexes: list[int]) -> list[str]:
     """Sorted indexes as half-open ``START:END`` ranges, the form `car tub` takes."""
-    out: list[str] = []
-    for part in index_ranges(indexes).split(", ") if indexes else []:
-        first, _, last = part.partition("..")
-        out.append(f"{first}:{int(last or first) + 1}")
-    return out
+    return [f"{a}:{b + 1}" for a, b in _runs(indexes)]
+
+
+def tombstone(index: int, reason: str, timestamp_ms: int = 0) -> dict[str, Any]:
+    """The record that stands in for an index whose record was lost; always deleted."""
+    return {INDEX: index, SESSION_ID: "recovered", TIMESTAMP_MS: timestamp_ms,
+            TOMBSTONE: reason}
 
 
 def settle_temp_files(tub: Path) -> list[str]:

@@ -15,9 +15,7 @@ from car.errors import TubError
 from car.tub.appender import TubAppender
 from car.tub.check import CheckReport, check_tub
 from car.tub.format import (
-    INDEX,
     MANIFEST,
-    TOMBSTONE,
     Manifest,
     atomic_write,
     catalog_manifest_name,
@@ -115,12 +113,11 @@ def _rewrite_stream(tub: Path, manifest: Manifest) -> list[str]:
         done.append(log_repair(tub, "list_catalogs", f"catalogs listed as {listed} (were "
                                f"{manifest.catalog_paths})"))
         manifest.catalog_paths = listed
-    tombstones = set(plan.tombstones) | {
-        r[INDEX] for r in scan_tub(tub, manifest).records() if TOMBSTONE in r}
-    if tombstones - manifest.deleted_indexes:
+    new = set(plan.tombstones) - manifest.deleted_indexes  # older ones: the writer's open
+    if new:
         done.append(log_repair(tub, "delete_tombstones", "marked tombstones deleted: "
-                               + index_ranges(sorted(tombstones - manifest.deleted_indexes))))
-        manifest.deleted_indexes |= tombstones
+                               + index_ranges(sorted(new))))
+        manifest.deleted_indexes |= new
     return done
 
 

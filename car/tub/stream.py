@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from car.tub.format import INDEX, SESSION_ID, TIMESTAMP_MS, TOMBSTONE, catalog_number, record_line
+from car.tub.format import INDEX, TOMBSTONE, catalog_number, record_line, tombstone
 from car.tub.scan import TubScan, catalog_files
 
 
@@ -39,8 +39,7 @@ class StreamPlan:
 
 
 def tombstone_line(index: int, reason: str) -> bytes:
-    return record_line({INDEX: index, SESSION_ID: "recovered", TIMESTAMP_MS: 0,
-                        TOMBSTONE: reason})
+    return record_line(tombstone(index, reason))
 
 
 def _number(name: str) -> int:
@@ -144,7 +143,6 @@ def _fill(segment: list[_Entry], previous: _Entry | None, following: _Entry | No
                         f"between {start - 1} and {start + (gap or 0)}", entry.raw))
     slots = {id(e): 1 for e in kept}
     lost = 0 if gap is None else gap - len(kept)
-    before: list[bytes] = []  # tombstones that must precede ``following``
     if lost and holes:
         slots[id(holes[0])] = lost  # the lines of a missing catalog
     elif lost and kept:
@@ -154,9 +152,8 @@ def _fill(segment: list[_Entry], previous: _Entry | None, following: _Entry | No
         made += range(start, start + lost)
         start += lost
     elif lost and following is not None:
-        before = [tombstone_line(start + i, "lost") for i in range(lost)]
+        following.out = [tombstone_line(start + i, "lost") for i in range(lost)] + following.out
         made += range(start, start + lost)
-        following.out = before + following.out
         start += lost
     index = start
     for entry in segment:
