@@ -12,6 +12,7 @@ import cv2
 
 from car import __version__
 from car.commands import config as config_commands
+from car.commands import sim as sim_commands
 from car.commands import tub as tub_commands
 from car.errors import CarError
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     config_commands.register(commands)
     tub_commands.register(commands)
+    sim_commands.register(commands)
     return parser
 
 

@@ -102,6 +102,36 @@ class RecordConfig:
 
 
 @dataclass(frozen=True)
+class SimConfig:
+    """The embedded simulator: the vehicle's physics, its camera mount and the expert driver."""
+
+    physics_hz: float = _field(200.0, "Fixed physics step rate, independent of the loop rate.",
+                               min=50, max=5000)
+    wheelbase_m: float = _field(0.18, "Wheelbase of the simulated car (a 1/16 car).",
+                                min=0.05, max=1.0)
+    max_steering_deg: float = _field(25.0, "Front wheel angle at full steering.", min=5, max=45)
+    top_speed_mps: float = _field(4.0, "Speed reached at full throttle.", min=0.5, max=30)
+    max_accel_mps2: float = _field(4.0, "Acceleration at full throttle from a standstill.",
+                                   min=0.5, max=50)
+    brake_mps2: float = _field(6.0, "Deceleration at full reverse throttle while moving forward.",
+                               min=0.5, max=50)
+    steering_rate_dps: float = _field(
+        360.0, "Steering servo slew limit, in degrees of wheel angle per second.", min=10, max=5000)
+    actuation_delay_s: float = _field(
+        0.04, "Delay from a command to the servo and ESC starting to act on it.", min=0, max=1)
+    camera_height_m: float = _field(0.15, "Camera height above the floor.", min=0.03, max=2)
+    camera_pitch_deg: float = _field(12.0, "Camera tilt below the horizontal.", min=-10, max=80)
+    camera_fov_deg: float = _field(130.0, "Horizontal field of view of the wide-angle (fisheye) "
+                                   "lens.", min=30, max=200)
+    camera_forward_m: float = _field(0.12, "Camera position ahead of the rear axle.",
+                                     min=-0.5, max=1)
+    expert_speed_mps: float = _field(2.0, "Top speed of the expert driver.", min=0.2, max=20)
+    expert_noise: float = _field(
+        0.15, "DART noise: std of the steering noise added to the expert's executed action; "
+        "the recorded label stays clean.", min=0, max=1)
+
+
+@dataclass(frozen=True)
 class PathsConfig:
     """Where data and models live. Relative paths are relative to the working directory."""
 
@@ -117,6 +147,7 @@ class Config:
     drive: DriveConfig = field(default_factory=DriveConfig)
     actuator: ActuatorConfig = field(default_factory=ActuatorConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     source: str = field(default="defaults", compare=False)  # where it was read from
 

@@ -11,3 +11,11 @@ class ConfigError(CarError):
 
 class TubError(CarError):
     """A tub that cannot be read or written as asked."""
+
+
+class TrackError(CarError):
+    """A track file or spec that cannot be driven or read."""
+
+
+class SimError(CarError):
+    """A simulator setting or request that cannot be honoured."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from car.commands import bounded
 from car.errors import CarError, TubError
 from car.tub.check import CheckReport, check_tub
 from car.tub.format import index_ranges, slices
@@ -60,9 +61,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     movie = sub.add_parser("movie", help="a video of the frames with steering and throttle")
     movie.add_argument("path", metavar="PATH")
     movie.add_argument("--out", required=True, help="video to write (.mp4 or .avi)")
-    movie.add_argument("--scale", type=_bounded(int, 1, 16), default=3,
+    movie.add_argument("--scale", type=bounded(int, 1, 16), default=3,
                        help="enlarge frames, 1 to 16 (default 3)")
-    movie.add_argument("--fps", type=_bounded(float, 1, 240),
+    movie.add_argument("--fps", type=bounded(float, 1, 240),
                        help="frame rate, 1 to 240 (default: as recorded)")
     movie.add_argument("--start", type=int, help="first index")
     movie.add_argument("--end", type=int, help="stop before this index")
@@ -74,20 +75,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _bounded(kind: type, low: float, high: float) -> Any:
-    """An argparse type: a number of ``kind`` from ``low`` to ``high``."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {text}")
-        return value
-
-    return parse
 
 
 def expand_paths(patterns: list[str]) -> list[Path]:
@@ -154,6 +141,10 @@ def format_info(info: dict[str, Any]) -> str:
         duration = info["duration_s"] or 0.0
         rate = f", {(info['records'] - 1) / duration:.1f} Hz" if duration > 0 else ""
         lines.append(f"time      {start}, {duration:.1f} s{rate}")
+        captured = info.get("capture_duration_s")
+        if captured and abs(captured - duration) > max(1.0, 0.1 * captured):
+            lines.append(f"captured  over {captured:.1f} s, {(info['records'] - 1) / captured:.1f}"
+                         " Hz (simulated or replayed time)")
     lines.append("inputs    " + ", ".join(f"{i} ({t})" for i, t in zip(info["inputs"],
                                                                           info["types"])))
     if info["writer_pid"]:

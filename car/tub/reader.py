@@ -22,6 +22,7 @@ from car.errors import TubError
 from car.tub import images
 from car.tub.check import structure_problems
 from car.tub.format import (
+    CAPTURE_MS,
     IMAGE_TYPES,
     IMAGES,
     INDEX,
@@ -151,6 +152,8 @@ class Tub:
         """The summary `car tub info --json` prints."""
         first = _first_ts(self._live)
         last = _first_ts(reversed(self._live))
+        first_capture = _first_ts(self._live, CAPTURE_MS)
+        last_capture = _first_ts(reversed(self._live), CAPTURE_MS)
         return {
             "path": str(self.path),
             "records": len(self),
@@ -163,6 +166,10 @@ class Tub:
             "first_timestamp_ms": first,
             "last_timestamp_ms": last,
             "duration_s": round((last - first) / 1000, 3) if first and last else None,
+            # Frame capture times span what was recorded; a lock-step simulator writes
+            # faster than real time, so this can differ from the write timestamps' span.
+            "capture_duration_s": (round((last_capture - first_capture) / 1000, 3)
+                                   if first_capture and last_capture else None),
             "catalogs": len(self.scan.catalogs),
             "format": "tub_v2 (2020 variant)" if self.manifest.legacy else "tub_v2",
             "damage": self.damage,
@@ -170,9 +177,9 @@ class Tub:
         }
 
 
-def _first_ts(records: Any) -> int | None:
+def _first_ts(records: Any, key: str = TIMESTAMP_MS) -> int | None:
     for record in records:
-        ts = record.get(TIMESTAMP_MS)
+        ts = record.get(key)
         if isinstance(ts, (int, float)):
             return int(ts)
     return None

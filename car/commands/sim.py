@@ -1,0 +1,147 @@
+"""`car sim`: the embedded simulator's tracks, expert recordings and track views."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from car.commands import add_config_options, bounded, config_from_args
+from car.config import Config
+from car.errors import CarError
+from car.sim.expert import DartNoise, Expert
+from car.sim.record import SIM_FIELDS, record_expert
+from car.sim.tracks import builtin_names, load_track
+from car.sim.vehicle import VehicleParams
+from car.sim.view import draw_view
+from car.sim.world import SimStatus, Simulator
+from car.tub.writer import TubWriter
+
+TRACK_HELP = "a built-in track name (see `car sim tracks`), a track .json file, or random:SEED"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("sim", help="the embedded simulator: tracks, recordings, views")
+    sub = parser.add_subparsers(dest="sim_command", metavar="ACTION", required=True)
+
+    tracks = sub.add_parser("tracks", help="list the built-in tracks")
+    tracks.add_argument("--json", action="store_true", help="print JSON")
+    add_config_options(tracks)
+    tracks.set_defaults(handler=tracks_command)
+
+    record = sub.add_parser("record", help="record the expert driver into a tub")
+    record.add_argument("--track", default="diyrobocars", metavar="T",
+                        help=TRACK_HELP + " (default: diyrobocars)")
+    record.add_argument("--laps", type=bounded(int, 1, 1000), default=3,
+                        help="laps to drive, 1 to 1000 (default 3)")
+    record.add_argument("--out", required=True, metavar="DIR",
+                        help="tub folder (created, or appended to as a new session)")
+    record.add_argument("--noise", type=bounded(float, 0.0, 1.0),
+                        help="DART steering noise std, 0 to 1 (default: sim.expert_noise)")
+    record.add_argument("--seed", type=bounded(int, 0, 2**63 - 1), default=0,
+                        help="seed for noise and randomisation (default 0)")
+    record.add_argument("--randomize", action="store_true",
+                        help="domain randomisation: a new look (floor, lines, light, camera "
+                             "mount, noise) every lap")
+    record.add_argument("--hz", type=bounded(float, 1.0, 200.0),
+                        help="records per simulated second (default: drive.rate_hz)")
+    add_config_options(record)
+    record.set_defaults(handler=record_command)
+
+    view = sub.add_parser("view", help="draw a track's map beside camera frames as a PNG")
+    view.add_argument("--track", default="diyrobocars", metavar="T",
+                      help=TRACK_HELP + " (default: diyrobocars)")
+    view.add_argument("--out", required=True, help="PNG to write")
+    view.add_argument("--frames", type=bounded(int, 1, 32), default=8,
+                      help="camera frames to show, 1 to 32 (default 8)")
+    view.add_argument("--seed", type=bounded(int, 0, 2**63 - 1), default=0)
+    view.add_argument("--randomize", action="store_true", help="show a randomised look")
+    add_config_options(view)
+    view.set_defaults(handler=view_command)
+
+
+def _track(spec: str, config: Config):
+    return load_track(spec, VehicleParams.from_config(config.sim).turn_radius_m)
+
+
+def tracks_command(args: argparse.Namespace) -> None:
+    config = config_from_args(args)
+    rows = []
+    for name in builtin_names():
+        t = _track(name, config)
+        rows.append({"name": name, "length_m": round(t.length_m, 2), "width_m": t.width_m,
+                     "min_radius_m": round(t.min_radius_m, 2), "description": t.description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'NAME':<13}{'LENGTH':>8}{'WIDTH':>7}{'MIN R':>7}  DESCRIPTION")
+    for r in rows:
+        print(f"{r['name']:<13}{r['length_m']:>7.1f}m{r['width_m']:>6.2f}m"
+              f"{r['min_radius_m']:>6.2f}m  {r['description']}")
+    print("\nAlso: random:SEED for a procedural track, or a path to a track .json file "
+          "(docs/simulator.md).")
+
+
+def record_command(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    track = _track(args.track, config)
+    hz = args.hz or config.drive.rate_hz
+    noise_sigma = config.sim.expert_noise if args.noise is None else args.noise
+    sim = Simulator(track, config.sim, width=config.camera.width, height=config.camera.height,
+                    seed=args.seed, randomize=args.randomize)
+    expert = Expert(track, sim.params, config.sim.expert_speed_mps)
+    noise = DartNoise(noise_sigma, sim.streams["noise"])
+    rec = config.record
+    metadata = {"sim": {"track": track.name, "track_spec": args.track, "seed": args.seed,
+                        "noise": noise_sigma, "randomize": args.randomize, "hz": hz,
+                        "laps": args.laps}}
+    print(f"recording {args.laps} lap(s) of {track.name} ({track.length_m:.1f} m) at {hz:g} Hz "
+          f"into {args.out} (noise {noise_sigma:g}, seed {args.seed}"
+          f"{', randomized' if args.randomize else ''})", file=sys.stderr)
+    writer = TubWriter(Path(args.out), [k for k, _ in SIM_FIELDS], [t for _, t in SIM_FIELDS],
+                       metadata, queue_size=rec.queue_size, jpeg_quality=rec.jpeg_quality,
+                       checkpoint_interval_s=rec.checkpoint_interval_s,
+                       max_len=rec.catalog_max_len, drop_when_full=False)
+    bar = tqdm(total=args.laps, unit="lap", bar_format="{l_bar}{bar}| {n:.2f}/{total} laps "
+               "[{elapsed}<{remaining}{postfix}]", file=sys.stderr, disable=None)
+
+    def on_step(status: SimStatus) -> None:
+        done = min(float(args.laps), sim.progress.distance_m / track.length_m)
+        if done > bar.n:
+            bar.update(done - bar.n)
+        bar.set_postfix_str(f"off-track {status.off_track_events}", refresh=False)
+
+    try:
+        summary = record_expert(sim, expert, noise, writer, laps=args.laps, period_s=1.0 / hz,
+                                on_step=on_step)
+    finally:
+        bar.close()
+        stats = writer.close()  # flushes every queued record, also on an error
+    times = ", ".join(f"{t:.1f} s" for t in summary.lap_times_s)
+    print(f"{stats.summary()} to {writer.path}: {summary.laps} lap(s)"
+          f"{f' ({times})' if times else ''}, {summary.off_track_events} off-track event(s), "
+          f"{summary.resets} reset(s), {summary.sim_time_s:.1f} s simulated")
+    if summary.interrupted:
+        print(f"car: interrupted; the {summary.records} records so far are kept in a valid tub",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def view_command(args: argparse.Namespace) -> None:
+    config = config_from_args(args)
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise CarError(f"{out}: --out must name a .png file")
+    track = _track(args.track, config)
+    sim = Simulator(track, config.sim, width=config.camera.width, height=config.camera.height,
+                    seed=args.seed, randomize=args.randomize)
+    image = draw_view(sim, args.frames)
+    if not cv2.imwrite(str(out), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise CarError(f"{out}: could not write the image (does the folder exist?)")
+    print(f"wrote {out} ({image.shape[1]}x{image.shape[0]}): {track.name}, "
+          f"{track.length_m:.1f} m, {args.frames} camera frame(s)")

@@ -1,0 +1,132 @@
+"""A kinematic bicycle model of a 1/16 car, with the servo and ESC behaving like real ones.
+
+The car integrates at a fixed physics rate whatever the control rate. Commands reach the
+wheels after an actuation delay; the steering then slews at the servo's rate limit. Throttle
+maps to a drive force against linear drag, so full throttle settles at the top speed.
+Reference point: the rear axle. Pure float arithmetic, so it is fast and deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from car.config import SimConfig
+from car.errors import SimError
+
+ROLLING_MPS2 = 0.3  # rolling resistance: a coasting car stops
+
+
+@dataclass(frozen=True)
+class VehicleParams:
+    physics_hz: float
+    wheelbase_m: float
+    max_steering_rad: float
+    top_speed_mps: float
+    max_accel_mps2: float
+    brake_mps2: float
+    steering_rate_rad_s: float
+    delay_ticks: int
+
+    @classmethod
+    def from_config(cls, sim: SimConfig | None = None) -> VehicleParams:
+        sim = sim or SimConfig()
+        return cls(physics_hz=sim.physics_hz, wheelbase_m=sim.wheelbase_m,
+                   max_steering_rad=math.radians(sim.max_steering_deg),
+                   top_speed_mps=sim.top_speed_mps, max_accel_mps2=sim.max_accel_mps2,
+                   brake_mps2=sim.brake_mps2,
+                   steering_rate_rad_s=math.radians(sim.steering_rate_dps),
+                   delay_ticks=round(sim.actuation_delay_s * sim.physics_hz))
+
+    @property
+    def turn_radius_m(self) -> float:
+        """The tightest radius the car can drive (rear axle)."""
+        return self.wheelbase_m / math.tan(self.max_steering_rad)
+
+    @property
+    def dt_s(self) -> float:
+        return 1.0 / self.physics_hz
+
+
+@dataclass
+class VehicleState:
+    x: float = 0.0
+    y: float = 0.0
+    yaw: float = 0.0  # radians CCW from +x
+    speed_mps: float = 0.0
+    wheel_angle_rad: float = 0.0  # positive turns right, like normalised steering
+    tick: int = 0
+
+
+class Vehicle:
+    """Integrates the car. ``command()`` sets the actuators; ``advance(ticks)`` moves time."""
+
+    def __init__(self, params: VehicleParams, x: float = 0.0, y: float = 0.0, yaw: float = 0.0):
+        self.params = params
+        self.state = VehicleState(x=x, y=y, yaw=yaw)
+        self._pending: deque[tuple[int, float, float]] = deque()
+        self._steering = 0.0  # commands the actuators are acting on now
+        self._throttle = 0.0
+
+    def place(self, x: float, y: float, yaw: float) -> None:
+        """Put the car at rest at a pose, wheels straight, with no commands in flight."""
+        tick = self.state.tick
+        self.state = VehicleState(x=x, y=y, yaw=yaw, tick=tick)
+        self._pending.clear()
+        self._steering = self._throttle = 0.0
+
+    def command(self, steering: float, throttle: float) -> None:
+        """Normalised steering (+1 full right) and throttle in [-1, 1]; clipped to that range."""
+        if not (math.isfinite(steering) and math.isfinite(throttle)):
+            raise SimError(f"the simulator was sent steering={steering}, throttle={throttle}; "
+                           "commands must be finite numbers in [-1, 1]")
+        steering = min(1.0, max(-1.0, float(steering)))
+        throttle = min(1.0, max(-1.0, float(throttle)))
+        self._pending.append((self.state.tick + self.params.delay_ticks, steering, throttle))
+
+    @property
+    def applied(self) -> tuple[float, float]:
+        """The (steering, throttle) the servo and ESC act on now, after the delay."""
+        return self._steering, self._throttle
+
+    def advance(self, ticks: int) -> None:
+        p = self.params
+        st = self.state
+        dt = p.dt_s
+        max_turn = p.steering_rate_rad_s * dt
+        drag = (p.max_accel_mps2 - ROLLING_MPS2) / p.top_speed_mps  # full throttle: top speed
+        pending = self._pending
+        x, y, yaw, v, wheel = st.x, st.y, st.yaw, st.speed_mps, st.wheel_angle_rad
+        tick = st.tick
+        for _ in range(ticks):
+            while pending and pending[0][0] <= tick:
+                _, self._steering, self._throttle = pending.popleft()
+            # Servo: slew toward the commanded angle.
+            target = self._steering * p.max_steering_rad
+            wheel += min(max_turn, max(-max_turn, target - wheel))
+            # ESC: drive force, brake, drag and rolling resistance.
+            thr = self._throttle
+            if thr < 0.0 and v > 0.0:
+                accel = p.brake_mps2 * thr - drag * v
+            else:
+                accel = p.max_accel_mps2 * thr - drag * v
+            if v > 0.0:
+                accel -= ROLLING_MPS2
+            elif v < 0.0:
+                accel += ROLLING_MPS2
+            new_v = v + accel * dt
+            if (v > 0.0 >= new_v and thr <= 0.0) or (v < 0.0 <= new_v and thr >= 0.0):
+                new_v = 0.0  # brakes and rolling resistance stop the car; they don't reverse it
+            elif v == 0.0 and abs(p.max_accel_mps2 * thr) <= ROLLING_MPS2:
+                new_v = 0.0  # too little throttle to start rolling
+            # Kinematic bicycle at the rear axle, midpoint rule.
+            mean_v = 0.5 * (v + new_v)
+            yaw_rate = -mean_v * math.tan(wheel) / p.wheelbase_m
+            mid = yaw + 0.5 * yaw_rate * dt
+            x += mean_v * math.cos(mid) * dt
+            y += mean_v * math.sin(mid) * dt
+            yaw = math.remainder(yaw + yaw_rate * dt, math.tau)
+            v = new_v
+            tick += 1
+        st.x, st.y, st.yaw, st.speed_mps, st.wheel_angle_rad, st.tick = x, y, yaw, v, wheel, tick
