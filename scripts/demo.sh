@@ -4,7 +4,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
 cd "$ROOT"
 OUT=demo_out
-rm -rf "$OUT/real_tub" "$OUT/crash_tub" && mkdir -p "$OUT/real_tub"
+rm -rf "$OUT/real_tub" "$OUT/crash_tub" "$OUT/sim_tub" && mkdir -p "$OUT/real_tub"
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 echo "== 1. A real donkeycar tub (October 2020, tub v2), unpacked into $OUT/real_tub"
@@ -25,8 +25,16 @@ step python scripts/crash_demo.py "$OUT/crash_tub"
 step car tub check "$OUT/crash_tub"
 
 echo
-echo "== 4. Config"
+echo "== 4. The embedded simulator: the expert drives a lap of the DIYRobocars-style track"
+step car sim tracks
+step car sim record --track diyrobocars --laps 1 --out "$OUT/sim_tub" --seed 1
+step car tub info "$OUT/sim_tub"
+step car sim view --track diyrobocars --out "$OUT/view.png"
+step car tub movie "$OUT/sim_tub" --out "$OUT/sim_movie.mp4"
+
+echo
+echo "== 5. Config"
 step car config show --set drive.rate_hz=30
 
 echo
-echo "Demo done. Look at $OUT/hist.png and $OUT/movie.mp4."
+echo "Demo done. Look at $OUT/view.png, $OUT/sim_movie.mp4, $OUT/hist.png and $OUT/movie.mp4."

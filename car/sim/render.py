@@ -104,9 +104,10 @@ class Renderer:
         first = int(np.argmax(ground.any(axis=1))) if ground.any() else ground.shape[0]
         for r in range(first, ground.shape[0]):
             row = texels[r][ground[r] & np.isfinite(texels[r]) & (texels[r] < 1e5)]
-            size = float(np.median(row)) if row.size else 2.0 ** (LEVELS - 1)
-            levels.append(int(np.clip(math.floor(math.log2(max(size, 1e-6)) + 0.5), 0,
-                                      LEVELS - 1)))
+            # The row's sharper half decides (a fisheye row reaches toward the horizon at
+            # its ends), rounded down: a little shimmer far away beats blurred lines.
+            size = float(np.percentile(row, 25)) if row.size else 2.0 ** (LEVELS - 1)
+            levels.append(int(np.clip(math.floor(math.log2(max(size, 1e-6))), 0, LEVELS - 1)))
         bands: list[tuple[int, int, int]] = []
         start = 0
         for r in range(1, len(levels) + 1):
