@@ -173,3 +173,23 @@ def test_deterministic_for_a_seed() -> None:
     assert not np.array_equal(frames_c[0], frames_a[0])
     # Rendering draws from its own stream: turning randomisation on leaves the physics alone.
     assert _run(7, randomize=False)[0] == states_a
+
+
+def test_a_shortcut_across_the_infield_gains_nothing() -> None:
+    track = load_track("oval", TURN_RADIUS_M)  # straights at y = -2.5 and y = +2.5
+    progress = Progress(track)
+    progress.start(track.locate(0.0, -2.5).s_m, 0.0)
+    t = 0.0
+    for y in np.arange(-2.5, 2.51, 0.05):  # straight across the infield, north
+        t += 0.05
+        progress.update(0.0, float(y), t)
+    assert progress.off_track_events == 1
+    assert abs(progress.distance_m) < 0.5
+    assert progress.laps == 0
+
+
+def test_locate_ignores_a_hint_from_the_other_side_of_the_track() -> None:
+    track = load_track("oval", TURN_RADIUS_M)
+    wrong = track.locate(0.0, 2.5).index  # on the far straight
+    loc = track.locate(0.0, -2.5, hint=wrong)
+    assert loc.cte_m == pytest.approx(0.0, abs=0.01)

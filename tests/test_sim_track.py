@@ -124,6 +124,13 @@ HAIRPIN = [[0, 0], [4, 0], [4.3, 0.15], [4.3, 0.45], [4, 0.6], [0, 0.6], [-0.3, 
     ({"name": "x", "width_m": 1.0, "centerline": circle_points(3), "style": {"floor": 1}},
      "unknown style key 'floor'"),
     ({"name": "x", "width_m": 1.0, "centerline": circle_points(3),
+      "style": {"texture_seed": -5}}, "whole number ≥ 0"),
+    ({"name": "x", "width_m": 1.0, "centerline": [[True, 0], [4, 0], [4, 4], [0, 4]]},
+     "[x, y] number pairs"),
+    ('{"name": "x", "width_m": 1.0, "centerline": [[1' + "0" * 400 + ', 0], [4, 0], [4, 4], '
+     '[0, 4]]}', "[x, y] number pairs"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ({"name": "x", "width_m": 1.0, "centerline": circle_points(3),
       "style": {"floor_rgb": [1, 2]}}, "[R, G, B]"),
 ])
 def test_bad_tracks_are_rejected_with_the_problem_named(tmp_path: Path, data: object,
@@ -137,5 +144,6 @@ def test_bad_tracks_are_rejected_with_the_problem_named(tmp_path: Path, data: ob
 def test_unknown_track_names_suggest_a_builtin() -> None:
     with pytest.raises(TrackError, match="did you mean 'oval'"):
         load_track("ovl", TURN_RADIUS_M)
-    with pytest.raises(TrackError, match="whole number"):
-        load_track("random:x", TURN_RADIUS_M)
+    for spec in ("random:x", "random:²", "random:-1"):
+        with pytest.raises(TrackError, match="whole number"):
+            load_track(spec, TURN_RADIUS_M)

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from car.commands import add_config_options, bounded, config_from_args
 from car.config import Config
-from car.errors import CarError
+from car.errors import CarError, TrackError
 from car.sim.expert import DartNoise, Expert
 from car.sim.record import SIM_FIELDS, record_expert
 from car.sim.tracks import builtin_names, load_track
@@ -47,8 +47,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     record.add_argument("--randomize", action="store_true",
                         help="domain randomisation: a new look (floor, lines, light, camera "
                              "mount, noise) every lap")
-    record.add_argument("--hz", type=bounded(float, 1.0, 200.0),
-                        help="records per simulated second (default: drive.rate_hz)")
+    record.add_argument("--hz", type=bounded(float, 5.0, 200.0),
+                        help="records per simulated second, 5 to 200 (default: drive.rate_hz)")
     add_config_options(record)
     record.set_defaults(handler=record_command)
 
@@ -72,7 +72,11 @@ def tracks_command(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     rows = []
     for name in builtin_names():
-        t = _track(name, config)
+        try:
+            t = _track(name, config)
+        except TrackError as exc:  # e.g. a car configured to turn wider than the track
+            print(f"car: warning: {exc}", file=sys.stderr)
+            continue
         rows.append({"name": name, "length_m": round(t.length_m, 2), "width_m": t.width_m,
                      "min_radius_m": round(t.min_radius_m, 2), "description": t.description})
     if args.json:
@@ -90,6 +94,9 @@ def record_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     track = _track(args.track, config)
     hz = args.hz or config.drive.rate_hz
+    if hz < 5.0:
+        raise CarError(f"drive.rate_hz = {hz:g}: the expert needs at least 5 Hz to drive; "
+                       "pass --hz")
     noise_sigma = config.sim.expert_noise if args.noise is None else args.noise
     sim = Simulator(track, config.sim, width=config.camera.width, height=config.camera.height,
                     seed=args.seed, randomize=args.randomize)

@@ -99,7 +99,7 @@ class Renderer:
         dv[-1] = dv[-2]
         du = np.linalg.norm(np.diff(g, axis=1, append=g[:, -1:]), axis=-1)
         du[:, -1] = du[:, -2]
-        texels = np.sqrt(dv * du) * self.texture.px_per_m
+        texels = np.minimum(dv, 2.0 * du) * self.texture.px_per_m
         levels = []
         first = int(np.argmax(ground.any(axis=1))) if ground.any() else ground.shape[0]
         for r in range(first, ground.shape[0]):

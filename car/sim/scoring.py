@@ -14,6 +14,8 @@ class Progress:
 
     Progress is unwrapped (it keeps growing past the start line), so a lap counts only when
     the car has really gone round: driving backwards over the line takes progress away.
+    Progress made off the track does not count, and no update counts more than the car
+    could have driven, so a shortcut across the infield gains nothing.
     """
 
     track: Track
@@ -25,6 +27,7 @@ class Progress:
     off_track_events: int = 0
     location: Location | None = None
     _last_s: float | None = None
+    _last_xy: tuple[float, float] | None = None
     _lap_start_s: float = 0.0
 
     def start(self, s_m: float, time_s: float) -> None:
@@ -37,6 +40,7 @@ class Progress:
         self.off_track_events = 0
         self.location = None
         self._last_s = s_m
+        self._last_xy = None
         self._lap_start_s = time_s
 
     def update(self, x: float, y: float, time_s: float) -> Location:
@@ -47,13 +51,20 @@ class Progress:
         if self._last_s is None:
             self._last_s = self.start_s_m = loc.s_m
         length = self.track.length_m
-        self.distance_m += math.remainder(loc.s_m - self._last_s, length)
+        outside = abs(loc.cte_m) > self.track.width_m / 2
+        if not outside and not self.off_track:
+            step = math.remainder(loc.s_m - self._last_s, length)
+            if self._last_xy is not None:  # at most what the car drove, with room for curves
+                moved = math.hypot(x - self._last_xy[0], y - self._last_xy[1])
+                limit = 3.0 * moved + 0.05
+                step = max(-limit, min(limit, step))
+            self.distance_m += step
         self._last_s = loc.s_m
+        self._last_xy = (x, y)
         while self.distance_m >= (self.laps + 1) * length:
             self.laps += 1
             self.lap_times_s.append(time_s - self._lap_start_s)
             self._lap_start_s = time_s
-        outside = abs(loc.cte_m) > self.track.width_m / 2
         if outside and not self.off_track:
             self.off_track_events += 1
         self.off_track = outside
@@ -64,6 +75,7 @@ class Progress:
         loc = self.track.locate(x, y, None)
         self.location = loc
         self._last_s = loc.s_m
+        self._last_xy = (x, y)
         self.off_track = abs(loc.cte_m) > self.track.width_m / 2
         return loc
 

@@ -3,6 +3,7 @@ pre-filtered smaller copies (mip levels) so distant floor does not shimmer."""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -11,9 +12,12 @@ import numpy as np
 
 from car.sim.track import Track, TrackStyle
 
+log = logging.getLogger(__name__)
+
 MARGIN_M = 3.0  # floor drawn around the track
 MAX_PX_PER_M = 100.0
-MAX_SIDE_PX = 3200
+MAX_SIDE_PX = 4096
+SHARP_PX_PER_M = 50.0  # below this the 5 cm lines start to blur
 LEVELS = 5
 
 
@@ -37,6 +41,11 @@ def make_floor_texture(track: Track, style: TrackStyle, *, shadows: int = 0,
     xmin, ymin, xmax, ymax = track.bounds(MARGIN_M)
     ppm = min(MAX_PX_PER_M, MAX_SIDE_PX / max(xmax - xmin, ymax - ymin))
     w, h = math.ceil((xmax - xmin) * ppm), math.ceil((ymax - ymin) * ppm)
+    if ppm < SHARP_PX_PER_M:
+        log.warning("track %s spans %.0f m: its floor is drawn at %.1f cm per pixel, so its "
+                    "lines look blurred; tracks under %.0f m across are drawn at 2 cm or finer",
+                    track.name, max(xmax - xmin, ymax - ymin), 100 / ppm,
+                    MAX_SIDE_PX / SHARP_PX_PER_M)
     rng = np.random.default_rng([seed, style.texture_seed, 0xF1])
     tex = FloorTexture(levels=(), x0=xmin, y1=ymax, px_per_m=ppm, border_rgb=style.floor_rgb)
 

@@ -15,6 +15,7 @@ from car.sim.geometry import Curve, closest_approach, periodic_spline, segments_
 SAMPLE_M = 0.02  # spacing of the resampled centreline
 THIN_M = 0.25  # denser input is averaged down to this spacing before the spline
 MAX_EXTENT_M = 300.0
+MAX_KNOTS = 1000  # the spline's knots; a long dense centreline is averaged down to this
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,8 @@ def _style_value(key: str, value: Any, default: Any, where: str) -> Any:
             raise TrackError(bad + "a string")
         return value
     if isinstance(default, int):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TrackError(bad + "an integer")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+            raise TrackError(bad + "a whole number ≥ 0")
         return value
     limits = (0.0, 1.0) if key == "reflectivity" else (0.005, 2.0)
     if (not isinstance(value, (int, float)) or isinstance(value, bool)
@@ -139,9 +140,10 @@ class Track:
             half = int(1.5 / c.ds)
             window = np.arange(hint - half, hint + half + 1) % n
             k = int(np.argmin(np.sum((c.xy[window] - (x, y)) ** 2, axis=1)))
-            if k in (0, len(window) - 1):  # ran off the window: the hint is stale
-                return self.locate(x, y, None)
             i = int(window[k])
+            far = (x - c.xy[i, 0]) ** 2 + (y - c.xy[i, 1]) ** 2 > self.width_m**2
+            if k in (0, len(window) - 1) or far:  # the hint is stale: search everywhere
+                return self.locate(x, y, None)
         cx, cy = c.xy[i]
         h = float(c.heading[i])
         tx, ty = math.cos(h), math.sin(h)
@@ -165,7 +167,8 @@ def build_track(name: str, width_m: float, points: Any, *, style: TrackStyle | N
     wider than that, and wider than half the track so the inner edge does not fold.
     """
     pts = _check_points(points, width_m, where)
-    pts = thin_points(pts, THIN_M)
+    perimeter = float(np.linalg.norm(np.diff(pts, axis=0, append=pts[:1]), axis=1).sum())
+    pts = thin_points(pts, max(THIN_M, perimeter / MAX_KNOTS))
     if len(pts) < 4:
         raise TrackError(f"{where}: the centreline has fewer than 4 distinct points")
     curve = periodic_spline(pts, SAMPLE_M)
@@ -182,10 +185,16 @@ def _check_points(points: Any, width_m: Any, where: str) -> np.ndarray:
     if not isinstance(points, (list, tuple, np.ndarray)) or len(points) < 4:
         count = len(points) if isinstance(points, (list, tuple, np.ndarray)) else 0
         raise TrackError(f"{where}: the centreline needs at least 4 [x, y] points, got {count}")
+    pair_error = TrackError(f"{where}: the centreline must be a list of [x, y] number pairs")
+    for point in points:
+        if (not isinstance(point, (list, tuple, np.ndarray)) or len(point) != 2
+                or any(isinstance(v, bool) or not isinstance(v, (int, float, np.number))
+                       for v in point)):
+            raise pair_error
     try:
         pts = np.array(points, dtype=float)
-    except (TypeError, ValueError):
-        raise TrackError(f"{where}: the centreline must be a list of [x, y] number pairs") from None
+    except (TypeError, ValueError, OverflowError):
+        raise pair_error from None
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise TrackError(f"{where}: the centreline must be a list of [x, y] number pairs")
     if not np.isfinite(pts).all():
@@ -226,7 +235,7 @@ def _check_drivable(track: Track, min_turn_radius_m: float, where: str) -> None:
             f"{where}: a curve is tighter than half the track width: radius {radius:.2f} m near "
             f"({x:.2f}, {y:.2f}) with width_m {track.width_m:g}, so the inner edge folds over "
             "itself; open up the curve or narrow the track")
-    step = max(1, int(0.1 / c.ds))
+    step = max(1, int(0.1 / c.ds), len(c.s) // 4000)
     crossing = segments_cross(c.xy, step)
     if crossing is not None:
         px, py = c.xy[crossing[0]]
@@ -235,6 +244,9 @@ def _check_drivable(track: Track, min_turn_radius_m: float, where: str) -> None:
     near = closest_approach(c.xy[::step], c.s[::step], c.length_m, 1.65 * track.width_m)
     if near is not None and near.distance_m < track.width_m:
         (ax, ay), (bx, by) = c.xy[::step][near.i], c.xy[::step][near.j]
+        if near.distance_m < 0.05:
+            raise TrackError(f"{where}: the track is self-intersecting: the centreline crosses "
+                             f"or doubles back on itself near ({ax:.2f}, {ay:.2f})")
         raise TrackError(
             f"{where}: the track is self-intersecting: its road near ({ax:.2f}, {ay:.2f}) and "
             f"near ({bx:.2f}, {by:.2f}) is {near.distance_m:.2f} m apart, less than the width "

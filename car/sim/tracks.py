@@ -27,7 +27,7 @@ def load_track(spec: str, min_turn_radius_m: float) -> Track:
     """The track named by ``spec``: a built-in name, a path to a JSON file, or random:SEED."""
     if spec.startswith("random:"):
         text = spec[len("random:"):]
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise TrackError(f"track '{spec}': the seed after 'random:' must be a whole number "
                              "≥ 0, for example random:7")
         return random_track(int(text), min_turn_radius_m)
@@ -53,6 +53,8 @@ def parse_track(text: str, where: str, min_turn_radius_m: float) -> Track:
     except json.JSONDecodeError as exc:
         raise TrackError(f"{where}: bad JSON at line {exc.lineno} column {exc.colno}: "
                          f"{exc.msg}") from None
+    except RecursionError:
+        raise TrackError(f"{where}: bad JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise TrackError(f"{where}: a track file is a JSON object with \"name\", \"width_m\" "
                          "and \"centerline\"")
