@@ -76,7 +76,7 @@ def test_view_writes_a_map_beside_frames(capsys: pytest.CaptureFixture[str],
                           "--frames", "4")
     assert code == 0 and "wrote" in stdout
     image = cv2.imread(str(out))
-    assert image.shape[0] == 2 * 120 and image.shape[1] > 4 * 2 * 160
+    assert image.shape[0] == 28 + 2 * 120 and image.shape[1] > 4 * 2 * 160
 
 
 def test_tracks_lists_the_builtins(capsys: pytest.CaptureFixture[str]) -> None:

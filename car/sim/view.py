@@ -30,7 +30,12 @@ def draw_view(sim: Simulator, frames: int = 8) -> np.ndarray:
         strip[r * fh:(r + 1) * fh, c * fw:(c + 1) * fw] = frame
         positions.append(sim.camera_pose())
     sim.reset(0.0)
-    return np.hstack([_map(sim, positions, strip.shape[0]), strip])
+    view = np.hstack([_map(sim, positions, strip.shape[0]), strip])
+    title = (f"{track.name}: {track.length_m:.1f} m, width {track.width_m:g} m, "
+             f"tightest radius {track.min_radius_m:.2f} m")
+    bar = np.full((28, view.shape[1], 3), 24, np.uint8)
+    _label(bar, title, (8, 19), size=0.55)
+    return np.vstack([bar, view])
 
 
 def _map(sim: Simulator, positions: list[tuple[float, float, float]], height: int) -> np.ndarray:
@@ -59,10 +64,6 @@ def _map(sim: Simulator, positions: list[tuple[float, float, float]], height: in
         p = px(np.array([cx, cy])) // 8
         cv2.circle(canvas, tuple(int(v) for v in p), 9, (20, 20, 20), -1, cv2.LINE_AA)
         _label(canvas, str(k + 1), (int(p[0]) - 5, int(p[1]) + 5), size=0.45)
-    title = (f"{track.name}: {track.length_m:.1f} m, width {track.width_m:g} m, "
-             f"tightest radius {track.min_radius_m:.2f} m")
-    cv2.rectangle(canvas, (0, 0), (canvas.shape[1], 24), (24, 24, 24), -1)
-    _label(canvas, title, (8, 17), size=0.5)
     return canvas
 
 
