@@ -126,6 +126,9 @@ class SimConfig:
     camera_forward_m: float = _field(0.12, "Camera position ahead of the rear axle.",
                                      min=-0.5, max=1)
     expert_speed_mps: float = _field(2.0, "Top speed of the expert driver.", min=0.2, max=20)
+    expert_line_m: float = _field(
+        0.0, "The expert's driving line: metres right of the centreline (0.25 on a 1.2 m "
+        "track drives the right lane, like the shared real tub).", min=-2, max=2)
     expert_noise: float = _field(
         0.15, "DART noise: std of the steering noise added to the expert's executed action; "
         "the recorded label stays clean.", min=0, max=1)

@@ -111,7 +111,9 @@ def test_bad_flags_get_one_line_errors(capsys: pytest.CaptureFixture[str], tmp_p
     assert not (tmp_path / "x").exists()  # nothing half-made
 
 
-def test_ctrl_c_leaves_a_valid_tub(tmp_path: Path) -> None:
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_leaves_a_valid_tub(tmp_path: Path, presses: int) -> None:
+    """One Ctrl-C, or an impatient second one 50 ms later during the final flush."""
     out = tmp_path / "tub"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "car.cli", "sim", "record", "--track",
@@ -122,6 +124,9 @@ def test_ctrl_c_leaves_a_valid_tub(tmp_path: Path) -> None:
         time.sleep(0.1)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
+    if presses == 2:
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "records so far are kept in a valid tub" in stderr
@@ -129,3 +134,37 @@ def test_ctrl_c_leaves_a_valid_tub(tmp_path: Path) -> None:
     assert report.problems == []
     assert len(Tub(out)) > 10
     assert "records written" in stdout
+
+
+def test_randomize_changes_the_look_every_lap(capsys: pytest.CaptureFixture[str],
+                                              tmp_path: Path) -> None:
+    out = tmp_path / "tub"
+    code, _, _ = run(capsys, "sim", "record", "--track", "oval", "--laps", "3", "--out",
+                     str(out), "--randomize", "--noise", "0", "--hz", "10")
+    assert code == 0
+    tub = Tub(out)
+    records = list(tub.records())
+    means = []
+    for lap in range(3):  # the frame nearest the same place on the track in each lap
+        lap_records = [r for r in records if r["sim/lap"] == lap]
+        nearest = min(lap_records, key=lambda r: abs(r["sim/progress"] - 10.0))
+        means.append(tub.load_image(nearest).reshape(-1, 3).mean(axis=0))
+    assert all(abs(means[a] - means[b]).max() > 3 for a, b in ((0, 1), (1, 2), (0, 2)))
+
+
+def test_appending_keeps_each_sessions_settings_and_refuses_other_frame_sizes(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "tub"
+    for track, seed in (("oval", "1"), ("technical", "2")):
+        code, _, _ = run(capsys, "sim", "record", "--track", track, "--laps", "1", "--out",
+                         str(out), "--seed", seed, "--hz", "5")
+        assert code == 0
+    sessions = Tub(out).sessions()
+    assert [s.info["sim"]["track"] for s in sessions] == ["oval", "technical"]
+    assert [s.info["sim"]["seed"] for s in sessions] == [1, 2]
+    code, info, _ = run(capsys, "tub", "info", str(out))
+    assert "sim: track technical" in info
+    code, _, err = run(capsys, "sim", "record", "--out", str(out), "--laps", "1",
+                       "--set", "camera.width=320", "--set", "camera.height=240")
+    assert code == 1 and "holds 160x120 frames" in err
+    assert len(Tub(out).sessions()) == 2

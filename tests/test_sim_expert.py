@@ -50,3 +50,17 @@ def test_default_noise_makes_recoveries_with_few_excursions() -> None:
     # The executed action really differs from the label, and the car really leaves the line.
     assert min(r[3] for r in results) > 0.05
     assert max(r[2] for r in results) > 0.15
+
+
+def test_the_expert_can_drive_a_lane() -> None:
+    """``sim.expert_line_m`` moves the driving line: 0.25 m right drives the right lane."""
+    track = load_track("diyrobocars", TURN_RADIUS_M)
+    sim = Simulator(track)
+    expert = Expert(track, sim.params, 2.0, line_m=0.25)
+    ctes = []
+    status = sim.status()
+    while status.lap < 1:
+        status = sim.step(*expert.act(sim.vehicle.state, PERIOD_S), PERIOD_S)
+        ctes.append(status.cte_m)
+    assert status.off_track_events == 0
+    assert sum(ctes[100:]) / len(ctes[100:]) == pytest.approx(0.25, abs=0.03)

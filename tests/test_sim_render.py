@@ -68,6 +68,36 @@ def test_lines_appear_where_the_geometry_says() -> None:
         assert abs(lo + int(np.argmax(row[lo:lo + 13])) - int(u)) <= 1
 
 
+def test_lines_stand_out_in_the_default_look() -> None:
+    """With the real look (texture, reflections, vignette, noise) the lines are still where
+    the geometry says, brighter than the floor beside them."""
+    sim = Simulator(OVAL)
+    renderer = sim.renderer
+    cam = (-2.0, -2.5, 0.0)
+    frame = renderer.render(*cam).astype(int).sum(axis=2)
+    half = OVAL.width_m / 2
+    for ahead in (-1.4, -0.5, 0.5):
+        for lateral in (-half, half):
+            line = renderer.project(*cam, np.array([[ahead, -2.5 + lateral, 0.0]]))[0]
+            beside = renderer.project(*cam, np.array([[ahead, -2.5 + lateral * 0.6, 0.0]]))[0]
+            u, v = int(line[0]), int(line[1])
+            peak = frame[v, max(0, u - 1):u + 2].max()
+            assert peak > frame[int(beside[1]), int(beside[0])] + 120
+
+
+def test_randomized_camera_mounts_differ() -> None:
+    sim = Simulator(OVAL, seed=2, randomize=True)
+    mounts = set()
+    for _ in range(4):
+        sim.new_look()
+        a = sim.appearance
+        mounts.add((a.camera_height_m, a.camera_pitch_deg, a.camera_fov_deg))
+        lens = sim.renderer.lens
+        assert (lens.height_m, lens.pitch_deg, lens.fov_deg) == (
+            a.camera_height_m, a.camera_pitch_deg, a.camera_fov_deg)
+    assert len(mounts) == 4
+
+
 def test_horizon_and_sky() -> None:
     renderer = clean_renderer()
     frame = renderer.render(-2.0, -2.5, 0.0)

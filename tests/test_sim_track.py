@@ -63,12 +63,17 @@ def test_locate_with_a_stale_hint_falls_back_to_a_global_search() -> None:
         track.locate(3.0, 0.0, hint=far_hint).s_m == pytest.approx(track.length_m, abs=0.02)
 
 
-def test_any_point_density_gives_the_same_track() -> None:
-    sparse = circle_track(radius_m=3.0)
-    dense = parse_track(json.dumps({"name": "d", "width_m": 1.0,
-                                    "centerline": circle_points(3.0, 2000)}),
-                        "dense", TURN_RADIUS_M)
-    assert dense.length_m == pytest.approx(sparse.length_m, rel=2e-3)
+@pytest.mark.parametrize("count", [8, 12, 16, 24, 36, 100, 500, 2000])
+def test_any_point_density_gives_the_same_curve(count: int) -> None:
+    """A tight circle (radius 0.6 m, allowed down to 0.46 m) at any density: accepted, with
+    its radius and length kept within a few percent."""
+    track = parse_track(json.dumps({"name": "c", "width_m": 0.8,
+                                    "centerline": circle_points(0.6, count)}),
+                        "circle", TURN_RADIUS_M)
+    radius = 1 / np.abs(track.curve.curvature)
+    assert radius.min() == pytest.approx(0.6, rel=0.06)
+    assert radius.max() == pytest.approx(0.6, rel=0.06)
+    assert track.length_m == pytest.approx(math.tau * 0.6, rel=0.01)
 
 
 def test_builtins_load_and_round_trip_through_json(tmp_path: Path) -> None:
@@ -118,6 +123,13 @@ HAIRPIN = [[0, 0], [4, 0], [4.3, 0.15], [4.3, 0.45], [4, 0.6], [0, 0.6], [-0.3, 
     ({"name": "x", "width_m": "wide", "centerline": circle_points(3)}, "width_m"),
     ({"name": "x", "width_m": 1.0, "centerline": [[x, 0.0] for x in range(0, 40, 2)]},
      "not closed"),
+    ({"name": "x", "width_m": 1.0, "centerline": [[0, 0], [10, 0], [10, 10], [0, 10], [0, 20]]},
+     "not closed"),
+    ('{"name": "x", "name": "y", "width_m": 1.0, "centerline": []}', "appears twice"),
+    ({"name": "x", "width_m": 1.0, "centerline": circle_points(3),
+      "style": {"edge_line_width_m": 0.5}}, "does not fit"),
+    ({"name": "x", "width_m": 1.0, "centerline": circle_points(3),
+      "style": {"flor_rgb": [1, 2, 3]}}, "did you mean 'floor_rgb'"),
     ({"name": "x", "width_m": 1.0, "centerline": FIGURE_EIGHT}, "self-intersecting"),
     ({"name": "x", "width_m": 1.0, "centerline": PINCHED}, "self-intersecting"),
     ({"name": "x", "width_m": 0.5, "centerline": HAIRPIN}, "too tight"),

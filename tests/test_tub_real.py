@@ -37,7 +37,7 @@ def test_info_of_the_real_tub(real_tub_pristine: Path) -> None:
     assert info["last_timestamp_ms"] == 1602421397133
     assert info["sessions"] == [{"id": None, "records": 1000,
                                  "first_timestamp_ms": 1602421393803,
-                                 "last_timestamp_ms": 1602421397133}]
+                                 "last_timestamp_ms": 1602421397133, "info": None}]
 
 
 def test_appending_to_the_real_tub_keeps_old_records(real_tub: Path) -> None:

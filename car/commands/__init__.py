@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import threading
 from typing import Any
 
 from car.config import Config, load_config
@@ -32,3 +35,27 @@ def bounded(kind: type, low: float, high: float) -> Any:
         return value
 
     return parse
+
+
+class CtrlC:
+    """Ctrl-C as a request: the first press sets ``pressed`` so a loop stops at a safe point
+    and saves its work; later presses are ignored while it does. A context manager, for the
+    main thread; it restores the previous handler on exit."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.pressed:
+            print("car: still saving what was recorded; one moment", file=sys.stderr)
+        self.pressed = True
+
+    def __enter__(self) -> CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from car.commands import add_config_options, bounded, config_from_args
+from car.commands import CtrlC, add_config_options, bounded, config_from_args
 from car.config import Config
 from car.errors import CarError, TrackError
 from car.sim.expert import DartNoise, Expert
@@ -19,6 +19,7 @@ from car.sim.tracks import builtin_names, load_track
 from car.sim.vehicle import VehicleParams
 from car.sim.view import draw_view
 from car.sim.world import SimStatus, Simulator
+from car.tub.reader import Tub
 from car.tub.writer import TubWriter
 
 TRACK_HELP = "a built-in track name (see `car sim tracks`), a track .json file, or random:SEED"
@@ -100,19 +101,24 @@ def record_command(args: argparse.Namespace) -> int:
     noise_sigma = config.sim.expert_noise if args.noise is None else args.noise
     sim = Simulator(track, config.sim, width=config.camera.width, height=config.camera.height,
                     seed=args.seed, randomize=args.randomize)
-    expert = Expert(track, sim.params, config.sim.expert_speed_mps)
+    sim.reset(0.0, config.sim.expert_line_m)
+    expert = Expert(track, sim.params, config.sim.expert_speed_mps,
+                    line_m=config.sim.expert_line_m)
     noise = DartNoise(noise_sigma, sim.streams["noise"])
     rec = config.record
-    metadata = {"sim": {"track": track.name, "track_spec": args.track, "seed": args.seed,
-                        "noise": noise_sigma, "randomize": args.randomize, "hz": hz,
-                        "laps": args.laps}}
+    settings = {"track": track.name, "track_spec": args.track, "seed": args.seed,
+                "noise": noise_sigma, "randomize": args.randomize, "hz": hz, "laps": args.laps,
+                "line_m": config.sim.expert_line_m}
+    _check_existing_frames(Path(args.out), sim.size)
     print(f"recording {args.laps} lap(s) of {track.name} ({track.length_m:.1f} m) at {hz:g} Hz "
           f"into {args.out} (noise {noise_sigma:g}, seed {args.seed}"
           f"{', randomized' if args.randomize else ''})", file=sys.stderr)
     writer = TubWriter(Path(args.out), [k for k, _ in SIM_FIELDS], [t for _, t in SIM_FIELDS],
-                       metadata, queue_size=rec.queue_size, jpeg_quality=rec.jpeg_quality,
+                       {"source": "car sim record"}, queue_size=rec.queue_size,
+                       jpeg_quality=rec.jpeg_quality,
                        checkpoint_interval_s=rec.checkpoint_interval_s,
-                       max_len=rec.catalog_max_len, drop_when_full=False)
+                       max_len=rec.catalog_max_len, drop_when_full=False,
+                       session_info={"sim": settings})
     bar = tqdm(total=args.laps, unit="lap", bar_format="{l_bar}{bar}| {n:.2f}/{total} laps "
                "[{elapsed}<{remaining}{postfix}]", file=sys.stderr, disable=None)
 
@@ -122,12 +128,14 @@ def record_command(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
         bar.set_postfix_str(f"off-track {status.off_track_events}", refresh=False)
 
-    try:
-        summary = record_expert(sim, expert, noise, writer, laps=args.laps, period_s=1.0 / hz,
-                                on_step=on_step)
-    finally:
-        bar.close()
-        stats = writer.close()  # flushes every queued record, also on an error
+    with CtrlC() as ctrl_c:  # Ctrl-C stops at a record boundary; the writer then flushes
+        try:
+            summary = record_expert(sim, expert, noise, writer, laps=args.laps,
+                                    period_s=1.0 / hz, on_step=on_step,
+                                    should_stop=lambda: ctrl_c.pressed)
+        finally:
+            bar.close()
+            stats = writer.close()  # flushes every queued record, also on an error
     times = ", ".join(f"{t:.1f} s" for t in summary.lap_times_s)
     print(f"{stats.summary()} to {writer.path}: {summary.laps} lap(s)"
           f"{f' ({times})' if times else ''}, {summary.off_track_events} off-track event(s), "
@@ -137,6 +145,20 @@ def record_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     return 0
+
+
+def _check_existing_frames(out: Path, size: tuple[int, int]) -> None:
+    """Appending to a tub is a new session; its frames must match the ones already there."""
+    if not (out / "manifest.json").exists():
+        return
+    tub = Tub(out)
+    first = next(tub.records(), None)
+    if first is None or "cam/image_array" not in tub.inputs:
+        return
+    height, width = tub.load_image(first, "cam/image_array").shape[:2]
+    if (width, height) != size:
+        raise CarError(f"{out} holds {width}x{height} frames; this recording would add "
+                       f"{size[0]}x{size[1]} ones; record into another --out")
 
 
 def view_command(args: argparse.Namespace) -> None:

@@ -133,8 +133,14 @@ def format_info(info: dict[str, Any]) -> str:
     lines.append(f"records   {info['records']} live, {info['deleted']} deleted{extra}; "
                  f"next index {info['current_index']}, {info['catalogs']} catalog(s)")
     for session in info["sessions"]:
+        about = session.get("info")
+        settings = ""
+        if isinstance(about, dict) and about:
+            parts = [f"{k}: " + ", ".join(f"{kk} {vv}" for kk, vv in v.items())
+                     if isinstance(v, dict) else f"{k} {v}" for k, v in about.items()]
+            settings = " (" + "; ".join(parts) + ")"
         lines.append(f"session   {session['id'] or '(no session id)'}: "
-                     f"{session['records']} records")
+                     f"{session['records']} records{settings}")
     if info["first_timestamp_ms"]:
         first_s = info["first_timestamp_ms"] / 1000
         start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(first_s))

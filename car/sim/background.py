@@ -61,7 +61,7 @@ def _warehouse(rows: int, horizon: float, floor_rgb: tuple[int, int, int],
                rng: np.random.Generator) -> np.ndarray:
     elev_deg = np.degrees((horizon - np.arange(rows)) / PX_PER_RAD)[:, None]
     # Ceiling: dark, a little lighter toward the walls.
-    base = np.array([34.0, 32.0, 28.0]) + np.clip(30 - elev_deg, 0, 30)[..., None] * 0.9
+    base = np.array([62.0, 60.0, 52.0]) + np.clip(30 - elev_deg, 0, 30)[..., None] * 0.9
     img = np.repeat(base, WIDTH, axis=1).astype(np.float32)
     row = lambda deg: round(horizon - math.radians(deg) * PX_PER_RAD)  # noqa: E731
 
@@ -100,7 +100,7 @@ def _warehouse(rows: int, horizon: float, floor_rgb: tuple[int, int, int],
         e = math.degrees(math.atan2(5.0, distance))
         r0 = row(e)
         c0 = rng.uniform(0, WIDTH)
-        radius = max(0.7, 22.0 / distance)
+        radius = max(0.8, 30.0 / distance)
         _lamp(img, c0, r0, radius)
 
     # Below the horizon: floor far away, toward the floor's colour.

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from car.errors import SimError
 from car.sim.track import Track
 from car.sim.vehicle import ROLLING_MPS2, VehicleParams, VehicleState
 
@@ -23,9 +24,13 @@ class Expert:
     """Pure pursuit with delay compensation and a curvature-based speed profile."""
 
     def __init__(self, track: Track, params: VehicleParams, max_speed_mps: float,
-                 lateral_accel_mps2: float = LATERAL_ACCEL_MPS2):
+                 lateral_accel_mps2: float = LATERAL_ACCEL_MPS2, line_m: float = 0.0):
+        if abs(line_m) >= track.width_m / 2:
+            raise SimError(f"an expert line {line_m:g} m off the centreline is off the "
+                           f"{track.width_m:g} m wide track {track.name}")
         self.track = track
         self.params = params
+        self.line_m = line_m  # the driving line, metres right of the centreline
         self.max_speed_mps = min(max_speed_mps, params.top_speed_mps * 0.95)
         self.speed_profile = speed_profile(track, self.max_speed_mps, lateral_accel_mps2,
                                            PLAN_BRAKE_MPS2)
@@ -42,7 +47,9 @@ class Expert:
         loc = self.track.locate(x, y, self._hint)
         self._hint = loc.index
         lookahead = max(0.45, 0.25 + 0.35 * v)
-        tx, ty, _ = self.track.pose_at(loc.s_m + lookahead)
+        tx, ty, heading = self.track.pose_at(loc.s_m + lookahead)
+        tx += self.line_m * math.sin(heading)  # right of the direction of travel
+        ty -= self.line_m * math.cos(heading)
         dx, dy = tx - x, ty - y
         # The target in the car's frame (forward, left), then the pure-pursuit arc through it.
         fwd = dx * math.cos(state.yaw) + dy * math.sin(state.yaw)

@@ -26,20 +26,22 @@ class Curve:
 def thin_points(points: np.ndarray, min_spacing_m: float) -> np.ndarray:
     """Average a dense closed polyline into bins of ``min_spacing_m`` of arc length.
 
-    Sparse input passes through unchanged; dense input (a traced or recorded path with
-    jitter) is denoised before the spline interpolates it.
+    Only input with at least 4 points per bin on average is thinned: dense input (a traced
+    or recorded path with jitter) is denoised before the spline interpolates it. Sparser
+    input passes through unchanged. Each bin is averaged over evenly spaced samples of the
+    polyline, so uneven input spacing does not bend the result.
     """
-    seg = np.linalg.norm(np.diff(points, axis=0, append=points[:1]), axis=1)
+    closed = np.concatenate([points, points[:1]])
+    seg = np.linalg.norm(np.diff(closed, axis=0), axis=1)
     length = float(seg.sum())
     bins = int(length // min_spacing_m)
-    if bins >= len(points) or bins < 4:
+    if 4 * bins > len(points) or bins < 4:
         return points
-    s = np.concatenate([[0.0], np.cumsum(seg)[:-1]])
-    index = np.minimum((s / length * bins).astype(int), bins - 1)
-    counts = np.bincount(index, minlength=bins)
-    keep = counts > 0
-    sums = np.stack([np.bincount(index, points[:, k], minlength=bins) for k in (0, 1)], axis=1)
-    return sums[keep] / counts[keep, None]
+    per_bin = 8
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    even = (np.arange(bins * per_bin) + 0.5) * (length / (bins * per_bin))
+    samples = np.stack([np.interp(even, s, closed[:, k]) for k in (0, 1)], axis=1)
+    return samples.reshape(bins, per_bin, 2).mean(axis=1)
 
 
 def periodic_spline(points: np.ndarray, ds: float) -> Curve:

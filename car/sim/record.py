@@ -44,11 +44,13 @@ class RecordSummary:
 
 def record_expert(sim: Simulator, expert: Expert, noise: DartNoise, writer: TubWriter, *,
                   laps: int, period_s: float,
-                  on_step: Callable[[SimStatus], None] | None = None) -> RecordSummary:
+                  on_step: Callable[[SimStatus], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> RecordSummary:
     """Drive ``laps`` laps with the expert, writing one record per control period.
 
-    The frame is captured before the command, as on the car. A Ctrl-C stops at a record
-    boundary and returns what was done (``interrupted``); the caller closes the writer.
+    The frame is captured before the command, as on the car. ``should_stop()`` returning
+    true (the CLI's Ctrl-C), or a KeyboardInterrupt, stops at a record boundary and returns
+    what was done (``interrupted``); the caller closes the writer.
     Capture times are spaced by simulated time, so a tub's timestamps show the real rate.
     """
     summary = RecordSummary()
@@ -81,6 +83,9 @@ def record_expert(sim: Simulator, expert: Expert, noise: DartNoise, writer: TubW
                 summary.resets += 1
             if on_step is not None:
                 on_step(status)
+            if should_stop is not None and should_stop():
+                summary.interrupted = True
+                break
             if status.time_s > limit_s:
                 raise SimError(f"the expert made no progress on {sim.track.name} in "
                                f"{status.time_s:.0f} s of driving; lower --noise")

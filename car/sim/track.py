@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -45,7 +46,9 @@ class TrackStyle:
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in names:
-                raise TrackError(f"{where}: unknown style key '{key}'; known: "
+                close = difflib.get_close_matches(key, list(names), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise TrackError(f"{where}: unknown style key '{key}'{hint}; known: "
                                  f"{', '.join(sorted(names))}")
             default = names[key].default
             values[key] = _style_value(key, value, default, where)
@@ -171,8 +174,13 @@ def build_track(name: str, width_m: float, points: Any, *, style: TrackStyle | N
     pts = thin_points(pts, max(THIN_M, perimeter / MAX_KNOTS))
     if len(pts) < 4:
         raise TrackError(f"{where}: the centreline has fewer than 4 distinct points")
+    style = style or TrackStyle()
+    widest = max(style.edge_line_width_m, style.center_line_width_m)
+    if widest > width_m / 4:
+        raise TrackError(f"{where}: a style line width of {widest:g} m does not fit a "
+                         f"{width_m:g} m wide track; keep lines under a quarter of the width")
     curve = periodic_spline(pts, SAMPLE_M)
-    track = Track(name=name, width_m=float(width_m), curve=curve, style=style or TrackStyle(),
+    track = Track(name=name, width_m=float(width_m), curve=curve, style=style,
                   source=where, description=description)
     _check_drivable(track, min_turn_radius_m, where)
     return track
@@ -211,7 +219,8 @@ def _check_points(points: Any, width_m: Any, where: str) -> np.ndarray:
         raise TrackError(f"{where}: the centreline has fewer than 4 distinct points")
     seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
     gap = float(np.linalg.norm(pts[-1] - pts[0]))
-    if gap > max(3.0 * float(np.median(seg)), float(width_m)):
+    # The closing segment is implicit; one much longer than the rest means an open path.
+    if gap > float(width_m) and (gap > 3.0 * float(np.median(seg)) or gap > 1.5 * seg.max()):
         raise TrackError(
             f"{where}: the track is not closed: its last point ({pts[-1][0]:.2f}, "
             f"{pts[-1][1]:.2f}) is {gap:.2f} m from its first ({pts[0][0]:.2f}, {pts[0][1]:.2f}); "

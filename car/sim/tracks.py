@@ -49,12 +49,14 @@ def load_track(spec: str, min_turn_radius_m: float) -> Track:
 
 def parse_track(text: str, where: str, min_turn_radius_m: float) -> Track:
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_no_repeated_keys)
     except json.JSONDecodeError as exc:
         raise TrackError(f"{where}: bad JSON at line {exc.lineno} column {exc.colno}: "
                          f"{exc.msg}") from None
     except RecursionError:
         raise TrackError(f"{where}: bad JSON: nested too deeply") from None
+    except ValueError as exc:  # a repeated key
+        raise TrackError(f"{where}: bad JSON: {exc}") from None
     if not isinstance(data, dict):
         raise TrackError(f"{where}: a track file is a JSON object with \"name\", \"width_m\" "
                          "and \"centerline\"")
@@ -78,6 +80,15 @@ def parse_track(text: str, where: str, min_turn_radius_m: float) -> Track:
     return build_track(name, data["width_m"], data["centerline"], style=style,
                        min_turn_radius_m=min_turn_radius_m, where=where,
                        description=description)
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"the key \"{key}\" appears twice in one object")
+        data[key] = value
+    return data
 
 
 def track_json(track: Track, points_every_m: float = 0.5) -> dict[str, Any]:

@@ -23,7 +23,7 @@ def draw_view(sim: Simulator, frames: int = 8) -> np.ndarray:
     positions = []
     for k in range(frames):
         s = k * track.length_m / frames
-        sim.reset(s)
+        sim.reset(s, sim.config.expert_line_m)  # where the expert would drive
         frame = cv2.resize(sim.render(), (fw, fh), interpolation=cv2.INTER_NEAREST)
         _label(frame, str(k + 1), (6, 22))
         r, c = divmod(k, columns)

@@ -89,10 +89,11 @@ class Simulator:
     def time_s(self) -> float:
         return self._time_s
 
-    def reset(self, s_m: float = 0.0) -> SimStatus:
-        """Park the car on the centreline at progress ``s_m`` and start scoring afresh."""
+    def reset(self, s_m: float = 0.0, lateral_m: float = 0.0) -> SimStatus:
+        """Park the car at progress ``s_m``, ``lateral_m`` right of the centreline, facing
+        along it, and start scoring afresh."""
         x, y, yaw = self.track.pose_at(s_m)
-        self.vehicle.place(x, y, yaw)
+        self.vehicle.place(x + lateral_m * math.sin(yaw), y - lateral_m * math.cos(yaw), yaw)
         self.progress.start(s_m, self._time_s)
         self.progress.relocate(x, y)
         return self.status()

@@ -95,8 +95,11 @@ class TubAppender:
     def __init__(self, path: str | os.PathLike, inputs: list[str] | None = None,
                  types: list[str] | None = None, metadata: Mapping[str, Any] | None = None,
                  *, jpeg_quality: int = 90, max_len: int = DEFAULT_MAX_LEN,
-                 lock: TubLock | None = None):
+                 lock: TubLock | None = None, session_info: Mapping[str, Any] | None = None):
+        """``session_info`` (JSON values) describes this session, for example the simulator
+        settings it was recorded with; it is kept in the manifest under sessions.info."""
         self.path = Path(path).absolute()
+        self._session_info = dict(session_info) if session_info else None
         self.jpeg_quality = jpeg_quality
         self.repairs: list[str] = []
         self._catalog: _OpenCatalog | None = None
@@ -278,6 +281,8 @@ class TubAppender:
         sessions.setdefault("all_full_ids", []).append(self.session_id)
         sessions["last_id"] = self.session_number
         sessions["last_full_id"] = self.session_id
+        if self._session_info is not None:
+            sessions.setdefault("info", {})[self.session_id] = self._session_info
         self._session_recorded = True
         self._manifest_dirty = True
 

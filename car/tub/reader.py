@@ -40,6 +40,7 @@ class SessionSummary:
     records: int
     first_timestamp_ms: int | None
     last_timestamp_ms: int | None
+    info: dict[str, Any] | None = None  # what the recorder said about the session
 
 
 class Tub:
@@ -143,8 +144,10 @@ class Tub:
         groups: dict[str | None, list[dict[str, Any]]] = {}
         for record in self._live:
             groups.setdefault(record.get(SESSION_ID), []).append(record)
+        infos = self.manifest.manifest_metadata.get("sessions", {}).get("info", {})
         return [
-            SessionSummary(sid, len(recs), _first_ts(recs), _first_ts(reversed(recs)))
+            SessionSummary(sid, len(recs), _first_ts(recs), _first_ts(reversed(recs)),
+                           infos.get(sid) if isinstance(infos, dict) and sid else None)
             for sid, recs in groups.items()
         ]
 
@@ -152,8 +155,12 @@ class Tub:
         """The summary `car tub info --json` prints."""
         first = _first_ts(self._live)
         last = _first_ts(reversed(self._live))
-        first_capture = _first_ts(self._live, CAPTURE_MS)
-        last_capture = _first_ts(reversed(self._live), CAPTURE_MS)
+        groups: dict[Any, list[dict[str, Any]]] = {}
+        for record in self._live:
+            groups.setdefault(record.get(SESSION_ID), []).append(record)
+        spans = [(_first_ts(recs, CAPTURE_MS), _first_ts(reversed(recs), CAPTURE_MS))
+                 for recs in groups.values()]
+        captured = [(last - first) / 1000 for first, last in spans if first and last]
         return {
             "path": str(self.path),
             "records": len(self),
@@ -166,10 +173,9 @@ class Tub:
             "first_timestamp_ms": first,
             "last_timestamp_ms": last,
             "duration_s": round((last - first) / 1000, 3) if first and last else None,
-            # Frame capture times span what was recorded; a lock-step simulator writes
+            # The time the frames span, summed over sessions. A lock-step simulator writes
             # faster than real time, so this can differ from the write timestamps' span.
-            "capture_duration_s": (round((last_capture - first_capture) / 1000, 3)
-                                   if first_capture and last_capture else None),
+            "capture_duration_s": round(sum(captured), 3) if captured else None,
             "catalogs": len(self.scan.catalogs),
             "format": "tub_v2 (2020 variant)" if self.manifest.legacy else "tub_v2",
             "damage": self.damage,

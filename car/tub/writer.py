@@ -52,9 +52,9 @@ class TubWriter:
                  types: list[str] | None = None, metadata: Mapping[str, Any] | None = None,
                  *, queue_size: int = 120, jpeg_quality: int = 90,
                  checkpoint_interval_s: float = 1.0, max_len: int = DEFAULT_MAX_LEN,
-                 drop_when_full: bool = True):
-        self._appender = TubAppender(path, inputs, types, metadata,
-                                     jpeg_quality=jpeg_quality, max_len=max_len)
+                 drop_when_full: bool = True, session_info: Mapping[str, Any] | None = None):
+        self._appender = TubAppender(path, inputs, types, metadata, jpeg_quality=jpeg_quality,
+                                     max_len=max_len, session_info=session_info)
         self.path = self._appender.path
         self.session_id = self._appender.session_id
         self.repairs = self._appender.repairs
