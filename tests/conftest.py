@@ -66,3 +66,24 @@ def writer_in_another_process(path: Path) -> Iterator[int]:
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.fixture(scope="session")
+def sim_tub_pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulator tub with two sessions (oval, then technical), 10 Hz, about 700 records.
+    Read-only: copy it (``sim_tub``) before changing it."""
+    from car.cli import main
+
+    path = tmp_path_factory.mktemp("sim") / "tub"
+    for track, seed in (("oval", "1"), ("technical", "2")):
+        code = main(["sim", "record", "--track", track, "--laps", "1", "--hz", "10",
+                     "--out", str(path), "--seed", seed])
+        assert code == 0
+    return path
+
+
+@pytest.fixture
+def sim_tub(sim_tub_pristine: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "sim_tub"
+    shutil.copytree(sim_tub_pristine, path)
+    return path

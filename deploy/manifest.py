@@ -1,0 +1,140 @@
+"""The model manifest: ``pilot.json`` next to ``pilot.onnx`` / ``pilot.trt`` / ``pilot.pt``.
+
+It says everything an engine needs to run the model file and nothing about how it was
+built: model type, input shape and preprocessing, sequence length and recurrent state,
+outputs and their ranges, plus what it was trained on and how its export was checked.
+Versioned: a loader refuses a manifest newer than it understands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy.preprocess import Preprocess, PreprocessError
+
+FORMAT = "car-pilot-manifest"
+VERSION = 1
+MODEL_TYPES = ("linear", "resnet18", "resnet34", "3d", "rnn")
+
+
+class ManifestError(ValueError):
+    """A manifest that is missing, unreadable, or not one this code understands."""
+
+
+@dataclass(frozen=True)
+class StateTensor:
+    """A recurrent state the model takes and returns each step (rnn models)."""
+
+    input: str  # ONNX input name, e.g. "h_in"
+    output: str  # ONNX output name, e.g. "h_out"
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model_type: str
+    preprocess: Preprocess
+    sequence_length: int = 1  # frames per inference: T for "3d", 1 otherwise
+    input_name: str = "image"
+    output_names: tuple[str, ...] = ("steering", "throttle")
+    output_ranges: tuple[tuple[float, float], ...] = ((-1.0, 1.0), (-1.0, 1.0))
+    state: tuple[StateTensor, ...] = ()
+    training: dict[str, Any] = field(default_factory=dict)  # tubs, records, metrics, ...
+    export: dict[str, Any] = field(default_factory=dict)  # opset, max_abs_diff, ...
+    engine: dict[str, Any] = field(default_factory=dict)  # TensorRT version, GPU, precision
+
+    def __post_init__(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ManifestError(f"unknown model type {self.model_type!r}; known: "
+                                f"{', '.join(MODEL_TYPES)}")
+        if self.sequence_length < 1:
+            raise ManifestError(f"sequence_length must be ≥ 1, got {self.sequence_length}")
+        if len(self.output_names) != len(self.output_ranges):
+            raise ManifestError("output_names and output_ranges differ in length")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The model file's input shape at batch 1: (1, 3, h, w), or (1, T, 3, h, w) for 3d."""
+        c, h, w = self.preprocess.input_shape
+        if self.model_type == "3d":
+            return (1, self.sequence_length, c, h, w)
+        return (1, c, h, w)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model_type": self.model_type,
+            "input": {"name": self.input_name, "shape": list(self.input_shape),
+                      "dtype": "float32", "colour": self.preprocess.colour},
+            "preprocess": self.preprocess.to_dict(),
+            "sequence_length": self.sequence_length,
+            "outputs": [{"name": n, "range": list(r)}
+                        for n, r in zip(self.output_names, self.output_ranges)],
+            "state": [asdict(s) | {"shape": list(s.shape)} for s in self.state],
+            "training": self.training,
+            "export": self.export,
+            "engine": self.engine,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "manifest") -> Manifest:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ManifestError(f"{where}: not a model manifest (no \"format\": \"{FORMAT}\")")
+        version = data.get("version")
+        if not isinstance(version, int) or version < 1:
+            raise ManifestError(f"{where}: bad manifest version {version!r}")
+        if version > VERSION:
+            raise ManifestError(f"{where}: manifest version {version} is newer than this "
+                                f"software understands ({VERSION}); update car")
+        try:
+            outputs = data["outputs"]
+            return cls(
+                model_type=data["model_type"],
+                preprocess=Preprocess.from_dict(data["preprocess"]),
+                sequence_length=int(data.get("sequence_length", 1)),
+                input_name=data["input"]["name"],
+                output_names=tuple(o["name"] for o in outputs),
+                output_ranges=tuple((float(o["range"][0]), float(o["range"][1]))
+                                    for o in outputs),
+                state=tuple(StateTensor(s["input"], s["output"], tuple(s["shape"]))
+                            for s in data.get("state", [])),
+                training=dict(data.get("training", {})),
+                export=dict(data.get("export", {})),
+                engine=dict(data.get("engine", {})),
+            )
+        except (KeyError, TypeError, IndexError, ValueError, PreprocessError) as exc:
+            if isinstance(exc, ManifestError):
+                raise
+            raise ManifestError(f"{where}: malformed manifest: {type(exc).__name__}: "
+                                f"{exc}") from None
+
+
+def manifest_path(model_path: str | os.PathLike) -> Path:
+    """The manifest that travels with a model file: same folder, same stem, ``.json``."""
+    return Path(model_path).with_suffix(".json")
+
+
+def load_manifest(model_path: str | os.PathLike) -> Manifest:
+    path = manifest_path(model_path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: the model's manifest is missing; a model file travels "
+                            "with its .json manifest (re-export with `car export`)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read the manifest: {exc}") from None
+    return Manifest.from_dict(data, str(path))
+
+
+def save_manifest(manifest: Manifest, model_path: str | os.PathLike) -> Path:
+    """Write the manifest beside the model file, atomically."""
+    path = manifest_path(model_path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

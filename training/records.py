@@ -1,0 +1,142 @@
+"""Which tub records a model learns from, and how they hang together in time.
+
+A *run* is a stretch of records from one session with consecutive indexes: a deletion, a
+filtered-out record, an unreadable image or a new session ends it. Sequences for temporal
+models and the train/validation split are both built from runs, so neither ever spans a
+gap in time.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from car.errors import CarError
+from car.tub import Tub
+
+
+class DataError(CarError):
+    """Tubs that cannot make a dataset as asked."""
+
+
+@dataclass(frozen=True)
+class Record:
+    tub: int  # position in the list of tubs
+    index: int  # the record's _index in its tub
+    session: str  # tub path + session id
+    image: str  # file name in the tub's images folder
+    steering: float
+    throttle: float
+
+
+@dataclass
+class RecordSet:
+    tubs: list[Tub]
+    records: list[Record]  # usable records, in tub then index order
+    runs: list[range]  # contiguous stretches, as ranges of positions in ``records``
+    skipped: dict[str, int]  # why records were left out, and how many
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def drop_unusable(self, ok: np.ndarray, reason: str) -> None:
+        """Leave out the records where ``ok`` is False (e.g. corrupt JPEGs); runs break there."""
+        self.skipped[reason] = self.skipped.get(reason, 0) + int((~ok).sum())
+        self.runs = find_runs(self.records, ok)
+        if not self.runs:
+            raise DataError(f"no usable records: {reason} for all {len(self.records)}")
+
+    def summary(self) -> str:
+        sessions = len({r.session for r in self.records})
+        text = (f"{len(self.records)} records from {len(self.tubs)} tub(s), {sessions} "
+                f"session(s), {len(self.runs)} run(s)")
+        dropped = ", ".join(f"{n} {why}" for why, n in self.skipped.items() if n)
+        return text + (f"; left out: {dropped}" if dropped else "")
+
+
+def expand_tub_paths(patterns: Sequence[str]) -> list[Path]:
+    """Tub folders from paths or globs; each must hold a manifest.json."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise DataError(f"{pattern}: matches no folder")
+        for match in matches:
+            path = Path(match)
+            if not (path / "manifest.json").is_file():
+                raise DataError(f"{path}: not a tub (no manifest.json)")
+            paths.append(path)
+    return paths
+
+
+def load_records(paths: Iterable[str | os.PathLike], *, modes: Sequence[str] | None = ("user",),
+                 steering_key: str = "user/angle", throttle_key: str = "user/throttle",
+                 image_key: str = "cam/image_array") -> RecordSet:
+    """Live records whose mode is in ``modes`` (None: any) and whose labels are usable."""
+    tubs = [Tub(p) for p in paths]
+    records: list[Record] = []
+    skipped = {"of another mode": 0, "without a finite label": 0, "without an image": 0}
+    for t, tub in enumerate(tubs):
+        missing = [k for k in (steering_key, throttle_key, image_key) if k not in tub.inputs]
+        if missing:
+            raise DataError(f"{tub.path}: the tub has no {', '.join(missing)} field "
+                            f"(its fields: {', '.join(tub.inputs)})")
+        for rec in tub.records():
+            mode = rec.get("user/mode", "user")
+            if modes is not None and mode not in modes:
+                skipped["of another mode"] += 1
+                continue
+            steering, throttle = rec.get(steering_key), rec.get(throttle_key)
+            if not _finite(steering) or not _finite(throttle):
+                skipped["without a finite label"] += 1
+                continue
+            image = rec.get(image_key)
+            if not isinstance(image, str):
+                skipped["without an image"] += 1
+                continue
+            session = f"{tub.path}#{rec.get('_session_id') or ''}"
+            records.append(Record(t, int(rec["_index"]), session, image,
+                                  max(-1.0, min(1.0, float(steering))),
+                                  max(-1.0, min(1.0, float(throttle)))))
+    if not records:
+        raise DataError(f"no usable records in {', '.join(str(t.path) for t in tubs)} "
+                        f"(modes {list(modes) if modes else 'any'}; "
+                        + ", ".join(f"{n} {why}" for why, n in skipped.items()) + ")")
+    return RecordSet(tubs, records, find_runs(records), skipped)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+        value)
+
+
+def find_runs(records: Sequence[Record], usable: np.ndarray | None = None) -> list[range]:
+    """Maximal stretches of usable records, same tub and session, consecutive indexes."""
+    runs: list[range] = []
+    start = None
+    for i, rec in enumerate(records):
+        ok = usable is None or bool(usable[i])
+        if start is not None:
+            prev = records[i - 1]
+            joined = (ok and prev.tub == rec.tub and prev.session == rec.session
+                      and rec.index == prev.index + 1)
+            if not joined:
+                runs.append(range(start, i))
+                start = None
+        if ok and start is None:
+            start = i
+    if start is not None:
+        runs.append(range(start, len(records)))
+    return runs
+
+
+def windows(runs: Sequence[range], length: int) -> np.ndarray:
+    """Positions of the last record of every window of ``length`` records inside one run."""
+    ends = [np.arange(r.start + length - 1, r.stop) for r in runs if len(r) >= length]
+    return np.concatenate(ends) if ends else np.empty(0, dtype=np.int64)
