@@ -40,6 +40,7 @@ class Manifest:
     preprocess: Preprocess
     sequence_length: int = 1  # frames per inference: T for "3d", 1 otherwise
     input_name: str = "image"
+    output_name: str = "controls"  # one (batch, columns) tensor; its columns:
     output_names: tuple[str, ...] = ("steering", "throttle")
     output_ranges: tuple[tuple[float, float], ...] = ((-1.0, 1.0), (-1.0, 1.0))
     state: tuple[StateTensor, ...] = ()
@@ -73,8 +74,9 @@ class Manifest:
                       "dtype": "float32", "colour": self.preprocess.colour},
             "preprocess": self.preprocess.to_dict(),
             "sequence_length": self.sequence_length,
-            "outputs": [{"name": n, "range": list(r)}
-                        for n, r in zip(self.output_names, self.output_ranges)],
+            "output": {"name": self.output_name,
+                       "columns": [{"name": n, "range": list(r)}
+                                   for n, r in zip(self.output_names, self.output_ranges)]},
             "state": [asdict(s) | {"shape": list(s.shape)} for s in self.state],
             "training": self.training,
             "export": self.export,
@@ -92,12 +94,13 @@ class Manifest:
             raise ManifestError(f"{where}: manifest version {version} is newer than this "
                                 f"software understands ({VERSION}); update car")
         try:
-            outputs = data["outputs"]
+            outputs = data["output"]["columns"]
             return cls(
                 model_type=data["model_type"],
                 preprocess=Preprocess.from_dict(data["preprocess"]),
                 sequence_length=int(data.get("sequence_length", 1)),
                 input_name=data["input"]["name"],
+                output_name=data["output"]["name"],
                 output_names=tuple(o["name"] for o in outputs),
                 output_ranges=tuple((float(o["range"][0]), float(o["range"][1]))
                                     for o in outputs),

@@ -1,0 +1,49 @@
+"""``pilot.pt``: a checkpoint that carries its own model config, so it can be rebuilt and
+re-exported (``car export pilot.pt``) without the command line that trained it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deploy.preprocess import Preprocess
+from training.models import build_model
+from training.records import DataError
+
+FORMAT = "car-pilot-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: Path, model: nn.Module, model_type: str, model_config: dict,
+                    preprocess: Preprocess, sequence_length: int, training: dict) -> None:
+    payload = {"format": FORMAT, "version": VERSION, "model_type": model_type,
+               "model_config": model_config, "preprocess": preprocess.to_dict(),
+               "sequence_length": sequence_length, "training": training,
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode, the checkpoint's metadata without the weights)."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the checkpoint: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise DataError(f"{path}: not a car checkpoint (train one with `car train`)")
+    if payload.get("version", 0) > VERSION:
+        raise DataError(f"{path}: checkpoint version {payload['version']} is newer than this "
+                        "software; update car")
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    preprocess = Preprocess.from_dict(meta["preprocess"])
+    config = {k: v for k, v in meta["model_config"].items() if k != "pretrained"}
+    model = build_model(meta["model_type"], preprocess.input_shape, **config)  # weights below
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), meta

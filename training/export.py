@@ -1,0 +1,117 @@
+"""ONNX export with a manifest, checked against torch on real frames.
+
+Every export runs ONNX Runtime (CPU) and torch on frames from the training tubs and records
+the largest difference in the manifest; above 1e-4 the export fails. The rnn is exported
+as one step with explicit hidden state, and checked by stepping ONNX Runtime frame by frame
+against torch's output for the whole sequence.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from deploy.manifest import Manifest, StateTensor, save_manifest
+from deploy.preprocess import Preprocess
+from training.models.rnn import RnnPilot, RnnStep
+from training.records import DataError
+
+OPSET = 17
+TOLERANCE = 1e-4
+
+
+class ExportError(DataError):
+    """An export whose ONNX model does not match torch."""
+
+
+def export_model(model: nn.Module, model_type: str, preprocess: Preprocess, seq_len: int,
+                 onnx_path: Path, check_frames: np.ndarray, training: dict[str, Any],
+                 dynamic_batch: bool = False) -> Manifest:
+    """Write ``onnx_path`` and its manifest; ``check_frames`` are (N, h, w, 3) uint8
+    geometry-preprocessed frames from the training tubs."""
+    model = model.eval().cpu()
+    state: tuple[StateTensor, ...] = ()
+    c, h, w = preprocess.input_shape
+    if model_type == "rnn":
+        assert isinstance(model, RnnPilot)
+        exported: nn.Module = RnnStep(model).eval()
+        args: tuple[torch.Tensor, ...] = (torch.zeros(1, c, h, w),
+                                          torch.zeros(model.state_shape()))
+        inputs, outputs = ["image", "h_in"], ["controls", "h_out"]
+        state = (StateTensor("h_in", "h_out", model.state_shape()),)
+    elif model_type == "3d":
+        exported, args = model, (torch.zeros(1, seq_len, c, h, w),)
+        inputs, outputs = ["image"], ["controls"]
+    else:
+        exported, args = model, (torch.zeros(1, c, h, w),)
+        inputs, outputs = ["image"], ["controls"]
+    _write_onnx(exported, args, inputs, outputs, onnx_path, dynamic=False)
+    diff = check_export(model, model_type, preprocess, seq_len, onnx_path, check_frames)
+    export = {"opset": OPSET, "max_abs_diff": diff, "check_frames": len(check_frames),
+              "tolerance": TOLERANCE, "onnxruntime": ort.__version__,
+              "torch": torch.__version__.split("+")[0]}
+    if dynamic_batch and model_type != "rnn":
+        dynamic_path = onnx_path.with_name(f"{onnx_path.stem}_dynamic.onnx")
+        _write_onnx(exported, args, inputs, outputs, dynamic_path, dynamic=True)
+        export["dynamic_batch_file"] = dynamic_path.name
+    manifest = Manifest(model_type=model_type, preprocess=preprocess,
+                        sequence_length=seq_len if model_type == "3d" else 1,
+                        input_name="image", output_name="controls", state=state,
+                        training=training, export=export)
+    if diff > TOLERANCE:
+        raise ExportError(f"{onnx_path}: ONNX Runtime differs from torch by {diff:.2e} "
+                          f"(more than {TOLERANCE:g}) on frames from the training tubs; the "
+                          "export is not trustworthy")
+    save_manifest(manifest, onnx_path)
+    if dynamic_batch and model_type != "rnn":
+        save_manifest(manifest, onnx_path.with_name(f"{onnx_path.stem}_dynamic.onnx"))
+    return manifest
+
+
+def _write_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str],
+                outputs: list[str], path: Path, dynamic: bool) -> None:
+    axes = {name: {0: "batch"} for name in (inputs[:1] + outputs[:1])} if dynamic else None
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # the TorchScript exporter announces its deprecation
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buffer, input_names=inputs, output_names=outputs,
+                          opset_version=OPSET, dynamo=False, dynamic_axes=axes,
+                          do_constant_folding=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)
+
+
+def check_export(model: nn.Module, model_type: str, preprocess: Preprocess, seq_len: int,
+                 onnx_path: Path, frames: np.ndarray) -> float:
+    """Largest |ONNX Runtime − torch| over the check frames."""
+    model = model.eval()  # the exporter restores the mode of a wrapper it was handed
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = preprocess.normalise(np.asarray(frames))  # (N, 3, h, w)
+    worst = 0.0
+    with torch.no_grad():
+        if model_type == "rnn":
+            assert isinstance(model, RnnPilot)
+            expected = model(torch.from_numpy(x[None])).numpy()[0]  # (N, 2), one sequence
+            h = np.zeros(model.state_shape(), np.float32)
+            for k in range(len(x)):
+                got, h = session.run(None, {"image": x[k:k + 1], "h_in": h})
+                worst = max(worst, float(np.abs(got[0] - expected[k]).max()))
+            return worst
+        if model_type == "3d":
+            windows = np.stack([x[k - seq_len + 1:k + 1] for k in range(seq_len - 1, len(x))])
+        else:
+            windows = x
+        for item in windows:
+            batch = item[None]
+            expected = model(torch.from_numpy(batch)).numpy()
+            (got,) = session.run(None, {"image": batch})
+            worst = max(worst, float(np.abs(got - expected).max()))
+    return worst

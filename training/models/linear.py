@@ -1,0 +1,32 @@
+"""``linear``: the donkeycar/PilotNet-class CNN. Five convolutions, then dense layers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_stack(dropout: float) -> nn.Sequential:
+    """PilotNet's five convolutions (24, 32, 64, 64, 64 filters), as donkeycar uses them."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for out, kernel, stride in ((24, 5, 2), (32, 5, 2), (64, 5, 2), (64, 3, 1), (64, 3, 1)):
+        layers += [nn.Conv2d(channels, out, kernel, stride), nn.ReLU(inplace=True),
+                   nn.Dropout2d(dropout)]
+        channels = out
+    return nn.Sequential(*layers)
+
+
+class LinearPilot(nn.Module):
+    def __init__(self, input_shape: tuple[int, int, int], dropout: float = 0.1):
+        super().__init__()
+        self.features = conv_stack(dropout)
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, *input_shape)).numel()
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, 100), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(100, 50), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(50, 2), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
