@@ -13,6 +13,7 @@ import cv2
 from car import __version__
 from car.commands import config as config_commands
 from car.commands import sim as sim_commands
+from car.commands import train as train_commands
 from car.commands import tub as tub_commands
 from car.errors import CarError
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands.register(commands)
     tub_commands.register(commands)
     sim_commands.register(commands)
+    train_commands.register(commands)
     return parser
 
 

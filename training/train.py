@@ -1,0 +1,303 @@
+"""`car train`: tubs → frame cache → session split → fastai Learner → pilot.pt/.onnx/.json.
+
+Writes into ``out``: ``pilot.pt`` (the best checkpoint by validation loss, with its model
+config), ``pilot.onnx`` + ``pilot.json`` (export checked against torch), ``history.csv``,
+``loss.png``, ``lr_find.png`` with ``find_lr``, and appends a line to the models database.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from deploy.manifest import Manifest
+from deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from training.augment import Augmenter
+from training.cache import load_frames
+from training.checkpoint import save_checkpoint
+from training.export import export_model
+from training.models import TEMPORAL, build_model
+from training.records import DataError, load_records, windows
+from training.split import Split, split_records
+from training.torch_data import FramesDataset, make_loader
+
+MODEL_FILES = ("pilot.pt", "pilot.onnx", "pilot.json")
+CHECK_FRAMES = 32
+
+
+@dataclass
+class TrainConfig:
+    tubs: list[Path]
+    model_type: str
+    out: Path
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float | None = None  # None: 1e-3, or lr_find's suggestion with find_lr
+    find_lr: bool = False
+    seq_len: int = 5  # frames per sample for 3d and rnn
+    augmentations: tuple[str, ...] = ()
+    val_fraction: float = 0.2
+    seed: int = 0
+    patience: int = 3  # epochs without a better validation loss before stopping
+    workers: int | None = None  # None: 0 on a CPU, up to 8 with CUDA
+    pretrained: bool = False  # ImageNet weights for resnets
+    force: bool = False
+    modes: tuple[str, ...] | None = ("user",)
+    crop_top: int | None = None  # None: a third of the frame height
+    limit: int | None = None  # use only the first N usable records
+    dynamic_batch: bool = False
+    cache_dir: Path | None = None
+    database: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    manifest: Manifest
+    split: Split
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    lr: float
+    duration_s: float
+    device: str
+    files: list[Path] = field(default_factory=list)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    start = time.monotonic()
+    _check_out(cfg)
+    temporal = cfg.model_type in TEMPORAL
+    seq_len = cfg.seq_len if temporal else 1
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+
+    data = load_records(cfg.tubs, modes=cfg.modes)
+    if cfg.limit:
+        data.records = data.records[:cfg.limit]
+        data.runs = [range(r.start, min(r.stop, cfg.limit)) for r in data.runs
+                     if r.start < cfg.limit]
+    preprocess = _preprocess_for(data, cfg)
+    cache = load_frames(data, preprocess, cfg.cache_dir, progress=cfg.progress)
+    if cache.bad_count:
+        data.drop_unusable(cache.ok, "with a missing or corrupt image")
+    split = split_records(data, cfg.val_fraction, cfg.seed)
+    longest = max(len(r) for r in data.runs)
+    if seq_len > longest:
+        raise DataError(f"--seq-len {seq_len} is longer than any stretch of contiguous records "
+                        f"(the longest is {longest}); use a shorter sequence")
+    train_ends, val_ends = windows(split.train, seq_len), windows(split.val, seq_len)
+    if len(train_ends) == 0 or len(val_ends) == 0:
+        raise DataError(f"no {seq_len}-frame sequences fit in the "
+                        f"{'training' if len(train_ends) == 0 else 'validation'} set "
+                        f"({split.method}); record longer sessions or shorten --seq-len")
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    workers = cfg.workers if cfg.workers is not None else (min(8, os.cpu_count() or 1)
+                                                           if cuda else 0)
+    augmenter = (Augmenter(cfg.augmentations, preprocess.width, preprocess.height)
+                 if cfg.augmentations else None)
+    all_steps = cfg.model_type == "rnn"
+    train_set = FramesDataset(cache, data, train_ends, seq_len, preprocess, augmenter, all_steps)
+    val_set = FramesDataset(cache, data, val_ends, seq_len, preprocess, None, all_steps)
+    batch = min(cfg.batch_size, len(train_set))
+    loaders = (make_loader(train_set, batch, True, workers, cuda, cfg.seed),
+               make_loader(val_set, batch, False, workers, cuda, cfg.seed))
+
+    model_config: dict[str, Any] = {"pretrained": cfg.pretrained} if cfg.model_type.startswith(
+        "resnet") else {}
+    model = build_model(cfg.model_type, preprocess.input_shape, **model_config)
+    learn = _learner(loaders, model, cfg.out, cfg.patience, cuda)
+    lr = cfg.lr or 1e-3
+    try:
+        if cfg.find_lr:
+            lr = _find_lr(learn, cfg.out, cfg.progress)
+        with _quiet(learn, cfg.progress):
+            learn.fit_one_cycle(cfg.epochs, lr)
+    except torch.cuda.OutOfMemoryError:
+        raise DataError(f"out of GPU memory at batch size {batch}; try --batch-size "
+                        f"{max(1, batch // 2)}") from None
+    model = learn.model.eval().cpu()
+    history = _history(learn)
+    best = min(history, key=lambda h: h["valid_loss"]) if history else {}
+    metrics = {k: round(float(v), 6) for k, v in best.items() if k != "epoch"}
+
+    training = {
+        "tubs": [str(p) for p in cfg.tubs],
+        "records": {"train": len(train_ends), "validation": len(val_ends),
+                    "left_out": {k: v for k, v in data.skipped.items() if v}},
+        "split": split.method,
+        "augmentations": list(cfg.augmentations),
+        "epochs_run": len(history), "best_epoch": int(best.get("epoch", 0)),
+        "validation": metrics, "lr": lr, "batch_size": batch, "seed": cfg.seed,
+        "device": device,
+    }
+    checkpoint = cfg.out / "pilot.pt"
+    save_checkpoint(checkpoint, model, cfg.model_type, model_config, preprocess, seq_len,
+                    training)
+    check = np.asarray(cache.frames[_check_positions(split.val, CHECK_FRAMES + seq_len)])
+    manifest = export_model(model, cfg.model_type, preprocess, seq_len,
+                            cfg.out / "pilot.onnx", check, training, cfg.dynamic_batch)
+    (cfg.out / "best.pth").unlink(missing_ok=True)
+    _plot_loss(history, cfg.out / "loss.png")
+    duration = time.monotonic() - start
+    _log_to_database(cfg, training, duration)
+    files = [cfg.out / n for n in (*MODEL_FILES, "history.csv", "loss.png")]
+    return TrainResult(manifest, split, metrics, history, lr, duration, device, files)
+
+
+def _check_out(cfg: TrainConfig) -> None:
+    existing = [n for n in MODEL_FILES if (cfg.out / n).exists()]
+    if existing and not cfg.force:
+        raise DataError(f"{cfg.out} already holds a model ({', '.join(existing)}); choose "
+                        "another --out, or pass --force to replace it")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+
+
+def _preprocess_for(data: Any, cfg: TrainConfig) -> Preprocess:
+    """Crop the top third (mostly sky) and keep the rest at full resolution."""
+    first = data.tubs[data.records[0].tub]
+    image = first.load_image(first.record(data.records[0].index))
+    height, width = image.shape[:2]
+    crop = cfg.crop_top if cfg.crop_top is not None else height // 3
+    imagenet = cfg.model_type.startswith("resnet")
+    return Preprocess(source_width=width, source_height=height, crop_top=crop,
+                      width=width, height=height - crop,
+                      mean=IMAGENET_MEAN if imagenet else (0.5, 0.5, 0.5),
+                      std=IMAGENET_STD if imagenet else (0.5, 0.5, 0.5))
+
+
+def steering_mae(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred[..., 0] - target[..., 0]).abs().mean()
+
+
+def throttle_mae(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred[..., 1] - target[..., 1]).abs().mean()
+
+
+def _learner(loaders: tuple, model: nn.Module, out: Path, patience: int, cuda: bool) -> Any:
+    with warnings.catch_warnings():  # fastai's import uses the deprecated torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        import fastai.callback.schedule  # noqa: F401 - adds fit_one_cycle and lr_find
+        from fastai.callback.progress import CSVLogger
+        from fastai.callback.tracker import (
+            EarlyStoppingCallback,
+            SaveModelCallback,
+            TrackerCallback,
+        )
+        from fastai.data.core import DataLoaders
+        from fastai.learner import Learner
+
+    class KeepBest(SaveModelCallback):
+        """Save the best model by validation loss, without printing each time."""
+
+        def after_epoch(self) -> None:
+            TrackerCallback.after_epoch(self)
+            if self.new_best:
+                self._save(self.fname)
+
+    dls = DataLoaders(*loaders, device=torch.device("cuda" if cuda else "cpu"))
+    learn = Learner(dls, model.to("cuda" if cuda else "cpu"), loss_func=nn.MSELoss(),
+                    metrics=[steering_mae, throttle_mae], path=out, model_dir=".",
+                    cbs=[KeepBest(monitor="valid_loss", fname="best"),
+                         EarlyStoppingCallback(monitor="valid_loss", patience=patience),
+                         CSVLogger(fname="history.csv")])
+    if cuda:
+        learn = learn.to_fp16()  # mixed precision on the GPU
+    return learn
+
+
+class _quiet:
+    """fastai's progress bars and epoch table only when progress is wanted."""
+
+    def __init__(self, learn: Any, progress: bool):
+        self.contexts = [] if progress else [learn.no_bar(), learn.no_logging()]
+
+    def __enter__(self) -> None:
+        for c in self.contexts:
+            c.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        for c in reversed(self.contexts):
+            c.__exit__(*exc)
+
+
+def _find_lr(learn: Any, out: Path, progress: bool) -> float:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with _quiet(learn, progress):
+        suggestion = learn.lr_find(show_plot=False)
+    learn.recorder.plot_lr_find()
+    plt.title(f"lr_find: suggested {suggestion.valley:.2e}")
+    plt.savefig(out / "lr_find.png", dpi=100)
+    plt.close("all")
+    return float(suggestion.valley)
+
+
+def _history(learn: Any) -> list[dict[str, float]]:
+    names = [n for n in learn.recorder.metric_names if n not in ("epoch", "time")]
+    return [{"epoch": i, **{n: float(v) for n, v in zip(names, values)}}
+            for i, values in enumerate(learn.recorder.values)]
+
+
+def _check_positions(runs: list[range], count: int) -> np.ndarray:
+    """Consecutive record positions for the export check (rnn and 3d need a stretch)."""
+    run = max(runs, key=len)
+    return np.arange(run.start, run.start + min(len(run), count))
+
+
+def _plot_loss(history: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [h["epoch"] + 1 for h in history]
+    for key in ("train_loss", "valid_loss"):
+        ax.plot(epochs, [h.get(key, math.nan) for h in history], marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _log_to_database(cfg: TrainConfig, training: dict[str, Any], duration_s: float) -> None:
+    if cfg.database is None:
+        return
+    cfg.database.parent.mkdir(parents=True, exist_ok=True)
+    line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "out": str(cfg.out.resolve()),
+            "type": cfg.model_type, "tubs": training["tubs"], "records": training["records"],
+            "validation": training["validation"], "epochs": training["epochs_run"],
+            "duration_s": round(duration_s, 1), "git_commit": _git_commit(),
+            "config": {k: (str(v) if isinstance(v, Path) else v)
+                       for k, v in asdict(cfg).items() if k not in ("tubs", "out")}}
+    with open(cfg.database, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line, default=str) + "\n")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
