@@ -4,7 +4,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
 cd "$ROOT"
 OUT=demo_out
-rm -rf "$OUT/real_tub" "$OUT/crash_tub" "$OUT/sim_tub" && mkdir -p "$OUT/real_tub"
+rm -rf "$OUT/real_tub" "$OUT/crash_tub" "$OUT/sim_tub" "$OUT/sim_train" "$OUT/pilot"
+mkdir -p "$OUT/real_tub"
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 echo "== 1. A real donkeycar tub (October 2020, tub v2), unpacked into $OUT/real_tub"
@@ -33,8 +34,18 @@ step car sim view --track diyrobocars --out "$OUT/view.png"
 step car tub movie "$OUT/sim_tub" --out "$OUT/sim_movie.mp4"
 
 echo
-echo "== 5. Config"
+echo "== 5. Train: three sessions of expert driving with DART noise and randomised looks,"
+echo "   then a linear model on the CPU (a session split: one whole session validates)"
+for track in oval technical diyrobocars; do
+    step car sim record --track "$track" --laps 2 --out "$OUT/sim_train" --randomize --seed 3
+done
+step car train --tub "$OUT/sim_train" --type linear --out "$OUT/pilot" --epochs 12 --quiet
+step car tub plot "$OUT/sim_tub" --model "$OUT/pilot/pilot.onnx" --out "$OUT/pred.png"
+
+echo
+echo "== 6. Config"
 step car config show --set drive.rate_hz=30
 
 echo
-echo "Demo done. Look at $OUT/view.png, $OUT/sim_movie.mp4, $OUT/hist.png and $OUT/movie.mp4."
+echo "Demo done. Look at $OUT/view.png, $OUT/pilot/loss.png, $OUT/pred.png, $OUT/sim_movie.mp4,"
+echo "$OUT/hist.png and $OUT/movie.mp4."

@@ -1,10 +1,11 @@
 # Sourced by demo.sh and test.sh: create or reuse .venv at the repository root and install
-# the project into it (editable) with the extras in $EXTRAS. Reinstalls only when
+# the project into it (editable) with the extras in $EXTRAS (default dev,training: the
+# training tests and the demo train a model on the CPU). Reinstalls only when
 # pyproject.toml or the extras change.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-EXTRAS="${EXTRAS:-dev}"
+EXTRAS="${EXTRAS:-dev,training}"
 
 find_python() {
     for candidate in "${PYTHON:-}" python3.12 python3.11 python3.10 python3; do

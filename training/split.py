@@ -3,9 +3,9 @@
 Neighbouring frames are near-identical, so a per-frame random split (donkeycar's) puts the
 same moment in both sets and validation loss flatters the model. Here:
 
-1. **By session**, when there are at least 3 sessions: whole sessions, drawn in a seeded
-   order, go to validation until it holds about ``val_fraction`` of the records (between
-   half and double that).
+1. **By session**, when there are at least 3 sessions: whole sessions, taken in a seeded
+   order (skipping any that would overshoot), go to validation until it holds about
+   ``val_fraction`` of the records (between half and double that).
 2. **Otherwise by blocks**: each run is cut into blocks of ``block_len`` records (10 s at
    20 Hz by default); a seeded choice of about ``val_fraction`` of the blocks goes to
    validation, and ``gap`` records at each edge between a validation block and a training
@@ -60,11 +60,12 @@ def _by_session(data: RecordSet, fraction: float, seed: int) -> Split | None:
     np.random.default_rng(seed).shuffle(order)
     chosen: set[str] = set()
     count = 0
-    for session in order[:-1]:  # at least one session stays for training
+    for session in order:  # skip sessions that would make validation too big
         if count >= fraction * total:
             break
-        chosen.add(session)
-        count += sizes[session]
+        if count + sizes[session] <= 2 * fraction * total and len(chosen) < len(sizes) - 1:
+            chosen.add(session)
+            count += sizes[session]
     if not 0.5 * fraction * total <= count <= 2 * fraction * total:
         return None
     train = [r for r in data.runs if data.records[r.start].session not in chosen]

@@ -41,15 +41,15 @@ class TrainConfig:
     tubs: list[Path]
     model_type: str
     out: Path
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float | None = None  # None: 1e-3, or lr_find's suggestion with find_lr
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float | None = None  # None: 2e-3, or lr_find's suggestion with find_lr
     find_lr: bool = False
     seq_len: int = 5  # frames per sample for 3d and rnn
     augmentations: tuple[str, ...] = ()
     val_fraction: float = 0.2
     seed: int = 0
-    patience: int = 3  # epochs without a better validation loss before stopping
+    patience: int = 5  # epochs without a better validation loss before stopping
     workers: int | None = None  # None: 0 on a CPU, up to 8 with CUDA
     pretrained: bool = False  # ImageNet weights for resnets
     force: bool = False
@@ -119,7 +119,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         "resnet") else {}
     model = build_model(cfg.model_type, preprocess.input_shape, **model_config)
     learn = _learner(loaders, model, cfg.out, cfg.patience, cuda)
-    lr = cfg.lr or 1e-3
+    lr = cfg.lr or 2e-3
     try:
         if cfg.find_lr:
             lr = _find_lr(learn, cfg.out, cfg.progress)

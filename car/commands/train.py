@@ -23,11 +23,12 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="tub folders or globs")
     train.add_argument("--type", required=True, choices=MODEL_TYPES, dest="model_type")
     train.add_argument("--out", required=True, metavar="DIR", help="folder for the model files")
-    train.add_argument("--epochs", type=bounded(int, 1, 10_000), default=10)
-    train.add_argument("--batch-size", type=bounded(int, 1, 65_536), default=64)
+    train.add_argument("--epochs", type=bounded(int, 1, 10_000), default=20,
+                       help="most epochs to run (default 20; early stopping may end sooner)")
+    train.add_argument("--batch-size", type=bounded(int, 1, 65_536), default=32)
     rate = train.add_mutually_exclusive_group()
     rate.add_argument("--lr", type=bounded(float, 1e-7, 10.0), help="peak learning rate "
-                      "of the one-cycle schedule (default 1e-3)")
+                      "of the one-cycle schedule (default 2e-3)")
     rate.add_argument("--find-lr", action="store_true",
                       help="run fastai's lr_find, save lr_find.png, and use its suggestion")
     train.add_argument("--seq-len", type=bounded(int, 2, 1000), default=5,
@@ -39,7 +40,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                           "colour, blur, noise, shadow, flip, shift)")
     train.add_argument("--val-fraction", type=bounded(float, 0.01, 0.9), default=0.2)
     train.add_argument("--seed", type=bounded(int, 0, 2**31 - 1), default=0)
-    train.add_argument("--patience", type=bounded(int, 1, 1000), default=3,
+    train.add_argument("--patience", type=bounded(int, 1, 1000), default=5,
                        help="stop after this many epochs without a better validation loss")
     train.add_argument("--workers", type=bounded(int, 0, 64),
                        help="DataLoader workers (default: 0 on a CPU, up to 8 with CUDA)")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from car.commands import bounded
@@ -72,6 +73,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     movie.add_argument("--steering-key", default="user/angle")
     movie.add_argument("--throttle-key", default="user/throttle")
     movie.set_defaults(handler=movie_command)
+
+    plot = sub.add_parser("plot", help="a model's predictions against the recorded labels")
+    plot.add_argument("path", metavar="PATH")
+    plot.add_argument("--model", required=True, metavar="PILOT.onnx",
+                      help="an ONNX model with its .json manifest beside it")
+    plot.add_argument("--out", required=True, help="PNG to write")
+    plot.add_argument("--start", type=int, help="first index")
+    plot.add_argument("--end", type=int, help="stop before this index")
+    plot.add_argument("--steering-key", default="user/angle")
+    plot.add_argument("--throttle-key", default="user/throttle")
+    plot.set_defaults(handler=plot_command)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -245,3 +257,19 @@ def movie_command(args: argparse.Namespace) -> None:
         skip_broken=args.skip_broken, progress=lambda items: _progress(items, "movie"))
     note = f"; skipped {skipped} record(s) with a broken image" if skipped else ""
     print(f"wrote {out} ({frames} frames){note}")
+
+
+def plot_command(args: argparse.Namespace) -> None:
+    from car.tub.plot import predict_tub, write_plot
+    from deploy.onnx_engine import EngineError, OnnxEngine
+
+    tub = Tub(args.path)
+    try:
+        engine = OnnxEngine(args.model)
+    except EngineError as exc:
+        raise CarError(str(exc)) from None
+    rows = predict_tub(tub, engine, args.steering_key, args.throttle_key, args.start, args.end)
+    mae = np.nanmean(np.abs(rows[:, 1] - rows[:, 3]))
+    out = write_plot(rows, args.out, f"{Path(args.model).name} ({engine.manifest.model_type}) "
+                                     f"on {tub.path.name}: {len(rows)} records")
+    print(f"wrote {out}: {len(rows)} records, steering MAE {mae:.3f}")

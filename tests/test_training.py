@@ -1,0 +1,170 @@
+"""Training end to end on the CPU: every family trains, exports, and matches ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from car.cli import main
+from deploy.manifest import load_manifest
+from training.cache import load_frames
+from training.checkpoint import load_checkpoint
+from training.models import build_model
+from training.records import DataError, load_records
+from training.torch_data import FramesDataset
+from training.train import TrainConfig, train
+
+FAMILIES = ["linear", "resnet18", "resnet34", "3d", "rnn"]
+
+
+def quick(tubs: list[Path], model_type: str, out: Path, **kw) -> TrainConfig:
+    settings = {"epochs": 1, "batch_size": 16, "seq_len": 3, "limit": 240, "progress": False,
+                "augmentations": ("flip", "shift", "brightness"), "cache_dir": out.parent /
+                "cache", **kw}
+    return TrainConfig(tubs=tubs, model_type=model_type, out=out, **settings)
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_each_family_trains_on_the_real_and_a_sim_tub_and_exports(
+        model_type: str, real_tub_pristine: Path, sim_tub_pristine: Path,
+        tmp_path: Path) -> None:
+    for name, tub in (("real", real_tub_pristine), ("sim", sim_tub_pristine)):
+        out = tmp_path / name
+        result = train(quick([tub], model_type, out))
+        manifest = load_manifest(out / "pilot.onnx")
+        assert manifest.model_type == model_type
+        assert manifest.export["max_abs_diff"] <= 1e-4
+        assert manifest.training["records"]["train"] > 0
+        assert all((out / f).exists() for f in ("pilot.pt", "history.csv", "loss.png"))
+        assert np.isfinite(result.metrics["valid_loss"])
+        session = ort.InferenceSession(str(out / "pilot.onnx"),
+                                       providers=["CPUExecutionProvider"])
+        shapes = {i.name: i.shape for i in session.get_inputs()}
+        assert shapes["image"] == list(manifest.input_shape)
+
+
+def test_loss_goes_down_on_a_small_sim_set(sim_tub_pristine: Path, tmp_path: Path) -> None:
+    result = train(quick([sim_tub_pristine], "linear", tmp_path / "m", epochs=6, limit=None,
+                         augmentations=(), batch_size=32, lr=3e-3, patience=6))
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < 0.6 * losses[0]
+    assert result.metrics["valid_loss"] < result.history[0]["valid_loss"]
+
+
+def test_stateful_rnn_stepped_in_onnx_runtime_matches_the_torch_sequence(
+        sim_tub_pristine: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rnn"
+    train(quick([sim_tub_pristine], "rnn", out, seq_len=4))
+    manifest = load_manifest(out / "pilot.onnx")
+    assert [s.input for s in manifest.state] == ["h_in"]
+    model, _ = load_checkpoint(out / "pilot.pt")
+    data = load_records([sim_tub_pristine])
+    frames = np.asarray(load_frames(data, manifest.preprocess, tmp_path / "c",
+                                    progress=False).frames[100:140])
+    x = manifest.preprocess.normalise(frames)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x[None])).numpy()[0]
+    session = ort.InferenceSession(str(out / "pilot.onnx"), providers=["CPUExecutionProvider"])
+    h = np.zeros(manifest.state[0].shape, np.float32)
+    for k in range(len(x)):
+        got, h = session.run(None, {"image": x[k:k + 1], "h_in": h})
+        assert np.abs(got[0] - expected[k]).max() < 1e-4
+
+
+def test_training_and_drive_time_preprocessing_agree(sim_tub_pristine: Path,
+                                                     tmp_path: Path) -> None:
+    """The training sample is exactly the drive-time preprocessing of the recorded frame."""
+    out = tmp_path / "m"
+    train(quick([sim_tub_pristine], "linear", out))
+    manifest = load_manifest(out / "pilot.onnx")
+    data = load_records([sim_tub_pristine])
+    cache = load_frames(data, manifest.preprocess, tmp_path / "c", progress=False)
+    dataset = FramesDataset(cache, data, np.arange(10), 1, manifest.preprocess)
+    tub = data.tubs[0]
+    for i in (0, 7):
+        x, y = dataset[i]
+        frame = tub.load_image(tub.record(data.records[i].index))
+        assert np.array_equal(x.numpy(), manifest.preprocess(frame)[0])
+        assert y[0] == pytest.approx(data.records[i].steering)
+
+
+def test_a_corrupt_jpeg_is_skipped_and_counted(sim_tub: Path, tmp_path: Path) -> None:
+    data = load_records([sim_tub])
+    (sim_tub / "images" / data.records[30].image).write_bytes(b"not a jpeg")
+    out = tmp_path / "m"
+    train(quick([sim_tub], "linear", out))
+    left_out = load_manifest(out / "pilot.onnx").training["records"]["left_out"]
+    assert left_out == {"with a missing or corrupt image": 1}
+
+
+def test_bad_requests_get_clear_errors(sim_tub_pristine: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m"
+    train(quick([sim_tub_pristine], "linear", out))
+    with pytest.raises(DataError, match="already holds a model"):
+        train(quick([sim_tub_pristine], "linear", out))
+    with pytest.raises(DataError, match="--seq-len 5000 is longer than any stretch"):
+        train(quick([sim_tub_pristine], "rnn", tmp_path / "r", seq_len=5000, limit=None))
+    with pytest.raises(DataError, match="no usable records"):
+        train(quick([sim_tub_pristine], "linear", tmp_path / "x", modes=("local",)))
+    with pytest.raises(SystemExit):
+        main(["train", "--tub", str(sim_tub_pristine), "--type", "transformer", "--out", "x"])
+    assert "invalid choice: 'transformer'" in capsys.readouterr().err
+    code = main(["train", "--tub", str(tmp_path / "nothing"), "--type", "linear",
+                 "--out", str(tmp_path / "y")])
+    assert code == 1 and "not a tub" in capsys.readouterr().err
+
+
+def test_car_train_and_car_export_from_the_command_line(sim_tub_pristine: Path,
+                                                        tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "pilot"
+    code = main(["train", "--tub", str(sim_tub_pristine), "--type", "linear", "--out",
+                 str(out), "--epochs", "1", "--limit", "200", "--quiet", "--no-aug",
+                 "--dynamic-batch", "--find-lr"])
+    text = capsys.readouterr().out
+    assert code == 0 and "best validation" in text and "export check" in text
+    assert (out / "lr_find.png").exists() and (out / "pilot_dynamic.onnx").exists()
+    database = [json.loads(line) for line in
+                (tmp_path / "models" / "database.jsonl").read_text().splitlines()]
+    assert database[-1]["type"] == "linear" and "validation" in database[-1]
+    code = main(["export", str(out / "pilot.pt"), "--out", str(tmp_path / "again.onnx")])
+    assert code == 0
+    assert load_manifest(tmp_path / "again.onnx").export["max_abs_diff"] <= 1e-4
+
+
+def test_rebuilt_models_take_their_documented_shapes() -> None:
+    for model_type in FAMILIES:
+        model = build_model(model_type, (3, 80, 160)).eval()
+        x = torch.zeros(2, 3, 3, 80, 160) if model_type in ("3d", "rnn") else torch.zeros(
+            2, 3, 80, 160)
+        shape = tuple(model(x).shape)
+        assert shape == ((2, 3, 2) if model_type == "rnn" else (2, 2))
+
+
+@pytest.mark.parametrize("model_type", ["linear", "3d", "rnn"])
+def test_tub_plot_runs_the_model_through_onnx_runtime(model_type: str, sim_tub_pristine: Path,
+                                                      tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    import cv2
+
+    out = tmp_path / "m"
+    train(quick([sim_tub_pristine], model_type, out))
+    code = main(["tub", "plot", str(sim_tub_pristine), "--model", str(out / "pilot.onnx"),
+                 "--out", str(tmp_path / "pred.png"), "--end", "150"])
+    text = capsys.readouterr().out
+    assert code == 0 and "150 records" in text and "steering MAE" in text
+    assert cv2.imread(str(tmp_path / "pred.png")).shape[1] == 1200
+    (out / "pilot.json").unlink()
+    code = main(["tub", "plot", str(sim_tub_pristine), "--model", str(out / "pilot.onnx"),
+                 "--out", str(tmp_path / "pred.png")])
+    assert code == 1 and "manifest is missing" in capsys.readouterr().err
