@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    SequentialSampler,
+)
 
 from deploy.preprocess import Preprocess
 from training.augment import Augmenter
@@ -40,26 +46,36 @@ class FramesDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ends)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        end = int(self.ends[i])
-        span = slice(end - self.seq_len + 1, end + 1)
-        frames = np.asarray(self.frames[span])  # (T, h, w, 3) uint8
-        labels = self.labels[span].copy()  # (T, 2)
+    def __getitem__(self, i: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One sample, or a whole batch for a list of indexes (the loaders ask for batches:
+        gathering, augmenting and normalising a batch at once is several times faster)."""
+        single = isinstance(i, (int, np.integer))
+        ends = self.ends[[i] if single else i]
+        offsets = np.arange(1 - self.seq_len, 1)
+        positions = ends[:, None] + offsets[None, :]  # (B, T)
+        frames = np.asarray(self.frames[positions.reshape(-1)]).reshape(
+            *positions.shape, *self.frames.shape[1:])  # (B, T, h, w, 3) uint8
+        labels = self.labels[positions]  # (B, T, 2)
         if self.augmenter is not None:
             if self._rng is None:  # in each worker: seeded from torch's per-worker seed
                 self._rng = np.random.default_rng(torch.initial_seed() % 2**63)
-            frames, labels[:, 0] = self.augmenter.apply(frames, labels[:, 0],
-                                                        self.augmenter.draw(self._rng))
-        x = self.preprocess.normalise(frames)  # (T, 3, h, w) float32
+            draws = [self.augmenter.draw(self._rng) for _ in range(len(ends))]
+            frames, labels[..., 0] = self.augmenter.apply_batch(frames, labels[..., 0], draws)
+        x = self.preprocess.normalise(frames)  # (B, T, 3, h, w) float32
+        y = labels if self.all_steps else labels[:, -1]
         if self.seq_len == 1:
-            return torch.from_numpy(x[0]), torch.from_numpy(labels[0])
-        y = labels if self.all_steps else labels[-1]
-        return torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(y))
+            x = x[:, 0]
+        if single:
+            x, y = x[0], y[0]
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(
+            np.ascontiguousarray(y))
 
 
 def make_loader(dataset: FramesDataset, batch_size: int, shuffle: bool, workers: int,
                 cuda: bool, seed: int) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                      pin_memory=cuda, drop_last=shuffle and len(dataset) > batch_size,
-                      generator=generator, persistent_workers=False)
+    order = (RandomSampler(dataset, generator=generator) if shuffle
+             else SequentialSampler(dataset))
+    batches = BatchSampler(order, batch_size, drop_last=shuffle and len(dataset) > batch_size)
+    return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers,
+                      pin_memory=cuda, generator=generator, persistent_workers=False)
