@@ -24,6 +24,8 @@ class OnnxEngine:
         import onnxruntime as ort
 
         self.path = Path(path)
+        if not self.path.is_file():
+            raise EngineError(f"{self.path}: no such model file")
         try:
             self.manifest: Manifest = load_manifest(self.path)
         except ManifestError as exc:
@@ -35,10 +37,25 @@ class OnnxEngine:
             raise EngineError(f"{self.path}: ONNX Runtime cannot load the model: "
                               f"{str(exc).splitlines()[0]}") from None
         self.provider = self.session.get_providers()[0]
+        self._check_inputs()
         self._frames: deque[np.ndarray] = deque(maxlen=self.manifest.sequence_length)
         self._state: dict[str, np.ndarray] = {}
         self.reset()
         self._warm_up()
+
+    def _check_inputs(self) -> None:
+        """The model file must take what its manifest says it takes."""
+        m = self.manifest
+        expected = {m.input_name: list(m.input_shape),
+                    **{st.input: list(st.shape) for st in m.state}}
+        found = {i.name: list(i.shape) for i in self.session.get_inputs()}
+        for name, shape in expected.items():
+            got = found.get(name)
+            if got is None or any(isinstance(g, int) and g != e for g, e in zip(got, shape)) \
+                    or len(got) != len(shape):
+                raise EngineError(f"{self.path}: the model's input {name!r} is {got}, but its "
+                                  f"manifest says {shape}; the .onnx and .json do not belong "
+                                  "together (re-export with `car export`)")
 
     def reset(self) -> None:
         """Forget temporal state (call on a mode change, a reset or a gap in the frames)."""

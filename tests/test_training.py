@@ -168,3 +168,41 @@ def test_tub_plot_runs_the_model_through_onnx_runtime(model_type: str, sim_tub_p
     code = main(["tub", "plot", str(sim_tub_pristine), "--model", str(out / "pilot.onnx"),
                  "--out", str(tmp_path / "pred.png")])
     assert code == 1 and "manifest is missing" in capsys.readouterr().err
+
+
+def test_more_bad_input_gets_one_line_errors(sim_tub_pristine: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m"
+    train(quick([sim_tub_pristine], "linear", out))
+    cases = [
+        (["train", "--tub", str(sim_tub_pristine), "--type", "linear", "--out",
+          str(tmp_path / "c"), "--crop-top", "200"], "--crop-top 200"),
+        (["export", str(out / "pilot.onnx")], "not a readable checkpoint"),
+        (["train", "--tub", str(sim_tub_pristine), "--type", "rnn", "--out",
+          str(tmp_path / "d"), "--dynamic-batch"], "does not apply to rnn"),
+        (["tub", "plot", str(sim_tub_pristine), "--model", str(tmp_path / "none.onnx"),
+          "--out", str(tmp_path / "p.png")], "no such model file"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "c").exists()  # a failed run leaves no empty folder
+    # An .onnx beside a manifest that is not its own is refused at load.
+    other = tmp_path / "other"
+    train(quick([sim_tub_pristine], "3d", other))
+    (out / "pilot.json").write_text((other / "pilot.json").read_text())
+    assert main(["tub", "plot", str(sim_tub_pristine), "--model", str(out / "pilot.onnx"),
+                 "--out", str(tmp_path / "p.png")]) == 1
+    assert "do not belong together" in capsys.readouterr().err
+
+
+def test_tub_plot_skips_and_counts_a_corrupt_frame(sim_tub: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m"
+    train(quick([sim_tub], "rnn", out))
+    data = load_records([sim_tub])
+    (sim_tub / "images" / data.records[20].image).write_bytes(b"broken")
+    code = main(["tub", "plot", str(sim_tub), "--model", str(out / "pilot.onnx"), "--out",
+                 str(tmp_path / "p.png"), "--end", "60"])
+    assert code == 0 and "59 records, 1 skipped" in capsys.readouterr().out

@@ -119,9 +119,43 @@ def test_frame_cache_builds_once_and_skips_a_corrupt_jpeg(sim_tub: Path, tmp_pat
     assert np.array_equal(cache.frames[3], p.geometry(image))
     again = load_frames(data, p, tmp_path / "cache", progress=False)
     assert not again.built and again.bad_count == 1
-    data.drop_unusable(cache.ok, "with a corrupt image")
-    assert data.skipped["with a corrupt image"] == 1
+    assert cache.bad_reasons() == {"with a missing or corrupt image": 1}
+    data.drop_unusable(cache.ok, cache.bad_reasons())
+    assert data.skipped["with a missing or corrupt image"] == 1
     assert all(40 not in r for r in data.runs)
+
+
+def test_truncated_jpegs_and_other_frame_sizes_are_told_apart(sim_tub: Path, tmp_path: Path
+                                                              ) -> None:
+    data = load_records([sim_tub])
+    path = sim_tub / "images" / data.records[5].image
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # cut mid-file
+    p = Preprocess(source_width=320, source_height=240, crop_top=80, width=160, height=80)
+    cache = load_frames(data, p, tmp_path / "cache", progress=False)
+    assert cache.bad_reasons() == {"with a missing or corrupt image": 1,
+                                   "of another frame size": len(data) - 1}
+    cache = load_frames(data, Preprocess(), tmp_path / "cache", progress=False)
+    assert cache.bad_reasons() == {"with a missing or corrupt image": 1}
+
+
+def test_a_damaged_cache_is_rebuilt(sim_tub_pristine: Path, tmp_path: Path) -> None:
+    data = load_records([sim_tub_pristine])
+    first = load_frames(data, Preprocess(), tmp_path / "cache", progress=False)
+    first.path.with_suffix(".json").write_text("{not json")
+    again = load_frames(data, Preprocess(), tmp_path / "cache", progress=False)
+    assert again.built and np.array_equal(np.asarray(again.frames[:5]),
+                                          np.asarray(first.frames[:5]))
+
+
+def test_block_split_gap_holds_across_deletions_and_repeated_tubs(real_tub: Path) -> None:
+    set_deleted(real_tub, [range(35, 36), range(105, 106), range(140, 141)], True)
+    for seed in range(10):
+        data = load_records([real_tub, real_tub])  # the same tub named twice counts once
+        assert len(data) == 997
+        split = split_records(data, 0.2, seed=seed, block_len=100, gap=10)
+        train = np.array([data.records[i].index for r in split.train for i in r])
+        val = np.array([data.records[i].index for r in split.val for i in r])
+        assert np.abs(train[:, None] - val[None, :]).min() > 10
 
 
 def test_flip_negates_steering_and_shift_corrects_toward_the_road() -> None:

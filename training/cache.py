@@ -4,11 +4,13 @@ The first epoch (or the first `car train` on some tubs) decodes every JPEG once,
 the preprocessing geometry (crop, resize, colour order) and writes the result; later epochs
 and later runs on the same tubs read the array instead, so a GPU is not left waiting on a
 JPEG decoder. The cache key covers each image file's path, size and mtime and the geometry,
-so a changed tub or a changed crop builds a new cache; an unchanged one is reused.
+so a changed tub or a changed crop builds a new cache; an unchanged one is reused. A cache
+that cannot be read back (a crash mid-write, a full disk) is rebuilt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,26 +18,36 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from car.tub.images import decode, defect
 from deploy.preprocess import Preprocess, PreprocessError
 from training.records import RecordSet
 
 CHUNK = 256
+GOOD, BROKEN, OTHER_SIZE = 0, 1, 2
+REASONS = {BROKEN: "with a missing or corrupt image", OTHER_SIZE: "of another frame size"}
 
 
 @dataclass
 class FrameCache:
     frames: np.ndarray  # (N, h, w, 3) uint8, memory-mapped, in model colour order
-    ok: np.ndarray  # (N,) bool: False where the image was missing or corrupt
+    status: np.ndarray  # (N,) GOOD, BROKEN or OTHER_SIZE
     path: Path
     built: bool  # True if this call decoded the JPEGs, False if it reused a cache
 
     @property
+    def ok(self) -> np.ndarray:
+        return self.status == GOOD
+
+    @property
     def bad_count(self) -> int:
-        return int((~self.ok).sum())
+        return int((self.status != GOOD).sum())
+
+    def bad_reasons(self) -> dict[str, int]:
+        return {REASONS[code]: int((self.status == code).sum()) for code in REASONS
+                if (self.status == code).any()}
 
 
 def default_cache_dir() -> Path:
@@ -57,6 +69,19 @@ def cache_key(data: RecordSet, preprocess: Preprocess) -> str:
     return digest.hexdigest()[:24]
 
 
+def read_frame(path: Path) -> np.ndarray | None:
+    """A recorded JPEG as RGB uint8, or None if it is missing, truncated or undecodable
+    (OpenCV alone decodes a truncated JPEG into a half-grey frame without complaint)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if defect(data, "image_array") is not None:
+        return None
+    image = decode(data, "image_array")
+    return image if image is not None and image.ndim == 3 else None
+
+
 def load_frames(data: RecordSet, preprocess: Preprocess, cache_dir: Path | None = None,
                 workers: int = 2, progress: bool = True) -> FrameCache:
     """The cached frames of every record, building the cache if needed."""
@@ -64,41 +89,60 @@ def load_frames(data: RecordSet, preprocess: Preprocess, cache_dir: Path | None 
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(data, preprocess)
     array_path, meta_path = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
-    h, w = preprocess.height, preprocess.width
-    shape = (len(data), h, w, 3)
-    if array_path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("shape") == list(shape):
-            frames = np.memmap(array_path, np.uint8, "r", shape=shape)
-            ok = np.ones(len(data), bool)
-            ok[meta["bad"]] = False
-            return FrameCache(frames, ok, array_path, built=False)
+    shape = (len(data), preprocess.height, preprocess.width, 3)
+    cached = _open_existing(array_path, meta_path, shape)
+    if cached is not None:
+        return cached
     tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
-    out = np.memmap(tmp, np.uint8, "w+", shape=shape)
-    ok = np.ones(len(data), bool)
+    try:
+        status = _build(data, preprocess, tmp, shape, workers, progress)
+        os.replace(tmp, array_path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    meta_tmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
+    meta_tmp.write_text(json.dumps({"shape": list(shape), "status": status.tolist()}))
+    os.replace(meta_tmp, meta_path)
+    return FrameCache(np.memmap(array_path, np.uint8, "r", shape=shape), status, array_path,
+                      built=True)
 
-    def decode(i: int) -> None:
+
+def _open_existing(array_path: Path, meta_path: Path, shape: tuple[int, ...]
+                   ) -> FrameCache | None:
+    try:
+        meta = json.loads(meta_path.read_text())
+        status = np.asarray(meta["status"], np.uint8)
+        if (meta.get("shape") != list(shape) or len(status) != shape[0]
+                or array_path.stat().st_size != int(np.prod(shape))):
+            return None
+        return FrameCache(np.memmap(array_path, np.uint8, "r", shape=shape), status,
+                          array_path, built=False)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent, or damaged: build it again
+
+
+def _build(data: RecordSet, preprocess: Preprocess, tmp: Path, shape: tuple[int, ...],
+           workers: int, progress: bool) -> np.ndarray:
+    out = np.memmap(tmp, np.uint8, "w+", shape=shape)
+    status = np.zeros(len(data), np.uint8)
+
+    def decode_one(i: int) -> None:
         rec = data.records[i]
-        image = cv2.imread(str(data.tubs[rec.tub].path / "images" / rec.image),
-                           cv2.IMREAD_COLOR)
+        image = read_frame(data.tubs[rec.tub].path / "images" / rec.image)
         if image is None:
-            ok[i] = False
+            status[i] = BROKEN
             return
         try:
-            out[i] = preprocess.geometry(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        except PreprocessError:  # a frame of another size
-            ok[i] = False
+            out[i] = preprocess.geometry(image)
+        except PreprocessError:
+            status[i] = OTHER_SIZE
 
     with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(
             total=len(data), unit="frame", desc="decoding frames (once)",
             disable=not progress, leave=False) as bar:
         for start in range(0, len(data), CHUNK):
             chunk = range(start, min(start + CHUNK, len(data)))
-            list(pool.map(decode, chunk))
+            list(pool.map(decode_one, chunk))
             bar.update(len(chunk))
     out.flush()
-    os.replace(tmp, array_path)
-    meta_path.write_text(json.dumps({"shape": list(shape),
-                                     "bad": np.flatnonzero(~ok).tolist()}))
-    return FrameCache(np.memmap(array_path, np.uint8, "r", shape=shape), ok, array_path,
-                      built=True)
+    return status

@@ -34,8 +34,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read the checkpoint: {exc}") from None
+    except Exception as exc:  # torch raises pickle, zip and OS errors for a bad file
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{path}: not a readable checkpoint ({first}); give a pilot.pt "
+                        "written by `car train`") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DataError(f"{path}: not a car checkpoint (train one with `car train`)")
     if payload.get("version", 0) > VERSION:

@@ -35,7 +35,10 @@ def export_model(model: nn.Module, model_type: str, preprocess: Preprocess, seq_
                  onnx_path: Path, check_frames: np.ndarray, training: dict[str, Any],
                  dynamic_batch: bool = False) -> Manifest:
     """Write ``onnx_path`` and its manifest; ``check_frames`` are (N, h, w, 3) uint8
-    geometry-preprocessed frames from the training tubs."""
+    geometry-preprocessed consecutive frames from the training tubs.
+
+    Files are written under temporary names and moved into place only after the check
+    passes, so a failed export never leaves a new model beside an old manifest."""
     model = model.eval().cpu()
     state: tuple[StateTensor, ...] = ()
     c, h, w = preprocess.input_shape
@@ -52,27 +55,44 @@ def export_model(model: nn.Module, model_type: str, preprocess: Preprocess, seq_
     else:
         exported, args = model, (torch.zeros(1, c, h, w),)
         inputs, outputs = ["image"], ["controls"]
-    _write_onnx(exported, args, inputs, outputs, onnx_path, dynamic=False)
-    diff = check_export(model, model_type, preprocess, seq_len, onnx_path, check_frames)
+    if dynamic_batch and model_type == "rnn":
+        raise ExportError("--dynamic-batch does not apply to rnn models: they run one frame "
+                          "per step with their hidden state")
+    staged = _staged(onnx_path)
+    _write_onnx(exported, args, inputs, outputs, staged, dynamic=False)
+    diff = check_export(model, model_type, preprocess, seq_len, staged, check_frames)
     export = {"opset": OPSET, "max_abs_diff": diff, "check_frames": len(check_frames),
               "tolerance": TOLERANCE, "onnxruntime": ort.__version__,
-              "torch": torch.__version__.split("+")[0]}
-    if dynamic_batch and model_type != "rnn":
-        dynamic_path = onnx_path.with_name(f"{onnx_path.stem}_dynamic.onnx")
-        _write_onnx(exported, args, inputs, outputs, dynamic_path, dynamic=True)
-        export["dynamic_batch_file"] = dynamic_path.name
-    manifest = Manifest(model_type=model_type, preprocess=preprocess,
-                        sequence_length=seq_len if model_type == "3d" else 1,
-                        input_name="image", output_name="controls", state=state,
-                        training=training, export=export)
+              "torch": torch.__version__.split("+")[0], "dynamic_batch": False}
     if diff > TOLERANCE:
+        staged.unlink(missing_ok=True)
         raise ExportError(f"{onnx_path}: ONNX Runtime differs from torch by {diff:.2e} "
                           f"(more than {TOLERANCE:g}) on frames from the training tubs; the "
                           "export is not trustworthy")
+    common = {"model_type": model_type, "preprocess": preprocess,
+              "sequence_length": seq_len if model_type == "3d" else 1, "state": state,
+              "training": training}
+    manifest = Manifest(**common, export=export)
+    staged.replace(onnx_path)
     save_manifest(manifest, onnx_path)
-    if dynamic_batch and model_type != "rnn":
-        save_manifest(manifest, onnx_path.with_name(f"{onnx_path.stem}_dynamic.onnx"))
+    if dynamic_batch:
+        dynamic_path = onnx_path.with_name(f"{onnx_path.stem}_dynamic.onnx")
+        staged = _staged(dynamic_path)
+        _write_onnx(exported, args, inputs, outputs, staged, dynamic=True)
+        diff = check_export(model, model_type, preprocess, seq_len, staged, check_frames,
+                            batch=4)
+        if diff > TOLERANCE:
+            staged.unlink(missing_ok=True)
+            raise ExportError(f"{dynamic_path}: the dynamic-batch export differs from torch "
+                              f"by {diff:.2e}")
+        staged.replace(dynamic_path)
+        save_manifest(Manifest(**common, export=export | {"max_abs_diff": diff,
+                                                          "dynamic_batch": True}), dynamic_path)
     return manifest
+
+
+def _staged(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
 
 
 def _write_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str],
@@ -84,14 +104,12 @@ def _write_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[
         torch.onnx.export(module, args, buffer, input_names=inputs, output_names=outputs,
                           opset_version=OPSET, dynamo=False, dynamic_axes=axes,
                           do_constant_folding=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
+    path.write_bytes(buffer.getvalue())
 
 
 def check_export(model: nn.Module, model_type: str, preprocess: Preprocess, seq_len: int,
-                 onnx_path: Path, frames: np.ndarray) -> float:
-    """Largest |ONNX Runtime − torch| over the check frames."""
+                 onnx_path: Path, frames: np.ndarray, batch: int = 1) -> float:
+    """Largest |ONNX Runtime − torch| over the check frames (``batch`` at a time)."""
     model = model.eval()  # the exporter restores the mode of a wrapper it was handed
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     x = preprocess.normalise(np.asarray(frames))  # (N, 3, h, w)
@@ -109,9 +127,9 @@ def check_export(model: nn.Module, model_type: str, preprocess: Preprocess, seq_
             windows = np.stack([x[k - seq_len + 1:k + 1] for k in range(seq_len - 1, len(x))])
         else:
             windows = x
-        for item in windows:
-            batch = item[None]
-            expected = model(torch.from_numpy(batch)).numpy()
-            (got,) = session.run(None, {"image": batch})
+        for k in range(0, len(windows), batch):
+            chunk = np.ascontiguousarray(windows[k:k + batch])
+            expected = model(torch.from_numpy(chunk)).numpy()
+            (got,) = session.run(None, {"image": chunk})
             worst = max(worst, float(np.abs(got - expected).max()))
     return worst

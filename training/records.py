@@ -45,12 +45,15 @@ class RecordSet:
     def __len__(self) -> int:
         return len(self.records)
 
-    def drop_unusable(self, ok: np.ndarray, reason: str) -> None:
-        """Leave out the records where ``ok`` is False (e.g. corrupt JPEGs); runs break there."""
-        self.skipped[reason] = self.skipped.get(reason, 0) + int((~ok).sum())
+    def drop_unusable(self, ok: np.ndarray, reasons: dict[str, int]) -> None:
+        """Leave out the records where ``ok`` is False (corrupt JPEGs, frames of another
+        size); ``reasons`` counts why. Runs break there."""
+        for reason, count in reasons.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + count
         self.runs = find_runs(self.records, ok)
         if not self.runs:
-            raise DataError(f"no usable records: {reason} for all {len(self.records)}")
+            raise DataError(f"no usable records: all {len(self.records)} were left out ("
+                            + ", ".join(f"{n} {why}" for why, n in reasons.items()) + ")")
 
     def summary(self) -> str:
         sessions = len({r.session for r in self.records})
@@ -63,6 +66,7 @@ class RecordSet:
 def expand_tub_paths(patterns: Sequence[str]) -> list[Path]:
     """Tub folders from paths or globs; each must hold a manifest.json."""
     paths: list[Path] = []
+    seen: set[Path] = set()
     for pattern in patterns:
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not matches:
@@ -71,7 +75,9 @@ def expand_tub_paths(patterns: Sequence[str]) -> list[Path]:
             path = Path(match)
             if not (path / "manifest.json").is_file():
                 raise DataError(f"{path}: not a tub (no manifest.json)")
-            paths.append(path)
+            if path.resolve() not in seen:  # a tub named twice would be in both sets
+                seen.add(path.resolve())
+                paths.append(path.resolve())
     return paths
 
 
@@ -79,7 +85,8 @@ def load_records(paths: Iterable[str | os.PathLike], *, modes: Sequence[str] | N
                  steering_key: str = "user/angle", throttle_key: str = "user/throttle",
                  image_key: str = "cam/image_array") -> RecordSet:
     """Live records whose mode is in ``modes`` (None: any) and whose labels are usable."""
-    tubs = [Tub(p) for p in paths]
+    unique = list(dict.fromkeys(Path(p).resolve() for p in paths))  # each tub once
+    tubs = [Tub(p) for p in unique]
     records: list[Record] = []
     skipped = {"of another mode": 0, "without a finite label": 0, "without an image": 0}
     for t, tub in enumerate(tubs):

@@ -6,10 +6,11 @@ same moment in both sets and validation loss flatters the model. Here:
 1. **By session**, when there are at least 3 sessions: whole sessions, taken in a seeded
    order (skipping any that would overshoot), go to validation until it holds about
    ``val_fraction`` of the records (between half and double that).
-2. **Otherwise by blocks**: each run is cut into blocks of ``block_len`` records (10 s at
-   20 Hz by default); a seeded choice of about ``val_fraction`` of the blocks goes to
-   validation, and ``gap`` records at each edge between a validation block and a training
-   stretch are dropped, so no training frame sits right next to a validation frame.
+2. **Otherwise by blocks**: each session's index timeline is cut into blocks of
+   ``block_len`` indexes (10 s at 20 Hz by default); a seeded choice of about
+   ``val_fraction`` of the blocks goes to validation, and training records within ``gap``
+   indexes of a validation record of the same session are dropped, across deletions too,
+   so no training frame sits right next to a validation frame.
 
 Both sets come back as runs, so sequences are later cut inside one set only.
 """
@@ -76,36 +77,46 @@ def _by_session(data: RecordSet, fraction: float, seed: int) -> Split | None:
 
 def _by_blocks(data: RecordSet, fraction: float, seed: int, block_len: int,
                gap: int) -> Split:
-    total = len(data)
+    """Blocks of ``block_len`` consecutive *indexes* of one session, so a deletion or a
+    left-out record does not move a block edge; training records within ``gap`` indexes of
+    a validation record of the same session are dropped, across any deletion."""
+    usable = np.zeros(len(data), dtype=bool)
+    for run in data.runs:
+        usable[run.start:run.stop] = True
+    positions = np.flatnonzero(usable)
+    total = len(positions)
     block_len = max(20, min(block_len, total // 10))
-    blocks = [range(s, min(s + block_len, run.stop))
-              for run in data.runs for s in range(run.start, run.stop, block_len)]
-    if len(blocks) < 2:
+    sessions = [data.records[i].session for i in positions]
+    indexes = np.array([data.records[i].index for i in positions])
+    keys = list(dict.fromkeys(zip(sessions, (indexes // block_len).tolist())))
+    if len(keys) < 2:
         raise DataError(f"only {total} usable records: too few to hold out a validation "
                         "block; record more")
-    want = max(1, round(fraction * len(blocks)))
+    want = max(1, round(fraction * len(keys)))
     rng = np.random.default_rng(seed)
-    val_ids = set(rng.choice(len(blocks), size=min(want, len(blocks) - 1), replace=False)
-                  .tolist())
-    is_val = np.zeros(total, dtype=bool)
-    in_run = np.zeros(total, dtype=bool)
-    for k, block in enumerate(blocks):
-        in_run[block.start:block.stop] = True
-        if k in val_ids:
-            is_val[block.start:block.stop] = True
-    # Drop a gap where validation meets training inside a run.
-    keep = in_run.copy()
-    for run in data.runs:
-        for i in range(run.start + 1, run.stop):
-            if is_val[i] != is_val[i - 1]:
-                keep[max(run.start, i - gap):min(run.stop, i + gap)] = False
-    train = _stretches(keep & ~is_val, data.runs)
-    val = _stretches(keep & is_val, data.runs)
+    chosen = {keys[k] for k in rng.choice(len(keys), size=min(want, len(keys) - 1),
+                                          replace=False).tolist()}
+    is_val = np.zeros(len(data), dtype=bool)
+    for pos, session, index in zip(positions, sessions, indexes):
+        is_val[pos] = (session, int(index) // block_len) in chosen
+    keep_train = usable & ~is_val
+    for session in set(sessions):
+        mine = np.array([p for p, s in zip(positions, sessions) if s == session])
+        idx = np.array([data.records[p].index for p in mine])
+        val_idx = np.sort(idx[is_val[mine]])
+        if len(val_idx) == 0:
+            continue
+        at = np.clip(np.searchsorted(val_idx, idx), 1, len(val_idx)) - 1
+        near = np.minimum(np.abs(idx - val_idx[at]),
+                          np.abs(idx - val_idx[np.minimum(at + 1, len(val_idx) - 1)]))
+        keep_train[mine[near <= gap]] = False
+    train = _stretches(keep_train, data.runs)
+    val = _stretches(is_val, data.runs)
     if not train or not val:
         raise DataError(f"only {total} usable records: too few for a training and a "
                         "validation set; record more")
-    return Split(train, val, f"by blocks of {block_len} records: {len(val_ids)} of "
-                             f"{len(blocks)} blocks for validation, {gap}-record gaps")
+    return Split(train, val, f"by blocks of {block_len} records: {len(chosen)} of "
+                             f"{len(keys)} blocks for validation, {gap}-record gaps")
 
 
 def _stretches(mask: np.ndarray, runs: list[range]) -> list[range]:

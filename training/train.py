@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from deploy.manifest import Manifest
-from deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, PreprocessError
 from training.augment import Augmenter
-from training.cache import load_frames
+from training.cache import load_frames, read_frame
 from training.checkpoint import save_checkpoint
 from training.export import export_model
 from training.models import TEMPORAL, build_model
@@ -71,12 +71,25 @@ class TrainResult:
     lr: float
     duration_s: float
     device: str
+    data_summary: str = ""
     files: list[Path] = field(default_factory=list)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
+    created = _check_out(cfg)
+    try:
+        return _train(cfg)
+    except BaseException:
+        if created and not any(cfg.out.iterdir()):
+            cfg.out.rmdir()  # leave no empty folder behind a failed run
+        raise
+
+
+def _train(cfg: TrainConfig) -> TrainResult:
     start = time.monotonic()
-    _check_out(cfg)
+    if cfg.dynamic_batch and cfg.model_type == "rnn":
+        raise DataError("--dynamic-batch does not apply to rnn models: they run one frame per "
+                        "step with their hidden state")
     temporal = cfg.model_type in TEMPORAL
     seq_len = cfg.seq_len if temporal else 1
     torch.manual_seed(cfg.seed)
@@ -90,7 +103,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     preprocess = _preprocess_for(data, cfg)
     cache = load_frames(data, preprocess, cfg.cache_dir, progress=cfg.progress)
     if cache.bad_count:
-        data.drop_unusable(cache.ok, "with a missing or corrupt image")
+        data.drop_unusable(cache.ok, cache.bad_reasons())
     split = split_records(data, cfg.val_fraction, cfg.seed)
     longest = max(len(r) for r in data.runs)
     if seq_len > longest:
@@ -134,9 +147,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     metrics = {k: round(float(v), 6) for k, v in best.items() if k != "epoch"}
 
     training = {
-        "tubs": [str(p) for p in cfg.tubs],
-        "records": {"train": len(train_ends), "validation": len(val_ends),
+        "tubs": [str(Path(p).resolve()) for p in cfg.tubs],
+        "records": {"usable": sum(len(r) for r in data.runs),
+                    "train": split.train_count, "validation": split.val_count,
+                    "train_samples": len(train_ends), "validation_samples": len(val_ends),
                     "left_out": {k: v for k, v in data.skipped.items() if v}},
+        "sequence_length": seq_len,  # frames per training sample (the rnn's window)
         "split": split.method,
         "augmentations": list(cfg.augmentations),
         "epochs_run": len(history), "best_epoch": int(best.get("epoch", 0)),
@@ -153,29 +169,44 @@ def train(cfg: TrainConfig) -> TrainResult:
     _plot_loss(history, cfg.out / "loss.png")
     duration = time.monotonic() - start
     _log_to_database(cfg, training, duration)
-    files = [cfg.out / n for n in (*MODEL_FILES, "history.csv", "loss.png")]
-    return TrainResult(manifest, split, metrics, history, lr, duration, device, files)
+    names = (*MODEL_FILES, "pilot_dynamic.onnx", "history.csv", "loss.png", "lr_find.png")
+    files = [cfg.out / n for n in names if (cfg.out / n).exists()]
+    return TrainResult(manifest, split, metrics, history, lr, duration, device,
+                       data.summary(), files)
 
 
-def _check_out(cfg: TrainConfig) -> None:
+def _check_out(cfg: TrainConfig) -> bool:
+    """Refuse to overwrite a model without ``force``; True if the folder was created."""
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise DataError(f"{cfg.out} is a file; --out names a folder for the model files")
     existing = [n for n in MODEL_FILES if (cfg.out / n).exists()]
     if existing and not cfg.force:
         raise DataError(f"{cfg.out} already holds a model ({', '.join(existing)}); choose "
                         "another --out, or pass --force to replace it")
+    created = not cfg.out.exists()
     cfg.out.mkdir(parents=True, exist_ok=True)
+    return created
 
 
 def _preprocess_for(data: Any, cfg: TrainConfig) -> Preprocess:
     """Crop the top third (mostly sky) and keep the rest at full resolution."""
-    first = data.tubs[data.records[0].tub]
-    image = first.load_image(first.record(data.records[0].index))
+    image = None
+    for rec in data.records:  # the first readable frame sets the size
+        image = read_frame(data.tubs[rec.tub].path / "images" / rec.image)
+        if image is not None:
+            break
+    if image is None:
+        raise DataError("no record has a readable image")
     height, width = image.shape[:2]
     crop = cfg.crop_top if cfg.crop_top is not None else height // 3
     imagenet = cfg.model_type.startswith("resnet")
-    return Preprocess(source_width=width, source_height=height, crop_top=crop,
-                      width=width, height=height - crop,
-                      mean=IMAGENET_MEAN if imagenet else (0.5, 0.5, 0.5),
-                      std=IMAGENET_STD if imagenet else (0.5, 0.5, 0.5))
+    try:
+        return Preprocess(source_width=width, source_height=height, crop_top=crop,
+                          width=width, height=height - crop,
+                          mean=IMAGENET_MEAN if imagenet else (0.5, 0.5, 0.5),
+                          std=IMAGENET_STD if imagenet else (0.5, 0.5, 0.5))
+    except PreprocessError as exc:
+        raise DataError(f"--crop-top {crop} on {width}x{height} frames: {exc}") from None
 
 
 def steering_mae(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

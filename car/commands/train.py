@@ -95,6 +95,7 @@ def train_command(args: argparse.Namespace) -> int:
         database=Path(config.paths.models_dir) / "database.jsonl",
         progress=not args.quiet)
     result = module.train(cfg)
+    print(f"data: {result.data_summary}")
     m = result.metrics
     records = result.manifest.training["records"]
     print(f"trained {args.model_type} on {records['train']} samples, validated on "
@@ -128,10 +129,12 @@ def export_command(args: argparse.Namespace) -> int:
     if not tubs or missing:
         raise CarError(f"the export check needs frames from the training tubs, and "
                        f"{', '.join(missing) or 'none are named'} cannot be found")
-    data = load_records(tubs[:1], modes=None)
-    data.records = data.records[:64]
+    data = load_records(tubs[:1])
     cache = load_frames(data, preprocess, progress=False)
-    frames = np.asarray(cache.frames)[cache.ok][:40]
+    data.drop_unusable(cache.ok, cache.bad_reasons())
+    run = max(data.runs, key=len)  # consecutive frames: the rnn and 3d checks need them
+    count = max(40, meta["sequence_length"] + 8)
+    frames = np.asarray(cache.frames[run.start:run.start + count])
     manifest = export_model(model, meta["model_type"], preprocess, meta["sequence_length"],
                             out, frames, meta["training"], args.dynamic_batch)
     print(f"wrote {out} and {out.with_suffix('.json')}: {meta['model_type']}, ONNX Runtime vs "

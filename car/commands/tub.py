@@ -268,8 +268,10 @@ def plot_command(args: argparse.Namespace) -> None:
         engine = OnnxEngine(args.model)
     except EngineError as exc:
         raise CarError(str(exc)) from None
-    rows = predict_tub(tub, engine, args.steering_key, args.throttle_key, args.start, args.end)
+    rows, skipped = predict_tub(tub, engine, args.steering_key, args.throttle_key, args.start,
+                                args.end)
     mae = np.nanmean(np.abs(rows[:, 1] - rows[:, 3]))
     out = write_plot(rows, args.out, f"{Path(args.model).name} ({engine.manifest.model_type}) "
                                      f"on {tub.path.name}: {len(rows)} records")
-    print(f"wrote {out}: {len(rows)} records, steering MAE {mae:.3f}")
+    note = f", {skipped} skipped (missing or corrupt image)" if skipped else ""
+    print(f"wrote {out}: {len(rows)} records{note}, steering MAE {mae:.3f}")

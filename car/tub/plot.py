@@ -19,10 +19,12 @@ LABEL, MODEL = (200, 120, 40), (40, 140, 255)  # BGR: blue-ish labels, orange pr
 
 
 def predict_tub(tub: Tub, engine: OnnxEngine, steering_key: str, throttle_key: str,
-                start: int | None = None, end: int | None = None) -> np.ndarray:
-    """(N, 5): index, label steering, label throttle, model steering, model throttle. The
-    model's temporal state is reset at every gap in indexes and every new session."""
+                start: int | None = None, end: int | None = None) -> tuple[np.ndarray, int]:
+    """((N, 5) rows: index, label steering, label throttle, model steering, model throttle;
+    the count of records skipped for a missing or corrupt image). The model's temporal
+    state is reset at every gap in indexes, every new session and every skipped record."""
     rows = []
+    skipped = 0
     last_index, last_session = None, None
     for rec in tub.records():
         i = rec["_index"]
@@ -33,6 +35,11 @@ def predict_tub(tub: Tub, engine: OnnxEngine, steering_key: str, throttle_key: s
         last_index, last_session = i, rec.get("_session_id")
         try:
             image = tub.load_image(rec)
+        except CarError:  # a missing or corrupt image: skip it, count it, start afresh
+            skipped += 1
+            last_index = None
+            continue
+        try:
             predicted = engine.predict(image)
         except (EngineError, ValueError) as exc:
             raise CarError(f"{tub.path} record {i}: {exc}") from None
@@ -40,7 +47,7 @@ def predict_tub(tub: Tub, engine: OnnxEngine, steering_key: str, throttle_key: s
                      *predicted))
     if not rows:
         raise CarError(f"{tub.path}: no records to plot in that range")
-    return np.array(rows)
+    return np.array(rows), skipped
 
 
 def write_plot(rows: np.ndarray, out: str | os.PathLike, title: str) -> Path:
