@@ -8,7 +8,6 @@ gap in time.
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -19,6 +18,7 @@ import numpy as np
 
 from car.errors import CarError
 from car.tub import Tub
+from car.tub.paths import expand_paths
 
 
 class DataError(CarError):
@@ -65,19 +65,10 @@ class RecordSet:
 
 def expand_tub_paths(patterns: Sequence[str]) -> list[Path]:
     """Tub folders from paths or globs; each must hold a manifest.json."""
-    paths: list[Path] = []
-    seen: set[Path] = set()
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        if not matches:
-            raise DataError(f"{pattern}: matches no folder")
-        for match in matches:
-            path = Path(match)
-            if not (path / "manifest.json").is_file():
-                raise DataError(f"{path}: not a tub (no manifest.json)")
-            if path.resolve() not in seen:  # a tub named twice would be in both sets
-                seen.add(path.resolve())
-                paths.append(path.resolve())
+    paths = expand_paths(patterns)
+    for path in paths:
+        if not (path / "manifest.json").is_file():
+            raise DataError(f"{path}: not a tub (no manifest.json)")
     return paths
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from car.commands import add_config_options, bounded, config_from_args
 from car.errors import CarError
-
-MODEL_TYPES = ("linear", "resnet18", "resnet34", "3d", "rnn")
+from deploy.manifest import MODEL_TYPES
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -21,6 +21,7 @@ from car.tub.hist import write_histograms
 from car.tub.lock import lock_holder
 from car.tub.marks import set_deleted
 from car.tub.movie import write_movie
+from car.tub.paths import expand_paths
 from car.tub.reader import Tub
 from car.tub.repair import check_and_repair
 
@@ -87,20 +88,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def expand_paths(patterns: list[str]) -> list[Path]:
-    """Tub paths from arguments that may be globs; a glob that matches nothing is an error."""
-    paths: list[Path] = []
-    for pattern in patterns:
-        if glob.has_magic(pattern):
-            matches = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_dir())
-            if not matches:
-                raise TubError(f"{pattern}: matches no folder")
-            paths += matches
-        else:
-            paths.append(Path(pattern))
-    return paths
 
 
 def parse_ranges(texts: list[str]) -> list[range]:

@@ -62,27 +62,26 @@ class Simulator:
         return self._appearance
 
     def new_look(self) -> None:
-        """With randomize on, draw a new appearance (the next render rebuilds its textures)."""
+        """With randomize on, draw a new appearance (the next render rebuilds its textures);
+        without it, keep the one look."""
         if self.randomize:
             self._appearance = random_appearance(self.track.style, self.config,
                                                  self.streams["appearance"])
+            self._renderer = None
         elif self._appearance is None:
             self._appearance = default_appearance(self.track.style, self.config)
-        self._renderer = None
 
     def render(self) -> np.ndarray:
         """The camera's (H, W, 3) uint8 RGB frame at the car's current pose."""
+        return self.renderer.render(*self.camera_pose())
+
+    @property
+    def renderer(self) -> Renderer:
+        """The renderer of the current look, built on first use."""
         if self._renderer is None:
             width, height = self.size
             self._renderer = Renderer(self.track, self.appearance, width, height,
                                       rng=self.streams["frames"])
-        return self._renderer.render(*self.camera_pose())
-
-    @property
-    def renderer(self) -> Renderer:
-        if self._renderer is None:
-            self.render()
-        assert self._renderer is not None
         return self._renderer
 
     @property
