@@ -11,7 +11,9 @@ from collections.abc import Sequence
 import cv2
 
 from car import __version__
+from car.commands import bench as bench_commands
 from car.commands import config as config_commands
+from car.commands import drive as drive_commands
 from car.commands import sim as sim_commands
 from car.commands import train as train_commands
 from car.commands import tub as tub_commands
@@ -32,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     tub_commands.register(commands)
     sim_commands.register(commands)
     train_commands.register(commands)
+    drive_commands.register(commands)
+    bench_commands.register(commands)
     return parser
 
 

@@ -63,6 +63,18 @@ class DriveConfig:
         "user", "Mode at start: 'user', 'local_angle' (pilot steers) or 'local' (pilot drives).",
         choices=("user", "local_angle", "local"),
     )
+    ai_throttle_mult: float = _field(
+        1.0, "The pilot's throttle is multiplied by this before the max_throttle limit.",
+        min=0, max=2)
+    steering_rate_per_s: float = _field(
+        10.0, "Largest change of the commanded steering per second (2 = lock to lock in 1 s); "
+        "a limit against a jerking model, not the servo's own speed.", min=0.5, max=1000)
+    throttle_rate_per_s: float = _field(
+        5.0, "Largest increase of the commanded throttle per second; cutting throttle toward "
+        "neutral is never limited.", min=0.1, max=1000)
+    hot_reload: bool = _field(
+        True, "Reload the model when its file changes, loading it in the background and "
+        "swapping it in between two ticks.")
 
 
 @dataclass(frozen=True)

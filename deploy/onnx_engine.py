@@ -1,88 +1,90 @@
-"""Running an exported model with ONNX Runtime: preprocessing from its manifest, temporal
-state kept between frames (a ring of the last T frames for ``3d``, the hidden state for
-``rnn``), and a warm-up on load."""
+"""Running an exported model with ONNX Runtime, on the best provider it has.
+
+Provider order by default: TensorRT (with an engine cache beside the model, so only the
+first load pays for the build), then CUDA, then CPU, keeping those this onnxruntime build
+offers. ``provider`` forces one (``tensorrt``, ``cuda``, ``cpu`` or a full provider name).
+"""
 
 from __future__ import annotations
 
 import os
-from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from deploy.manifest import Manifest, ManifestError, load_manifest
+from deploy.engine import EngineError, ManifestEngine
+
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+PREFERENCE = tuple(PROVIDERS.values())
 
 
-class EngineError(RuntimeError):
-    """A model that cannot be loaded or run here."""
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise EngineError("onnxruntime is not installed; `pip install onnxruntime` (or "
+                          "onnxruntime-gpu on a CUDA machine) to run .onnx models") from None
+    return onnxruntime
 
 
-class OnnxEngine:
+def available_providers() -> list[str]:
+    """The providers this onnxruntime build offers, in our order of preference."""
+    have = _onnxruntime().get_available_providers()
+    return [p for p in PREFERENCE if p in have]
+
+
+def resolve_providers(provider: str | None) -> list[str]:
+    """The provider list to ask ONNX Runtime for: one named provider, or all available ones
+    in order of preference (it falls back along the list when one cannot start)."""
+    have = available_providers()
+    if provider is None:
+        return have
+    name = PROVIDERS.get(provider.lower(), provider)
+    if name not in have:
+        raise EngineError(f"ONNX Runtime provider {provider!r} is not available here; this "
+                          f"build offers {', '.join(k for k, v in PROVIDERS.items() if v in have)}"
+                          " (install onnxruntime-gpu for cuda and tensorrt)")
+    return [name]
+
+
+class OnnxEngine(ManifestEngine):
     """``predict(frame)`` → (steering, throttle) for one (H, W, 3) uint8 RGB camera frame."""
 
-    def __init__(self, path: str | os.PathLike, providers: list[str] | None = None):
-        import onnxruntime as ort
+    name = "onnxruntime"
 
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise EngineError(f"{self.path}: no such model file")
-        try:
-            self.manifest: Manifest = load_manifest(self.path)
-        except ManifestError as exc:
-            raise EngineError(str(exc)) from None
-        try:
-            self.session = ort.InferenceSession(str(self.path),
-                                                providers=providers or ["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise EngineError(f"{self.path}: ONNX Runtime cannot load the model: "
-                              f"{str(exc).splitlines()[0]}") from None
-        self.provider = self.session.get_providers()[0]
-        self._check_inputs()
-        self._frames: deque[np.ndarray] = deque(maxlen=self.manifest.sequence_length)
-        self._state: dict[str, np.ndarray] = {}
-        self.reset()
-        self._warm_up()
-
-    def _check_inputs(self) -> None:
-        """The model file must take what its manifest says it takes."""
-        m = self.manifest
-        expected = {m.input_name: list(m.input_shape),
-                    **{st.input: list(st.shape) for st in m.state}}
-        found = {i.name: list(i.shape) for i in self.session.get_inputs()}
-        for name, shape in expected.items():
-            got = found.get(name)
-            if got is None or any(isinstance(g, int) and g != e for g, e in zip(got, shape)) \
-                    or len(got) != len(shape):
-                raise EngineError(f"{self.path}: the model's input {name!r} is {got}, but its "
-                                  f"manifest says {shape}; the .onnx and .json do not belong "
-                                  "together (re-export with `car export`)")
-
-    def reset(self) -> None:
-        """Forget temporal state (call on a mode change, a reset or a gap in the frames)."""
-        self._frames.clear()
-        self._state = {s.input: np.zeros(s.shape, np.float32) for s in self.manifest.state}
-
-    def _warm_up(self) -> None:
-        p = self.manifest.preprocess
-        self.predict(np.zeros((p.source_height, p.source_width, 3), np.uint8))
-        self.reset()
-
-    def predict(self, frame: np.ndarray) -> tuple[float, float]:
-        m = self.manifest
-        x = m.preprocess(frame)  # (1, 3, h, w)
-        if m.model_type == "3d":
-            if not self._frames:  # start of a stretch: fill the ring with the first frame
-                self._frames.extend([x[0]] * m.sequence_length)
+    def __init__(self, path: str | os.PathLike, provider: str | None = None):
+        super().__init__(path)
+        ort = _onnxruntime()
+        providers: list[Any] = []
+        for p in resolve_providers(provider):
+            if p == "TensorrtExecutionProvider":
+                cache = Path(self.path).parent / ".trt_cache"
+                providers.append((p, {"trt_engine_cache_enable": True,
+                                      "trt_engine_cache_path": str(cache)}))
             else:
-                self._frames.append(x[0])
-            x = np.stack(self._frames)[None]
-        feeds = {m.input_name: x, **self._state}
-        names = [m.output_name, *(s.output for s in m.state)]
-        results = self.session.run(names, feeds)
-        for s, value in zip(m.state, results[1:]):
-            self._state[s.input] = value
-        controls = results[0].reshape(-1)
-        if not np.isfinite(controls[:2]).all():
-            raise EngineError(f"{self.path.name} produced {controls[:2].tolist()}; the model "
-                              "output is not finite")
-        return float(controls[0]), float(controls[1])
+                providers.append(p)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only; a provider fallback is reported below
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EngineError(f"{self.path}: ONNX Runtime cannot load the model (a corrupt or "
+                              f"truncated file?): {str(exc).splitlines()[0]}; re-export it "
+                              "with `car export`") from None
+        self.provider = self.session.get_providers()[0]
+        if provider is not None and self.provider != resolve_providers(provider)[0]:
+            raise EngineError(f"{self.path}: ONNX Runtime could not start {provider} for this "
+                              f"model and fell back to {self.provider}")
+        self._ready()
+
+    def _input_shapes(self) -> dict[str, Sequence[int | str | None]]:
+        return {i.name: list(i.shape) for i in self.session.get_inputs()}
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(self._outputs, feeds)

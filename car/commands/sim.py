@@ -15,6 +15,7 @@ from car.config import Config
 from car.errors import CarError, TrackError
 from car.sim.expert import DartNoise, Expert
 from car.sim.record import SIM_FIELDS, record_expert
+from car.sim.track import Track
 from car.sim.tracks import builtin_names, load_track
 from car.sim.vehicle import VehicleParams
 from car.sim.view import draw_view
@@ -53,6 +54,30 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_config_options(record)
     record.set_defaults(handler=record_command)
 
+    ev = sub.add_parser("eval", help="closed-loop score: autonomy, lap times and |cte| of a "
+                        "model (or the expert) driving a track")
+    who = ev.add_mutually_exclusive_group(required=True)
+    who.add_argument("--model", metavar="PATH", help="pilot.onnx, .trt or .pt with its manifest")
+    who.add_argument("--expert", action="store_true", help="score the expert, for reference")
+    ev.add_argument("--track", default="diyrobocars", metavar="T",
+                    help=TRACK_HELP + " (default: diyrobocars)")
+    ev.add_argument("--laps", type=bounded(int, 1, 1000), default=3,
+                    help="laps to drive, 1 to 1000 (default 3)")
+    ev.add_argument("--seed", type=bounded(int, 0, 2**63 - 1), default=0)
+    ev.add_argument("--randomize", action="store_true", help="a new look every lap")
+    ev.add_argument("--hz", type=bounded(float, 1.0, 200.0),
+                    help="loop rate, 1 to 200 Hz (default: drive.rate_hz)")
+    ev.add_argument("--latency-ms", type=bounded(float, 0.0, 1000.0), metavar="MS",
+                    help="charge this fixed pilot latency instead of the measured one (for "
+                         "runs that must be repeatable)")
+    ev.add_argument("--provider", help="ONNX Runtime provider: tensorrt, cuda or cpu")
+    ev.add_argument("--vs-expert", action="store_true",
+                    help="also drive the expert under the same settings and compare")
+    ev.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    ev.add_argument("--plot", metavar="PNG", help="write the map with the driven path")
+    add_config_options(ev)
+    ev.set_defaults(handler=eval_command)
+
     view = sub.add_parser("view", help="draw a track's map beside camera frames as a PNG")
     view.add_argument("--track", default="diyrobocars", metavar="T",
                       help=TRACK_HELP + " (default: diyrobocars)")
@@ -65,7 +90,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     view.set_defaults(handler=view_command)
 
 
-def _track(spec: str, config: Config):
+def load_track_for(spec: str, config: Config) -> Track:
+    """A track by spec, checked against the configured car's turning radius."""
     return load_track(spec, VehicleParams.from_config(config.sim).turn_radius_m)
 
 
@@ -74,7 +100,7 @@ def tracks_command(args: argparse.Namespace) -> None:
     rows = []
     for name in builtin_names():
         try:
-            t = _track(name, config)
+            t = load_track_for(name, config)
         except TrackError as exc:  # e.g. a car configured to turn wider than the track
             print(f"car: warning: {exc}", file=sys.stderr)
             continue
@@ -93,7 +119,7 @@ def tracks_command(args: argparse.Namespace) -> None:
 
 def record_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    track = _track(args.track, config)
+    track = load_track_for(args.track, config)
     hz = args.hz or config.drive.rate_hz
     if hz < 5.0:
         raise CarError(f"drive.rate_hz = {hz:g}: the expert needs at least 5 Hz to drive; "
@@ -166,7 +192,7 @@ def view_command(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise CarError(f"{out}: --out must name a .png file")
-    track = _track(args.track, config)
+    track = load_track_for(args.track, config)
     sim = Simulator(track, config.sim, width=config.camera.width, height=config.camera.height,
                     seed=args.seed, randomize=args.randomize)
     image = draw_view(sim, args.frames)
@@ -174,3 +200,94 @@ def view_command(args: argparse.Namespace) -> None:
         raise CarError(f"{out}: could not write the image (does the folder exist?)")
     print(f"wrote {out} ({image.shape[1]}x{image.shape[0]}): {track.name}, "
           f"{track.length_m:.1f} m, {args.frames} camera frame(s)")
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    from car.commands.drive import check_frame_size, open_engine
+    from car.sim.eval import EvalResult, ExpertPilot, evaluate
+    from car.sim.eval_plot import draw_eval_map
+
+    config = config_from_args(args)
+    hz = args.hz or config.drive.rate_hz
+    if not 1.0 <= hz <= 200.0:
+        raise CarError(f"drive.rate_hz = {hz:g} is out of range; the loop runs at 1 to 200 Hz")
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        raise CarError(f"{args.plot}: --plot must name a .png file")
+    track = load_track_for(args.track, config)
+    engine = None
+    if args.model:
+        engine = open_engine(args.model, args.provider)
+        check_frame_size(engine, config.camera.width, config.camera.height)
+    latency_s = None if args.latency_ms is None else args.latency_ms / 1000.0
+
+    def run(expert: bool) -> EvalResult:
+        sim = Simulator(track, config.sim, width=config.camera.width,
+                        height=config.camera.height, seed=args.seed, randomize=args.randomize)
+        sim.reset(0.0, 0.0)
+        pilot = engine
+        if expert:
+            pilot = ExpertPilot(sim, Expert(track, sim.params, config.sim.expert_speed_mps,
+                                            line_m=config.sim.expert_line_m), 1.0 / hz)
+        who = "expert" if expert else Path(args.model).name
+        bar = tqdm(total=args.laps, unit="lap", file=sys.stderr, disable=None,
+                   desc=f"{who} on {track.name}",
+                   bar_format="{desc}: {bar}| {n:.2f}/{total} laps [{elapsed}]")
+
+        def on_tick(done: float) -> None:
+            if done > bar.n:
+                bar.update(done - bar.n)
+
+        with CtrlC() as ctrl_c:
+            try:
+                return evaluate(sim, pilot, config, laps=args.laps, rate_hz=hz,
+                                latency_s=latency_s, should_stop=lambda: ctrl_c.pressed,
+                                on_tick=on_tick)
+            finally:
+                bar.close()
+
+    result = run(expert=args.expert)
+    reference = run(expert=True) if args.vs_expert and not args.expert else None
+    out = result.to_json()
+    if reference is not None:
+        out["expert"] = reference.to_json()
+        out["lap_time_vs_expert_pct"] = _lap_ratio(result, reference)
+    if args.plot:
+        image = draw_eval_map(track, result)
+        if not cv2.imwrite(args.plot, image):
+            raise CarError(f"{args.plot}: could not write the image (does the folder exist?)")
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(_eval_text(out))
+        if args.plot:
+            print(f"wrote {args.plot}")
+    return 130 if result.stop_reason == "interrupted" else 0
+
+
+def _lap_ratio(result, reference) -> float | None:
+    if not result.lap_times_s or not reference.lap_times_s:
+        return None
+    mine = sum(result.lap_times_s) / len(result.lap_times_s)
+    theirs = sum(reference.lap_times_s) / len(reference.lap_times_s)
+    return round(100.0 * (mine / theirs - 1.0), 2)
+
+
+def _eval_text(out: dict) -> str:
+    laps = ", ".join(f"{t:.2f} s" for t in out["lap_times_s"]) or "none"
+    lat = out["loop"]["latency_ms"]
+    lines = [f"{out['track']}: autonomy {out['autonomy_pct']:.2f}% ({out['interventions']} "
+             f"intervention(s) in {out['elapsed_s']:.1f} s simulated); laps "
+             f"{out['laps_completed']}/{out['laps']} ({laps}); |cte| mean "
+             f"{out['mean_abs_cte_m']:.3f} m, max {out['max_abs_cte_m']:.3f} m",
+             f"pilot: {out['pilot']}; latency {out['latency']}: frame to command p50 "
+             f"{lat['p50']} ms, p99 {lat['p99']} ms; loop {out['loop']['overruns']} overrun(s)"]
+    if out["stop_reason"] != "laps done":
+        lines.append(f"stopped early: {out['stop_reason']}")
+    if "expert" in out:
+        e = out["expert"]
+        ratio = out["lap_time_vs_expert_pct"]
+        mean = out["mean_lap_time_s"]
+        lines.append(f"expert: autonomy {e['autonomy_pct']:.2f}%, mean lap "
+                     f"{e['mean_lap_time_s']} s; model mean lap {mean} s"
+                     f"{f' ({ratio:+.1f}% vs expert)' if ratio is not None else ''}")
+    return "\n".join(lines)

@@ -248,11 +248,11 @@ def movie_command(args: argparse.Namespace) -> None:
 
 def plot_command(args: argparse.Namespace) -> None:
     from car.tub.plot import predict_tub, write_plot
-    from deploy.onnx_engine import EngineError, OnnxEngine
+    from deploy.engine import EngineError, load_engine
 
     tub = Tub(args.path)
     try:
-        engine = OnnxEngine(args.model)
+        engine = load_engine(args.model)
     except EngineError as exc:
         raise CarError(str(exc)) from None
     rows, skipped = predict_tub(tub, engine, args.steering_key, args.throttle_key, args.start,

@@ -76,14 +76,23 @@ class Vehicle:
         self._pending.clear()
         self._steering = self._throttle = 0.0
 
-    def command(self, steering: float, throttle: float) -> None:
-        """Normalised steering (+1 full right) and throttle in [-1, 1]; clipped to that range."""
+    def command(self, steering: float, throttle: float, extra_delay_s: float = 0.0) -> None:
+        """Normalised steering (+1 full right) and throttle in [-1, 1]; clipped to that range.
+
+        It takes effect after the actuation delay plus ``extra_delay_s`` (the time a pilot
+        took to compute it), and never before a command sent earlier.
+        """
         if not (math.isfinite(steering) and math.isfinite(throttle)):
             raise SimError(f"the simulator was sent steering={steering}, throttle={throttle}; "
                            "commands must be finite numbers in [-1, 1]")
         steering = min(1.0, max(-1.0, float(steering)))
         throttle = min(1.0, max(-1.0, float(throttle)))
-        self._pending.append((self.state.tick + self.params.delay_ticks, steering, throttle))
+        tick = self.state.tick + self.params.delay_ticks
+        if extra_delay_s > 0.0:
+            tick += round(extra_delay_s * self.params.physics_hz)
+        if self._pending:
+            tick = max(tick, self._pending[-1][0])
+        self._pending.append((tick, steering, throttle))
 
     @property
     def applied(self) -> tuple[float, float]:

@@ -109,12 +109,21 @@ class Simulator:
         """Send a command, then let ``period_s`` of simulated time pass."""
         if not (period_s > 0 and math.isfinite(period_s)):
             raise SimError(f"a simulator step must last a positive time, got {period_s} s")
-        self.vehicle.command(steering, throttle)
-        self._time_s += period_s
-        ticks = round(self._time_s * self.params.physics_hz) - self.vehicle.state.tick
-        self.vehicle.advance(max(0, ticks))
-        st = self.vehicle.state
-        self.progress.update(st.x, st.y, self._time_s)
+        self.command(steering, throttle)
+        return self.run_until(self._time_s + period_s)
+
+    def command(self, steering: float, throttle: float, extra_delay_s: float = 0.0) -> None:
+        """Send a command now; it acts after the actuation delay plus ``extra_delay_s``."""
+        self.vehicle.command(steering, throttle, extra_delay_s)
+
+    def run_until(self, time_s: float) -> SimStatus:
+        """Let simulated time pass up to ``time_s`` (no-op if it is already later)."""
+        if time_s > self._time_s:
+            self._time_s = time_s
+            ticks = round(self._time_s * self.params.physics_hz) - self.vehicle.state.tick
+            self.vehicle.advance(max(0, ticks))
+            st = self.vehicle.state
+            self.progress.update(st.x, st.y, self._time_s)
         return self.status()
 
     def status(self) -> SimStatus:

@@ -1,6 +1,6 @@
 """`car tub plot`: a model's predictions against the recorded labels, over time (as
-donkeycar's tubplot does), drawn with OpenCV. The model runs through ONNX Runtime with the
-drive-time preprocessing, so what it shows is what the car would do."""
+donkeycar's tubplot does), drawn with OpenCV. The model runs through the engine and the
+preprocessing the car drives with, so what it shows is what the car would do."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import numpy as np
 
 from car.errors import CarError
 from car.tub.reader import Tub
-from deploy.onnx_engine import EngineError, OnnxEngine
+from deploy.engine import Engine, EngineError
 
 WIDTH, PANEL = 1200, 260
 LABEL, MODEL = (200, 120, 40), (40, 140, 255)  # BGR: blue-ish labels, orange predictions
 
 
-def predict_tub(tub: Tub, engine: OnnxEngine, steering_key: str, throttle_key: str,
+def predict_tub(tub: Tub, engine: Engine, steering_key: str, throttle_key: str,
                 start: int | None = None, end: int | None = None) -> tuple[np.ndarray, int]:
     """((N, 5) rows: index, label steering, label throttle, model steering, model throttle;
     the count of records skipped for a missing or corrupt image). The model's temporal

@@ -1,0 +1,46 @@
+"""Actuators: the Actuator protocol, and the dry-run one used when no motors are attached.
+
+The serial microcontroller driver implements the same protocol; the simulator's actuator
+lives in ``car.sim.link``. The drive loop is the only caller of ``send``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from car.errors import CarError
+from car.frames import NEUTRAL, Command
+
+log = logging.getLogger(__name__)
+
+
+class ActuatorError(CarError):
+    """Actuators that cannot be reached; the loop goes to its safe state."""
+
+
+class Actuator(Protocol):
+    """``send(command)`` once per tick; ``close()`` leaves the outputs neutral."""
+
+    def send(self, command: Command) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class DryRunActuator:
+    """Sends nothing anywhere: keeps the last command and a count, for a drive with a real
+    camera and no motors (and for tests)."""
+
+    def __init__(self) -> None:
+        self.last = NEUTRAL
+        self.sent = 0
+        self.history: list[Command] | None = None  # set to [] to keep every command
+
+    def send(self, command: Command) -> None:
+        self.last = command
+        self.sent += 1
+        if self.history is not None:
+            self.history.append(command)
+
+    def close(self) -> None:
+        self.last = NEUTRAL

@@ -1,0 +1,200 @@
+"""`car drive`: the drive loop with a model, on the car's camera or in the simulator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from car.actuator import Actuator, DryRunActuator
+from car.camera import Camera, open_camera
+from car.commands import CtrlC, add_config_options, bounded, config_from_args
+from car.config import Config
+from car.controllers import ScriptedController
+from car.errors import CarError
+from car.frames import Mode
+from car.loop import DriveLoop, Ratekeeper, TickResult
+from car.modes import Arbiter
+from car.recorder import DriveRecorder
+from car.reload import ModelWatcher
+from deploy.engine import Engine, EngineError, load_engine
+
+DEFAULT_TRACK = "diyrobocars"
+SIM_RECORD_FIELDS = (("sim/cte", "float"), ("sim/speed", "float"), ("sim/x", "float"),
+                     ("sim/y", "float"), ("sim/yaw", "float"), ("sim/lap", "int"))
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("drive", help="drive with a model: on the car, or in the simulator")
+    p.add_argument("--model", required=True, metavar="PATH",
+                   help="pilot.onnx, pilot.trt (or .engine/.plan) or pilot.pt, with its .json "
+                        "manifest beside it")
+    p.add_argument("--sim", nargs="?", const=DEFAULT_TRACK, metavar="TRACK",
+                   help=f"drive the embedded simulator on TRACK (default {DEFAULT_TRACK})")
+    p.add_argument("--camera", metavar="SPEC",
+                   help="usb:INDEX, csi[:SENSOR], gst:PIPELINE or replay:TUB "
+                        "(default: camera.source in car.toml)")
+    p.add_argument("--hz", type=bounded(float, 1.0, 200.0),
+                   help="loop rate, 1 to 200 Hz (default: drive.rate_hz)")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--laps", type=bounded(int, 1, 1000), help="with --sim: stop after N laps")
+    stop.add_argument("--duration", type=bounded(float, 0.1, 1e6), metavar="S",
+                      help="stop after S seconds")
+    p.add_argument("--record", metavar="DIR", help="record frames and the pilot's outputs "
+                   "into a tub")
+    p.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.LOCAL.value,
+                   help="who drives: user, local_angle (pilot steers) or local (default)")
+    p.add_argument("--provider", help="ONNX Runtime provider: tensorrt, cuda or cpu (default: "
+                   "the best available); for .pt: cpu or cuda")
+    p.add_argument("--seed", type=bounded(int, 0, 2**63 - 1), default=0,
+                   help="simulator seed (default 0)")
+    p.add_argument("--randomize", action="store_true", help="simulator: a new look every lap")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_config_options(p)
+    p.set_defaults(handler=drive_command)
+
+
+def open_engine(path: str, provider: str | None) -> Engine:
+    try:
+        return load_engine(path, provider)
+    except EngineError as exc:
+        raise CarError(str(exc)) from None
+
+
+def check_frame_size(engine: Engine, width: int, height: int) -> None:
+    p = engine.manifest.preprocess
+    if (p.source_width, p.source_height) != (width, height):
+        raise CarError(f"{engine.path.name} was trained on {p.source_width}x{p.source_height} "
+                       f"frames but the camera gives {width}x{height}; set [camera] width and "
+                       "height in car.toml to match")
+
+
+def drive_command(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    hz = args.hz or config.drive.rate_hz
+    if not 1.0 <= hz <= 200.0:
+        raise CarError(f"drive.rate_hz = {hz:g} is out of range; the loop runs at 1 to 200 Hz")
+    use_sim = args.sim is not None or (args.camera is None and config.camera.source == "sim")
+    if args.laps and not use_sim:
+        raise CarError("--laps needs --sim; on the car, stop with --duration or Ctrl-C")
+    engine = open_engine(args.model, args.provider)
+    check_frame_size(engine, config.camera.width, config.camera.height)
+    sim_link = None
+    camera: Camera
+    actuator: Actuator
+    if use_sim:
+        sim_link = _sim_link(args, config, 1.0 / hz)
+        camera, actuator = sim_link.camera, sim_link.actuator
+    else:
+        c = config.camera
+        camera = open_camera(args.camera or c.source, c.width, c.height, c.fps)
+        actuator = DryRunActuator()
+        print("car: note: no motor driver in this version yet; commands are computed and "
+              "timed but not sent (dry run)", file=sys.stderr)
+    recorder = _recorder(args, config, sim_link) if args.record else None
+    arbiter = Arbiter(config.drive, hz, Mode(args.mode))
+    loop = DriveLoop(camera, actuator, ScriptedController(Mode(args.mode)), arbiter, engine,
+                     recorder=recorder, clock=sim_link.clock if sim_link else time.monotonic)
+    watcher = None
+    if config.drive.hot_reload:
+        watcher = ModelWatcher(args.model, lambda p: load_engine(p, args.provider),
+                               loop.swap_engine).start()
+    print(f"driving {engine.describe()} at {hz:g} Hz, mode {args.mode}"
+          f"{f' on {sim_link.sim.track.name}' if sim_link else ''}; Ctrl-C stops",
+          file=sys.stderr)
+    keeper = Ratekeeper(hz)
+    deadline = keeper.start_s + args.duration if args.duration else None
+    resets = [0]
+
+    def on_tick(result: TickResult) -> bool:
+        if sim_link is None:
+            return deadline is not None and time.monotonic() >= deadline
+        status = sim_link.status
+        if abs(status.cte_m) > sim_link.sim.track.width_m:  # far off: put the car back
+            sim_link.sim.reset_to_track()
+            if loop.engine is not None:
+                loop.engine.reset()
+            resets[0] += 1
+        done_laps = args.laps is not None and status.lap >= args.laps
+        return done_laps or (deadline is not None and time.monotonic() >= deadline)
+
+    with CtrlC() as ctrl_c:
+        try:
+            reason = loop.run(keeper, should_stop=lambda: ctrl_c.pressed, on_tick=on_tick)
+            elapsed = time.monotonic() - keeper.start_s
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            camera.close()
+            actuator.close()
+            stats = recorder.close() if recorder is not None else None
+    summary = loop.summary(keeper, elapsed)
+    summary["stop_reason"] = reason
+    summary["elapsed_s"] = round(elapsed, 3)
+    if sim_link is not None:
+        st = sim_link.status
+        summary["sim"] = {"track": sim_link.sim.track.name, "laps": st.lap,
+                          "lap_times_s": [round(t, 3) for t in st.lap_times_s],
+                          "off_track_events": st.off_track_events, "resets": resets[0]}
+    if recorder is not None and stats is not None:
+        summary["record"] = {"path": str(recorder.path), "written": stats.written,
+                             "dropped": stats.dropped}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(format_summary(summary))
+    return 1 if reason.startswith("device failed") else (130 if reason == "interrupted" else 0)
+
+
+def _sim_link(args: argparse.Namespace, config: Config, period_s: float) -> Any:
+    from car.commands.sim import load_track_for
+    from car.sim.link import SimLink
+    from car.sim.world import Simulator
+
+    track = load_track_for(args.sim or DEFAULT_TRACK, config)
+    sim = Simulator(track, config.sim, width=config.camera.width, height=config.camera.height,
+                    seed=args.seed, randomize=args.randomize)
+    return SimLink(sim, period_s, lockstep=False)
+
+
+def _recorder(args: argparse.Namespace, config: Config, sim_link: Any) -> DriveRecorder:
+    extras = None
+    fields: tuple[tuple[str, str], ...] = ()
+    if sim_link is not None:
+        fields = SIM_RECORD_FIELDS
+
+        def extras() -> dict[str, Any]:
+            st = sim_link.status
+            return {"sim/cte": st.cte_m, "sim/speed": st.speed_mps, "sim/x": st.x,
+                    "sim/y": st.y, "sim/yaw": st.yaw, "sim/lap": st.lap}
+    info = {"drive": {"model": str(args.model), "mode": args.mode,
+                      "sim": args.sim if sim_link is not None else None}}
+    return DriveRecorder(args.record, config.record, extra_fields=fields, extras=extras,
+                         session_info=info)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The human-readable summary `car drive` prints on exit."""
+    lines = [f"{summary['ticks']} ticks in {summary['elapsed_s']:.1f} s: {summary['hz']} Hz "
+             f"(target {summary['target_hz']:g}), {summary['overruns']} overruns "
+             f"({summary['overrun_pct']:.2f}%); stopped: {summary['stop_reason']}",
+             f"engine: {summary['engine']}",
+             f"{'stage':<18}{'p50 ms':>9}{'p99 ms':>9}"]
+    for name, lat in summary["latency_ms"].items():
+        if lat["p50"] is not None:
+            lines.append(f"{name:<18}{lat['p50']:>9.3f}{lat['p99']:>9.3f}")
+    safety = {k: v for k, v in summary["safety"].items() if v}
+    if safety:
+        lines.append("safety: " + ", ".join(f"{k} {v}" for k, v in safety.items()))
+    if "sim" in summary:
+        s = summary["sim"]
+        laps = ", ".join(f"{t:.2f} s" for t in s["lap_times_s"])
+        lines.append(f"sim {s['track']}: {s['laps']} lap(s){f' ({laps})' if laps else ''}, "
+                     f"{s['off_track_events']} off-track event(s), {s['resets']} reset(s)")
+    if "record" in summary:
+        r = summary["record"]
+        dropped = f", {r['dropped']} DROPPED (disk too slow)" if r["dropped"] else ""
+        lines.append(f"recorded {r['written']} records into {r['path']}{dropped}")
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+"""What flows through the drive loop: camera Frames in, Commands out, the user's input
+beside them, and the driving mode that decides who owns the actuators.
+
+Normalised steering and throttle are in [-1, 1]; steering +1 is full right, throttle +1 is
+full forward. Times are ``time.monotonic()`` seconds (or a simulator's clock in lock-step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+
+class Mode(str, Enum):
+    """Who drives: the user, the pilot steering with the user's throttle, or the pilot."""
+
+    USER = "user"
+    LOCAL_ANGLE = "local_angle"
+    LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One camera image, (H, W, 3) uint8 RGB, with its capture time and sequence number."""
+
+    image: np.ndarray
+    time_s: float
+    seq: int
+
+
+@dataclass(frozen=True)
+class Command:
+    """What the actuators are told to do, normalised."""
+
+    steering: float = 0.0
+    throttle: float = 0.0
+
+    @property
+    def is_neutral(self) -> bool:
+        return self.steering == 0.0 and self.throttle == 0.0
+
+
+NEUTRAL = Command()
+
+
+@dataclass(frozen=True)
+class UserInput:
+    """What a controller (web page, gamepad, RC transmitter, script) says this tick.
+
+    ``mode`` and ``recording`` are requests (None: no change); ``estop`` latches the
+    emergency stop, ``clear_estop`` releases it.
+    """
+
+    steering: float = 0.0
+    throttle: float = 0.0
+    mode: Mode | None = None
+    estop: bool = False
+    clear_estop: bool = False
+    recording: bool | None = None

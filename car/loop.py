@@ -1,0 +1,228 @@
+"""The drive loop: capture → preprocess → infer → mode/safety → actuate → record, at a fixed
+rate kept by a Ratekeeper on ``time.monotonic()``.
+
+Every stage is timed into a latency histogram, and so are the frame-to-command latency and
+the loop's own overhead (frame-to-command minus inference). Devices come in through their
+protocols (Camera, Engine, Controller, Actuator); nothing here asks which kind they are.
+The clock is injectable: the simulator's lock-step mode and the tests run the same loop on
+simulated time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from car.actuator import Actuator, ActuatorError
+from car.camera import Camera, CameraError, EndOfFrames
+from car.controllers import Controller
+from car.frames import NEUTRAL, Frame, Mode
+from car.latency import LatencyHistogram
+from car.modes import Arbiter, Decision
+from deploy.engine import Engine
+
+log = logging.getLogger(__name__)
+STAGES = ("capture", "preprocess", "infer", "decide", "actuate", "record")
+STALE_PERIODS = 3  # a frame older than this many loop periods is not driven on
+Clock = Callable[[], float]
+
+
+class Ratekeeper:
+    """Keeps a loop at ``hz``: ``wait()`` sleeps until the next slot. A tick that ends past
+    its slot is an overrun; the schedule then restarts from now instead of bursting to
+    catch up, since a late command is better than a flurry of stale ones."""
+
+    def __init__(self, hz: float, clock: Clock = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        if not (math.isfinite(hz) and hz > 0):
+            raise ValueError(f"loop rate must be a positive number of Hz, got {hz}")
+        self.period_s = 1.0 / hz
+        self._clock = clock
+        self._sleep = sleep
+        self.start_s = clock()
+        self._next_s = self.start_s + self.period_s
+        self.overruns = 0
+
+    def wait(self) -> bool:
+        """Sleep until the next slot; True if the tick just finished overran its slot."""
+        now = self._clock()
+        remaining = self._next_s - now
+        if remaining < -1e-6:  # 1 µs of slack for float rounding on a simulated clock
+            self.overruns += 1
+            self._next_s = now + self.period_s
+            return True
+        if remaining > 0:
+            self._sleep(remaining)
+        self._next_s += self.period_s
+        return False
+
+
+class Recorder(Protocol):
+    """Takes one record per tick while recording is on (``car.drive_record``)."""
+
+    def write(self, frame: Frame, decision: Decision, mode: Mode) -> None: ...
+
+    def close(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class TickResult:
+    frame: Frame
+    decision: Decision
+    stale: bool
+    latency_s: float  # frame capture to command sent
+
+
+class DriveLoop:
+    """One car: a camera, a pilot engine (optional in user mode), a controller, the arbiter,
+    the actuator and an optional recorder."""
+
+    def __init__(self, camera: Camera, actuator: Actuator, controller: Controller,
+                 arbiter: Arbiter, engine: Engine | None = None, *,
+                 recorder: Recorder | None = None, clock: Clock = time.monotonic,
+                 timer: Clock = time.perf_counter):
+        self.camera = camera
+        self.actuator = actuator
+        self.controller = controller
+        self.arbiter = arbiter
+        self.engine = engine
+        self.recorder = recorder
+        self.recording = recorder is not None
+        self.clock = clock
+        self.timer = timer
+        self.period_s = arbiter.period_s
+        self.stats = {name: LatencyHistogram() for name in
+                      (*STAGES, "frame_to_command", "overhead", "tick")}
+        self.ticks = 0
+        self.swaps = 0
+        self.pilot_errors = 0
+        self._incoming: Engine | None = None
+        self._last_stale_log_s = -math.inf
+
+    def swap_engine(self, engine: Engine) -> None:
+        """Hand over a loaded engine; it takes over at the start of the next tick (safe to
+        call from another thread: one reference assignment)."""
+        self._incoming = engine
+
+    def tick(self) -> TickResult:
+        timer = self.timer
+        t0 = timer()
+        incoming, self._incoming = self._incoming, None
+        if incoming is not None:
+            self.engine = incoming
+            self.swaps += 1
+            log.warning("model reloaded: now driving with %s", incoming.describe())
+        frame = self.camera.read()
+        t1 = timer()
+        now = self.clock()
+        age_s = now - frame.time_s
+        stale = age_s > STALE_PERIODS * self.period_s
+        if stale:
+            self._warn_stale(frame, age_s, now)
+            if self.engine is not None:
+                self.engine.reset()  # a gap in time: temporal state no longer follows on
+        user = self.controller.poll(now)
+        if user.mode is not None and self.arbiter.set_mode(user.mode) and self.engine:
+            self.engine.reset()  # temporal state belongs to one stretch of one mode
+        if user.recording is not None and self.recorder is not None:
+            self.recording = user.recording
+        pilot, t2, t3 = self._run_pilot(frame, stale)
+        decision = self.arbiter.decide(user, pilot, stale=stale, now_s=now)
+        t4 = timer()
+        self.actuator.send(decision.command)
+        t5 = timer()
+        if self.recording and self.recorder is not None:
+            self.recorder.write(frame, decision, self.arbiter.mode)
+        t6 = timer()
+        latency_s = max(0.0, age_s) + (t5 - t1)
+        for name, seconds in (("capture", t1 - t0), ("preprocess", t2 - t1),
+                              ("infer", t3 - t2), ("decide", t4 - t3), ("actuate", t5 - t4),
+                              ("record", t6 - t5), ("frame_to_command", latency_s),
+                              ("overhead", (t5 - t0) - (t3 - t2)), ("tick", t6 - t0)):
+            self.stats[name].add(seconds)
+        self.ticks += 1
+        return TickResult(frame, decision, stale, latency_s)
+
+    def _warn_stale(self, frame: Frame, age_s: float, now_s: float) -> None:
+        if now_s - self._last_stale_log_s >= 1.0:  # at most once a second
+            self._last_stale_log_s = now_s
+            log.warning("frame %d is %.0f ms old (limit %.0f ms): outputs neutral; is the "
+                        "camera delivering at the loop rate?", frame.seq, age_s * 1000,
+                        STALE_PERIODS * self.period_s * 1000)
+
+    def _run_pilot(self, frame: Frame, stale: bool
+                   ) -> tuple[tuple[float, float] | None, float, float]:
+        """(the pilot's raw output or None, time after preprocess, time after inference)."""
+        engine = self.engine
+        if engine is None or stale or not self.arbiter.needs_pilot:
+            t = self.timer()
+            return None, t, t
+        try:
+            x = engine.preprocess(frame.image)
+            t2 = self.timer()
+            pilot = engine.infer(x)
+        except Exception as exc:  # a failing model must not stop the loop: neutral instead
+            self.pilot_errors += 1
+            log.error("pilot failed on frame %d: %s: %s", frame.seq, type(exc).__name__, exc)
+            engine.reset()
+            t = self.timer()
+            return None, t, t
+        t3 = self.timer()
+        if not all(math.isfinite(v) for v in pilot):
+            engine.reset()  # a NaN in the hidden state would stay there
+        return pilot, t2, t3
+
+    def run(self, ratekeeper: Ratekeeper, should_stop: Callable[[], bool] = lambda: False,
+            max_ticks: int | None = None, on_tick: Callable[[TickResult], bool] | None = None
+            ) -> str:
+        """Tick until ``should_stop()``, ``max_ticks``, ``on_tick`` returning True, the end
+        of a replay, or a failed device; returns why it stopped. Outputs end neutral."""
+        reason = "stopped"
+        try:
+            while not should_stop():
+                try:
+                    result = self.tick()
+                except EndOfFrames:
+                    reason = "end of frames"
+                    break
+                except (CameraError, ActuatorError) as exc:
+                    log.error("%s: outputs neutral, stopping", exc)
+                    reason = f"device failed: {exc}"
+                    break
+                if on_tick is not None and on_tick(result):
+                    reason = "done"
+                    break
+                if max_ticks is not None and self.ticks >= max_ticks:
+                    reason = "done"
+                    break
+                ratekeeper.wait()
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        finally:
+            try:
+                self.actuator.send(NEUTRAL)
+            except ActuatorError as exc:
+                log.error("could not send the final neutral command: %s", exc)
+        return reason
+
+    def summary(self, ratekeeper: Ratekeeper, elapsed_s: float) -> dict[str, Any]:
+        """Loop rate, overruns, per-stage latency and safety counts, as plain data."""
+        c = self.arbiter.counts
+        return {
+            "ticks": self.ticks,
+            "hz": round(self.ticks / elapsed_s, 2) if elapsed_s > 0 else None,
+            "target_hz": round(1.0 / self.period_s, 2),
+            "overruns": ratekeeper.overruns,
+            "overrun_pct": round(100.0 * ratekeeper.overruns / max(1, self.ticks), 3),
+            "latency_ms": {name: h.summary() for name, h in self.stats.items()},
+            "safety": {"estop_ticks": c.estop_ticks, "stale_frames": c.stale_frames,
+                       "bad_outputs": c.bad_outputs, "pilot_errors": self.pilot_errors,
+                       "throttle_capped": c.throttle_capped, "mode_changes": c.mode_changes},
+            "model_swaps": self.swaps,
+            "mode": self.arbiter.mode.value,
+            "engine": self.engine.describe() if self.engine is not None else None,
+        }

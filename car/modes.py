@@ -1,0 +1,149 @@
+"""Mode and safety: the one place that decides what the actuators are told.
+
+``Arbiter.decide`` takes the user's input and the pilot's raw output for this tick and
+returns the Command to send, and why. It owns the actuators: nothing else in the loop
+makes a command. In order:
+
+1. mode: ``user`` drives from the controller; ``local_angle`` takes the pilot's steering
+   and the user's throttle; ``local`` takes both from the pilot. The pilot's throttle is
+   scaled by ``ai_throttle_mult`` and capped at ``max_throttle``;
+2. neutral, at once and without rate limits, on an e-stop (latched until cleared), a stale
+   frame, or a pilot output that is NaN or infinite (or a pilot that failed this tick);
+3. clamp to [-1, 1], then rate limits: steering slews at most ``steering_rate_per_s``;
+   throttle rises at most ``throttle_rate_per_s`` and falls toward neutral freely.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+from car.config import DriveConfig
+from car.frames import NEUTRAL, Command, Mode, UserInput
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SafetyCounts:
+    """How often the arbiter overrode the mode's command, by reason."""
+
+    estop_ticks: int = 0
+    stale_frames: int = 0
+    bad_outputs: int = 0  # NaN or Inf from the model, or a model that raised
+    throttle_capped: int = 0  # ticks where max_throttle cut the pilot's throttle
+    mode_changes: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    command: Command
+    reason: str  # "ok", "estop", "stale_frame", "bad_output", "no_pilot"
+    user: UserInput
+    pilot: tuple[float, float] | None
+
+
+class Arbiter:
+    """Mode, limits and safety, with the state they need between ticks."""
+
+    def __init__(self, drive: DriveConfig, rate_hz: float, mode: Mode | None = None):
+        self.config = drive
+        self.period_s = 1.0 / rate_hz
+        self.mode = Mode(mode or drive.start_mode)
+        self.estopped = False
+        self.counts = SafetyCounts()
+        self._last = NEUTRAL
+        self._last_log_s = -math.inf
+
+    def set_mode(self, mode: Mode) -> bool:
+        """Switch modes; True if it changed (the caller resets the pilot's temporal state)."""
+        mode = Mode(mode)
+        if mode == self.mode:
+            return False
+        log.info("mode %s -> %s", self.mode.value, mode.value)
+        self.mode = mode
+        self.counts.mode_changes += 1
+        return True
+
+    def estop(self) -> None:
+        if not self.estopped:
+            log.warning("E-STOP: outputs neutral until the stop is cleared")
+        self.estopped = True
+
+    def clear_estop(self) -> None:
+        if self.estopped:
+            log.warning("e-stop cleared")
+        self.estopped = False
+
+    @property
+    def needs_pilot(self) -> bool:
+        return self.mode is not Mode.USER
+
+    def decide(self, user: UserInput, pilot: tuple[float, float] | None, *, stale: bool,
+               now_s: float) -> Decision:
+        """The command for this tick. ``pilot`` is None when no pilot ran (user mode, or a
+        model that raised); ``stale`` when the frame is older than the loop allows."""
+        if user.estop:
+            self.estop()
+        elif user.clear_estop:
+            self.clear_estop()
+        reason = "ok"
+        if self.estopped:
+            reason = "estop"
+            self.counts.estop_ticks += 1
+        elif self.needs_pilot and stale:
+            reason = "stale_frame"
+            self.counts.stale_frames += 1
+        elif self.needs_pilot and pilot is None:
+            reason = "no_pilot"
+            self.counts.bad_outputs += 1
+        elif self.needs_pilot and not all(math.isfinite(v) for v in pilot):  # type: ignore[union-attr]
+            reason = "bad_output"
+            self.counts.bad_outputs += 1
+        if reason != "ok":
+            self.counts.reasons[reason] = self.counts.reasons.get(reason, 0) + 1
+            if reason == "bad_output":  # the loop explains stale frames and pilot errors
+                self._log_throttled(now_s, f"the pilot gave {pilot}, not two finite numbers: "
+                                           "outputs neutral")
+            self._last = NEUTRAL
+            return Decision(NEUTRAL, reason, user, pilot)
+        steering, throttle = self._by_mode(user, pilot)
+        command = self._limit(steering, throttle)
+        self._last = command
+        return Decision(command, reason, user, pilot)
+
+    def _by_mode(self, user: UserInput, pilot: tuple[float, float] | None
+                 ) -> tuple[float, float]:
+        if self.mode is Mode.USER or pilot is None:
+            return user.steering, user.throttle
+        if self.mode is Mode.LOCAL_ANGLE:
+            return pilot[0], user.throttle
+        throttle = pilot[1] * self.config.ai_throttle_mult
+        if throttle > self.config.max_throttle:
+            self.counts.throttle_capped += 1
+            throttle = self.config.max_throttle
+        return pilot[0], throttle
+
+    def _limit(self, steering: float, throttle: float) -> Command:
+        steering = _clamp(steering if math.isfinite(steering) else 0.0)
+        throttle = _clamp(throttle if math.isfinite(throttle) else 0.0)
+        max_steer = self.config.steering_rate_per_s * self.period_s
+        steering = self._last.steering + _clamp(steering - self._last.steering, max_steer)
+        last_t = self._last.throttle
+        if throttle * last_t < 0:  # a reversal: cut to neutral freely, then rise from there
+            last_t = 0.0
+        if abs(throttle) > abs(last_t):  # away from neutral
+            rise = self.config.throttle_rate_per_s * self.period_s
+            throttle = last_t + _clamp(throttle - last_t, rise)
+        return Command(steering, throttle)
+
+    def _log_throttled(self, now_s: float, message: str) -> None:
+        if now_s - self._last_log_s >= 1.0:  # at most once a second
+            self._last_log_s = now_s
+            log.warning(message)
+
+
+def _clamp(value: float, limit: float = 1.0) -> float:
+    return max(-limit, min(limit, value))
