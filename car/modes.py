@@ -130,13 +130,13 @@ class Arbiter:
         steering = _clamp(steering if math.isfinite(steering) else 0.0)
         throttle = _clamp(throttle if math.isfinite(throttle) else 0.0)
         max_steer = self.config.steering_rate_per_s * self.period_s
-        steering = self._last.steering + _clamp(steering - self._last.steering, max_steer)
+        steering = _step_toward(self._last.steering, steering, max_steer)
         last_t = self._last.throttle
         if throttle * last_t < 0:  # a reversal: cut to neutral freely, then rise from there
             last_t = 0.0
         if abs(throttle) > abs(last_t):  # away from neutral
             rise = self.config.throttle_rate_per_s * self.period_s
-            throttle = last_t + _clamp(throttle - last_t, rise)
+            throttle = _step_toward(last_t, throttle, rise)
         return Command(steering, throttle)
 
     def _log_throttled(self, now_s: float, message: str) -> None:
@@ -147,3 +147,10 @@ class Arbiter:
 
 def _clamp(value: float, limit: float = 1.0) -> float:
     return max(-limit, min(limit, value))
+
+
+def _step_toward(current: float, target: float, max_step: float) -> float:
+    """``target`` if it is within ``max_step`` of ``current``, else one step toward it."""
+    if abs(target - current) <= max_step:
+        return target
+    return current + math.copysign(max_step, target - current)
