@@ -151,3 +151,46 @@ def test_a_nan_from_the_model_is_returned_for_the_loop_to_judge(tmp_path):
     save_manifest(Manifest("linear", pp), path)
     steering, throttle = load_engine(path).predict(np.zeros((24, 32, 3), np.uint8))
     assert np.isnan(steering) and throttle == 0.5
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _torch_cuda(), reason="probe: torch sees no CUDA GPU")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_torch_on_cuda_matches_onnx_runtime_cpu(family, exported):
+    cpu = load_engine(exported[family], "cpu")
+    gpu = load_engine(exported[family].with_suffix(".pt"), "cuda")
+    assert gpu.provider.startswith("cuda")
+    got = np.array([[*cpu.predict(f), *gpu.predict(f)] for f in frames(6)])
+    np.testing.assert_allclose(got[:, :2], got[:, 2:], atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif("CUDAExecutionProvider" not in available_providers(),
+                    reason="probe: this onnxruntime has no CUDA provider")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_onnx_runtime_cuda_matches_cpu(family, exported):
+    cpu = load_engine(exported[family], "cpu")
+    gpu = load_engine(exported[family], "cuda")
+    assert gpu.provider == "CUDAExecutionProvider"
+    got = np.array([[*cpu.predict(f), *gpu.predict(f)] for f in frames(6)])
+    np.testing.assert_allclose(got[:, :2], got[:, 2:], atol=1e-3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_drives_the_simulator_through_the_loop(family, exported, capsys):
+    from car.cli import main
+
+    code = main(["drive", "--model", str(exported[family]), "--sim", "oval", "--duration",
+                 "1", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["ticks"] >= 5
+    assert summary["safety"]["bad_outputs"] == 0 and summary["safety"]["pilot_errors"] == 0
+    assert f"({family})" in summary["engine"]
