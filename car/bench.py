@@ -56,14 +56,8 @@ def _available(kind: str, provider: str | None) -> str | None:
 
         if PROVIDERS[provider or "cpu"] not in available_providers():
             return "provider not in this onnxruntime build"
-    if kind == "torch":
-        if importlib.util.find_spec("torch") is None:
-            return "torch not installed"
-        if provider == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                return "no CUDA GPU"
+    if kind == "torch" and importlib.util.find_spec("torch") is None:
+        return "torch not installed"  # (no CUDA GPU: the torch engine says so at load)
     if kind == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
         return "tensorrt not installed"
     return None

@@ -12,6 +12,7 @@ import cv2
 
 from car import __version__
 from car.commands import bench as bench_commands
+from car.commands import build as build_commands
 from car.commands import config as config_commands
 from car.commands import drive as drive_commands
 from car.commands import sim as sim_commands
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_commands.register(commands)
     drive_commands.register(commands)
     bench_commands.register(commands)
+    build_commands.register(commands)
     return parser
 
 
