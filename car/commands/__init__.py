@@ -57,5 +57,8 @@ class CtrlC:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        if self._previous is None:
+            return
+        # Once pressed, the command is finishing: ignore further presses, also during the
+        # interpreter's teardown (which would otherwise die of a late SIGINT).
+        signal.signal(signal.SIGINT, signal.SIG_IGN if self.pressed else self._previous)

@@ -246,7 +246,9 @@ def eval_command(args: argparse.Namespace) -> int:
                 bar.close()
 
     result = run(expert=args.expert)
-    reference = run(expert=True) if args.vs_expert and not args.expert else None
+    reference = None
+    if args.vs_expert and not args.expert and result.stop_reason != "interrupted":
+        reference = run(expert=True)
     out = result.to_json()
     if reference is not None:
         out["expert"] = reference.to_json()
