@@ -20,7 +20,11 @@ class ActuatorError(CarError):
 
 
 class Actuator(Protocol):
-    """``send(command)`` once per tick; ``close()`` leaves the outputs neutral."""
+    """``send(command)`` once per tick; ``close()`` leaves the outputs neutral.
+
+    ``send`` must be safe to call from another thread: the loop's watchdog sends neutral
+    from its own when a tick hangs.
+    """
 
     def send(self, command: Command) -> None: ...
 

@@ -38,7 +38,10 @@ class EndOfFrames(Exception):
 
 
 class Camera(Protocol):
-    """``read()`` → the newest Frame; raises CameraError on failure, EndOfFrames at the end."""
+    """``read()`` → the newest Frame; raises CameraError on failure, EndOfFrames at the end.
+    ``size`` is (width, height) of its frames."""
+
+    size: tuple[int, int]
 
     def read(self) -> Frame: ...
 
@@ -116,9 +119,17 @@ class OpenCVCamera:
                               f"{open_timeout_s:g} s")
 
     def _grab(self) -> None:
+        try:
+            self._grab_frames()
+        except Exception as exc:  # e.g. a pipeline giving a pixel format we cannot convert
+            with self._lock:
+                self._failed = f"camera {self.source!r} failed: {type(exc).__name__}: {exc}"
+                self._lock.notify_all()
+
+    def _grab_frames(self) -> None:
         last_ok = time.monotonic()
         while self._running:
-            ok, bgr = self._cap.read()
+            ok, bgr = self._cap.read()  # may block: read() notices a silent camera too
             if not ok or bgr is None:
                 if time.monotonic() - last_ok > DEAD_AFTER_S:
                     with self._lock:
@@ -138,7 +149,8 @@ class OpenCVCamera:
                 self._lock.notify_all()
 
     def read(self, timeout_s: float = 0.1) -> Frame:
-        """The newest frame; waits up to ``timeout_s`` for one newer than the last read."""
+        """The newest frame; waits up to ``timeout_s`` for one newer than the last read.
+        A camera whose newest frame is over ``DEAD_AFTER_S`` old has failed."""
         with self._lock:
             self._lock.wait_for(lambda: self._failed is not None or (
                 self._latest is not None and self._latest.seq > self._delivered),
@@ -146,6 +158,10 @@ class OpenCVCamera:
             if self._failed is not None:
                 raise CameraError(self._failed)
             assert self._latest is not None
+            silent_s = self._clock() - self._latest.time_s
+            if silent_s > DEAD_AFTER_S:
+                raise CameraError(f"camera {self.source!r} gave no frame for "
+                                  f"{silent_s:.1f} s")
             self._delivered = self._latest.seq
             return self._latest  # may be the previous frame: the loop judges its age
 
@@ -153,6 +169,9 @@ class OpenCVCamera:
         self._running = False
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=1.0)
+        if self._thread.is_alive():  # stuck in a blocking read: releasing now could crash
+            log.warning("camera %r did not stop; leaving it to the process exit", self.source)
+            return
         self._cap.release()
 
 
@@ -167,10 +186,20 @@ class ReplayCamera:
         if "cam/image_array" not in self.tub.inputs:
             raise CameraError(f"{path}: this tub has no cam/image_array frames to replay")
         self._clock = clock
-        self._records: Iterator[dict[str, Any]] = self.tub.records()
         self._seq = 0
         self.skipped = 0
         self.record: dict[str, Any] | None = None  # the record of the last frame read
+        self.size = self._first_frame_size(path)
+        self._records: Iterator[dict[str, Any]] = self.tub.records()
+
+    def _first_frame_size(self, path: str) -> tuple[int, int]:
+        for record in self.tub.records():
+            try:
+                height, width = self.tub.load_image(record).shape[:2]
+                return width, height
+            except CarError:
+                continue
+        raise CameraError(f"{path}: no readable frame to replay")
 
     def read(self) -> Frame:
         for record in self._records:

@@ -57,7 +57,8 @@ class DriveConfig:
 
     rate_hz: float = _field(20.0, "Loop rate in Hz (donkeycar's default is 20).", min=1, max=1000)
     max_throttle: float = _field(
-        0.5, "Largest throttle the autopilot may command, in [0, 1].", min=0, max=1
+        0.5, "Largest throttle the autopilot may command, forward or reverse, in [0, 1].",
+        min=0, max=1
     )
     start_mode: str = _field(
         "user", "Mode at start: 'user', 'local_angle' (pilot steers) or 'local' (pilot drives).",

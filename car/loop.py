@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,89 +102,132 @@ class DriveLoop:
         self.ticks = 0
         self.swaps = 0
         self.pilot_errors = 0
-        self._incoming: Engine | None = None
-        self._last_stale_log_s = -math.inf
+        self.repeated_frames = 0
+        self.record_errors = 0
+        self._incoming: queue.SimpleQueue[Engine] = queue.SimpleQueue()
+        self._last_seq: int | None = None
+        self._last_pilot: tuple[float, float] | None = None
+        self._last_log_s = {"stale": -math.inf, "pilot": -math.inf}
 
     def swap_engine(self, engine: Engine) -> None:
-        """Hand over a loaded engine; it takes over at the start of the next tick (safe to
-        call from another thread: one reference assignment)."""
-        self._incoming = engine
+        """Hand over a loaded engine; it takes over at the start of the next tick. Safe to
+        call from another thread."""
+        self._incoming.put(engine)
+
+    def _take_incoming(self) -> None:
+        while not self._incoming.empty():
+            old, self.engine = self.engine, self._incoming.get()
+            self.swaps += 1
+            self._last_pilot = None
+            log.warning("model reloaded: now driving with %s", self.engine.describe())
+            close = getattr(old, "close", None)
+            if close is not None:  # free GPU buffers off the loop's thread
+                threading.Thread(target=close, name="engine-close", daemon=True).start()
 
     def tick(self) -> TickResult:
         timer = self.timer
         t0 = timer()
-        incoming, self._incoming = self._incoming, None
-        if incoming is not None:
-            self.engine = incoming
-            self.swaps += 1
-            log.warning("model reloaded: now driving with %s", incoming.describe())
+        self._take_incoming()
         frame = self.camera.read()
         t1 = timer()
         now = self.clock()
         age_s = now - frame.time_s
         stale = age_s > STALE_PERIODS * self.period_s
         if stale:
-            self._warn_stale(frame, age_s, now)
+            self._log_limited("stale", now, "frame %d is %.0f ms old (limit %.0f ms): outputs "
+                              "neutral; is the camera delivering at the loop rate?", frame.seq,
+                              age_s * 1000, STALE_PERIODS * self.period_s * 1000)
             if self.engine is not None:
                 self.engine.reset()  # a gap in time: temporal state no longer follows on
+        repeated = frame.seq == self._last_seq
+        self._last_seq = frame.seq
         user = self.controller.poll(now)
         if user.mode is not None and self.arbiter.set_mode(user.mode) and self.engine:
             self.engine.reset()  # temporal state belongs to one stretch of one mode
         if user.recording is not None and self.recorder is not None:
             self.recording = user.recording
-        pilot, t2, t3 = self._run_pilot(frame, stale)
+        if repeated and not stale:  # the same image again: the pilot's answer stands, and
+            self.repeated_frames += 1  # temporal state must not take it as a new frame
+            pilot, ran = self._last_pilot, False
+            t2 = t3 = timer()
+        else:
+            pilot, ran, t2, t3 = self._run_pilot(frame, stale, now)
+            self._last_pilot = pilot
         decision = self.arbiter.decide(user, pilot, stale=stale, now_s=now)
         t4 = timer()
         self.actuator.send(decision.command)
         t5 = timer()
         if self.recording and self.recorder is not None:
-            self.recorder.write(frame, decision, self.arbiter.mode)
+            self._record(frame, decision)
         t6 = timer()
         latency_s = max(0.0, age_s) + (t5 - t1)
-        for name, seconds in (("capture", t1 - t0), ("preprocess", t2 - t1),
-                              ("infer", t3 - t2), ("decide", t4 - t3), ("actuate", t5 - t4),
-                              ("record", t6 - t5), ("frame_to_command", latency_s),
-                              ("overhead", (t5 - t0) - (t3 - t2)), ("tick", t6 - t0)):
+        stages = [("capture", t1 - t0), ("decide", t4 - t3), ("actuate", t5 - t4),
+                  ("frame_to_command", latency_s), ("overhead", (t5 - t0) - (t3 - t2)),
+                  ("tick", t6 - t0)]
+        if ran:  # a tick without inference says nothing about the model's speed
+            stages += [("preprocess", t2 - t1), ("infer", t3 - t2)]
+        if self.recording:
+            stages.append(("record", t6 - t5))
+        for name, seconds in stages:
             self.stats[name].add(seconds)
         self.ticks += 1
         return TickResult(frame, decision, stale, latency_s)
 
-    def _warn_stale(self, frame: Frame, age_s: float, now_s: float) -> None:
-        if now_s - self._last_stale_log_s >= 1.0:  # at most once a second
-            self._last_stale_log_s = now_s
-            log.warning("frame %d is %.0f ms old (limit %.0f ms): outputs neutral; is the "
-                        "camera delivering at the loop rate?", frame.seq, age_s * 1000,
-                        STALE_PERIODS * self.period_s * 1000)
+    def _record(self, frame: Frame, decision: Decision) -> None:
+        assert self.recorder is not None
+        try:
+            self.recorder.write(frame, decision, self.arbiter.mode)
+        except Exception as exc:  # a full disk must not stop the car; what was written stays
+            self.record_errors += 1
+            self.recording = False
+            log.error("recording stopped: %s (the records written so far are kept); "
+                      "driving on", exc)
 
-    def _run_pilot(self, frame: Frame, stale: bool
-                   ) -> tuple[tuple[float, float] | None, float, float]:
-        """(the pilot's raw output or None, time after preprocess, time after inference)."""
+    def _log_limited(self, kind: str, now_s: float, message: str, *args: Any,
+                     level: int = logging.WARNING) -> None:
+        if now_s - self._last_log_s[kind] >= 1.0:  # at most once a second per kind
+            self._last_log_s[kind] = now_s
+            log.log(level, message, *args)
+
+    def _run_pilot(self, frame: Frame, stale: bool, now_s: float
+                   ) -> tuple[tuple[float, float] | None, bool, float, float]:
+        """(the pilot's raw output or None, whether it ran, time after preprocess, time
+        after inference)."""
         engine = self.engine
         if engine is None or stale or not self.arbiter.needs_pilot:
             t = self.timer()
-            return None, t, t
+            return None, False, t, t
         try:
             x = engine.preprocess(frame.image)
             t2 = self.timer()
             pilot = engine.infer(x)
         except Exception as exc:  # a failing model must not stop the loop: neutral instead
             self.pilot_errors += 1
-            log.error("pilot failed on frame %d: %s: %s", frame.seq, type(exc).__name__, exc)
+            self._log_limited("pilot", now_s, "pilot failed on frame %d (%d so far): %s: %s",
+                              frame.seq, self.pilot_errors, type(exc).__name__, exc,
+                              level=logging.ERROR)
             engine.reset()
             t = self.timer()
-            return None, t, t
+            return None, False, t, t
         t3 = self.timer()
         if not all(math.isfinite(v) for v in pilot):
             engine.reset()  # a NaN in the hidden state would stay there
-        return pilot, t2, t3
+        return pilot, True, t2, t3
 
     def run(self, ratekeeper: Ratekeeper, should_stop: Callable[[], bool] = lambda: False,
-            max_ticks: int | None = None, on_tick: Callable[[TickResult], bool] | None = None
-            ) -> str:
+            max_ticks: int | None = None, on_tick: Callable[[TickResult], bool] | None = None,
+            watchdog_s: float | None = None) -> str:
         """Tick until ``should_stop()``, ``max_ticks``, ``on_tick`` returning True, the end
-        of a replay, or a failed device; returns why it stopped. Outputs end neutral."""
+        of a replay, or a failed device; returns why it stopped. Outputs end neutral.
+
+        With ``watchdog_s``, a watchdog thread sends neutral whenever no tick has finished
+        for that long (a stage that hangs), until the loop ticks again.
+        """
         reason = "stopped"
+        watchdog = TickWatchdog(self.actuator, watchdog_s) if watchdog_s else None
         try:
+            if watchdog is not None:
+                watchdog.start()
             while not should_stop():
                 try:
                     result = self.tick()
@@ -193,6 +238,8 @@ class DriveLoop:
                     log.error("%s: outputs neutral, stopping", exc)
                     reason = f"device failed: {exc}"
                     break
+                if watchdog is not None:
+                    watchdog.beat()
                 if on_tick is not None and on_tick(result):
                     reason = "done"
                     break
@@ -203,6 +250,8 @@ class DriveLoop:
         except KeyboardInterrupt:
             reason = "interrupted"
         finally:
+            if watchdog is not None:
+                watchdog.stop()
             try:
                 self.actuator.send(NEUTRAL)
             except ActuatorError as exc:
@@ -220,9 +269,55 @@ class DriveLoop:
             "overrun_pct": round(100.0 * ratekeeper.overruns / max(1, self.ticks), 3),
             "latency_ms": {name: h.summary() for name, h in self.stats.items()},
             "safety": {"estop_ticks": c.estop_ticks, "stale_frames": c.stale_frames,
+                       "repeated_frames": self.repeated_frames,
                        "bad_outputs": c.bad_outputs, "pilot_errors": self.pilot_errors,
+                       "record_errors": self.record_errors,
                        "throttle_capped": c.throttle_capped, "mode_changes": c.mode_changes},
             "model_swaps": self.swaps,
             "mode": self.arbiter.mode.value,
             "engine": self.engine.describe() if self.engine is not None else None,
         }
+
+
+class TickWatchdog:
+    """Sends neutral from its own thread when the loop has finished no tick for
+    ``timeout_s``: a hung camera, model or disk must not leave the car on its last command.
+    The actuator's ``send`` must therefore be safe to call from another thread."""
+
+    def __init__(self, actuator: Actuator, timeout_s: float, clock: Clock = time.monotonic):
+        self.actuator = actuator
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.trips = 0
+        self._last_s = clock()
+        self._tripped = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loop-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._last_s = self.clock()
+        self._thread.start()
+
+    def beat(self) -> None:
+        self._last_s = self.clock()
+        if self._tripped:
+            self._tripped = False
+            log.warning("the loop is ticking again")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.timeout_s / 4):
+            silent_s = self.clock() - self._last_s
+            if silent_s > self.timeout_s and not self._tripped:
+                self._tripped = True
+                self.trips += 1
+                log.error("no tick for %.0f ms (a stage is hung): outputs neutral",
+                          silent_s * 1000)
+                try:
+                    self.actuator.send(NEUTRAL)
+                except Exception as exc:  # the loop's own error handling reports it too
+                    log.error("the watchdog could not send neutral: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)

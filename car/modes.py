@@ -6,11 +6,12 @@ makes a command. In order:
 
 1. mode: ``user`` drives from the controller; ``local_angle`` takes the pilot's steering
    and the user's throttle; ``local`` takes both from the pilot. The pilot's throttle is
-   scaled by ``ai_throttle_mult`` and capped at ``max_throttle``;
+   scaled by ``ai_throttle_mult`` and capped at ``max_throttle``, forward and reverse;
 2. neutral, at once and without rate limits, on an e-stop (latched until cleared), a stale
    frame, or a pilot output that is NaN or infinite (or a pilot that failed this tick);
-3. clamp to [-1, 1], then rate limits: steering slews at most ``steering_rate_per_s``;
-   throttle rises at most ``throttle_rate_per_s`` and falls toward neutral freely.
+3. clamp to [-1, 1], then rate limits over the time since the last command: steering slews
+   at most ``steering_rate_per_s``; throttle rises at most ``throttle_rate_per_s`` and falls
+   toward neutral freely.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Arbiter:
         self.estopped = False
         self.counts = SafetyCounts()
         self._last = NEUTRAL
+        self._last_s: float | None = None  # loop time of the last decision
         self._last_log_s = -math.inf
 
     def set_mode(self, mode: Mode) -> bool:
@@ -107,10 +109,14 @@ class Arbiter:
             if reason == "bad_output":  # the loop explains stale frames and pilot errors
                 self._log_throttled(now_s, f"the pilot gave {pilot}, not two finite numbers: "
                                            "outputs neutral")
-            self._last = NEUTRAL
+            self._last, self._last_s = NEUTRAL, now_s
             return Decision(NEUTRAL, reason, user, pilot)
         steering, throttle = self._by_mode(user, pilot)
-        command = self._limit(steering, throttle)
+        # Rate limits over the time since the last command (longer after an overrun).
+        dt = self.period_s if self._last_s is None else \
+            min(1.0, max(self.period_s, now_s - self._last_s))
+        self._last_s = now_s
+        command = self._limit(steering, throttle, dt)
         self._last = command
         return Decision(command, reason, user, pilot)
 
@@ -121,21 +127,21 @@ class Arbiter:
         if self.mode is Mode.LOCAL_ANGLE:
             return pilot[0], user.throttle
         throttle = pilot[1] * self.config.ai_throttle_mult
-        if throttle > self.config.max_throttle:
+        if abs(throttle) > self.config.max_throttle:  # forward and reverse alike
             self.counts.throttle_capped += 1
-            throttle = self.config.max_throttle
+            throttle = math.copysign(self.config.max_throttle, throttle)
         return pilot[0], throttle
 
-    def _limit(self, steering: float, throttle: float) -> Command:
+    def _limit(self, steering: float, throttle: float, dt: float) -> Command:
         steering = _clamp(steering if math.isfinite(steering) else 0.0)
         throttle = _clamp(throttle if math.isfinite(throttle) else 0.0)
-        max_steer = self.config.steering_rate_per_s * self.period_s
+        max_steer = self.config.steering_rate_per_s * dt
         steering = _step_toward(self._last.steering, steering, max_steer)
         last_t = self._last.throttle
         if throttle * last_t < 0:  # a reversal: cut to neutral freely, then rise from there
             last_t = 0.0
         if abs(throttle) > abs(last_t):  # away from neutral
-            rise = self.config.throttle_rate_per_s * self.period_s
+            rise = self.config.throttle_rate_per_s * dt
             throttle = _step_toward(last_t, throttle, rise)
         return Command(steering, throttle)
 

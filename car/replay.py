@@ -115,10 +115,12 @@ class Comparison:
     worst_index: int | None
     worst_column: str | None
     tolerance: float
+    nan_mismatches: int = 0  # records where one side is NaN and the other is not
 
     @property
     def passed(self) -> bool:
-        return not self.missing and not self.extra and self.max_abs_diff <= self.tolerance
+        return (not self.missing and not self.extra and not self.nan_mismatches
+                and self.max_abs_diff <= self.tolerance)
 
 
 def compare(run: ReplayRun, reference: dict[str, Any], tolerance: float | None) -> Comparison:
@@ -128,13 +130,21 @@ def compare(run: ReplayRun, reference: dict[str, Any], tolerance: float | None) 
     ref = {int(r[0]): np.array([np.nan if v is None else v for v in r[1:]], np.float64)
            for r in reference["outputs"]}
     got = {int(r[0]): r[1:] for r in run.outputs}
-    worst, worst_i, worst_c = 0.0, None, None
+    worst, worst_i, worst_c, nan_mismatches = 0.0, None, None, 0
     for i in sorted(set(ref) & set(got)):
         a, b = ref[i], got[i]
-        diff = np.where(np.isnan(a) & np.isnan(b), 0.0, np.abs(a - b))
-        diff = np.where(np.isnan(diff), np.inf, diff)
+        one_nan = np.isnan(a) != np.isnan(b)
+        if one_nan.any():  # NaN on one side only: a mismatch whatever the tolerance
+            nan_mismatches += 1
+            if worst_c is None or not worst_c.endswith("(NaN)"):
+                worst_i, worst_c = i, COLUMNS[1 + int(np.argmax(one_nan))] + " (NaN)"
+            continue
+        diff = np.where(np.isnan(a), 0.0, np.abs(a - b))
         k = int(np.argmax(diff))
         if diff[k] > worst or worst_i is None:
-            worst, worst_i, worst_c = float(diff[k]), i, COLUMNS[1 + k]
+            worst = float(diff[k])
+            if nan_mismatches == 0:
+                worst_i, worst_c = i, COLUMNS[1 + k]
     return Comparison(len(set(ref) & set(got)), sorted(set(ref) - set(got)),
-                      sorted(set(got) - set(ref)), worst, worst_i, worst_c, tol)
+                      sorted(set(got) - set(ref)), worst, worst_i, worst_c, tol,
+                      nan_mismatches)

@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 
 from deploy.engine import TENSORRT_SUFFIXES, EngineError
-from deploy.manifest import Manifest, ManifestError, load_manifest, save_manifest
+from deploy.manifest import (
+    Manifest,
+    ManifestError,
+    file_sha256,
+    load_manifest,
+    save_manifest,
+)
 from deploy.tensorrt_engine import (
     Gpu,
     cuda_call,
@@ -311,7 +317,7 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *,
         "compute_capability": gpu.compute_capability, "precision": precision,
         "int8_method": method, "workspace_mb": int(workspace_mb), "source": onnx_path.name,
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "build_s": round(build_s, 1)})
+        "build_s": round(build_s, 1), "sha256": file_sha256(out_path)})
     save_manifest(built, out_path)
     return built
 

@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from deploy.manifest import Manifest, ManifestError, load_manifest
+from deploy.manifest import Manifest, ManifestError, file_sha256, load_manifest, manifest_path
 
 TENSORRT_SUFFIXES = (".trt", ".engine", ".plan")
 MODEL_SUFFIXES = (".onnx", *TENSORRT_SUFFIXES, ".pt")
@@ -58,6 +58,7 @@ class ManifestEngine:
     name = "engine"
     provider = "cpu"
     precision = "fp32"
+    digest_section: str | None = None  # manifest section whose "sha256" names the file
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -67,18 +68,38 @@ class ManifestEngine:
             self.manifest: Manifest = load_manifest(self.path)
         except ManifestError as exc:
             raise EngineError(str(exc)) from None
+        self._check_digest()
         self._frames: deque[np.ndarray] = deque(maxlen=self.manifest.sequence_length)
         self._state: dict[str, np.ndarray] = {}
         self._outputs = [self.manifest.output_name, *(s.output for s in self.manifest.state)]
 
+    def _check_digest(self) -> None:
+        """A manifest that records its model's sha256 must sit beside that very file."""
+        if self.digest_section is None:
+            return
+        expected = getattr(self.manifest, self.digest_section).get("sha256")
+        if expected and file_sha256(self.path) != expected:
+            raise EngineError(f"{self.path}: its manifest {manifest_path(self.path).name} "
+                              "belongs to another model file (the sha256 differs); copy a "
+                              "model and its .json together")
+
     def _ready(self) -> None:
-        """Call at the end of a subclass's ``__init__``: check the inputs, then warm up."""
+        """Call at the end of a subclass's ``__init__``: check the inputs and outputs, then
+        warm up (a model that fails on a blank frame is refused here, not mid-drive)."""
         self._check_inputs()
+        self._check_outputs()
         self.reset()
         p = self.manifest.preprocess
         blank = np.zeros((p.source_height, p.source_width, 3), np.uint8)
-        for _ in range(WARM_UP_RUNS):  # first runs pay for allocations and kernel choice
-            self.predict(blank)
+        try:
+            for _ in range(WARM_UP_RUNS):  # first runs pay for allocations, kernel choice
+                self.predict(blank)
+        except EngineError:
+            raise
+        except Exception as exc:  # the runtime's own error types
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise EngineError(f"{self.path}: the model fails on a blank frame: "
+                              f"{type(exc).__name__}: {first}") from None
         self.reset()
 
     # ---------------------------------------------------------------- runtime specific
@@ -86,9 +107,26 @@ class ManifestEngine:
         """Input name → shape as the model file declares it (symbolic dims as str/None)."""
         raise NotImplementedError
 
+    def _output_shapes(self) -> dict[str, Sequence[int | str | None]]:
+        """Output name → shape as the model file declares it."""
+        raise NotImplementedError
+
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One step: inputs by name → the outputs named in ``self._outputs``, in order."""
         raise NotImplementedError
+
+    def _check_outputs(self) -> None:
+        """The model must give the outputs its manifest names, with two or more columns."""
+        found = self._output_shapes()
+        missing = [name for name in self._outputs if name not in found]
+        if missing:
+            raise EngineError(f"{self.path}: the model has no output {missing[0]!r} that its "
+                              f"manifest names (it has {sorted(found)}); the model file and "
+                              "its .json do not belong together (re-export with `car export`)")
+        columns = list(found[self.manifest.output_name])[-1:]
+        if columns and isinstance(columns[0], int) and columns[0] < 2:
+            raise EngineError(f"{self.path}: its output {self.manifest.output_name!r} has "
+                              f"{columns[0]} column(s); a pilot gives steering and throttle")
 
     # ---------------------------------------------------------------- shared
     def _check_inputs(self) -> None:

@@ -8,6 +8,7 @@ Versioned: a loader refuses a manifest newer than it understands.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -141,3 +142,12 @@ def save_manifest(manifest: Manifest, model_path: str | os.PathLike) -> Path:
     tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file: manifests record it to pair themselves with their model."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

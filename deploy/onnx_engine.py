@@ -57,6 +57,7 @@ class OnnxEngine(ManifestEngine):
     """``predict(frame)`` → (steering, throttle) for one (H, W, 3) uint8 RGB camera frame."""
 
     name = "onnxruntime"
+    digest_section = "export"
 
     def __init__(self, path: str | os.PathLike, provider: str | None = None):
         super().__init__(path)
@@ -85,6 +86,9 @@ class OnnxEngine(ManifestEngine):
 
     def _input_shapes(self) -> dict[str, Sequence[int | str | None]]:
         return {i.name: list(i.shape) for i in self.session.get_inputs()}
+
+    def _output_shapes(self) -> dict[str, Sequence[int | str | None]]:
+        return {o.name: list(o.shape) for o in self.session.get_outputs()}
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self._outputs, feeds)

@@ -129,6 +129,7 @@ class TensorRTEngine(ManifestEngine):
     """``predict(frame)`` → (steering, throttle) on a TensorRT engine built by `car build`."""
 
     name = "tensorrt"
+    digest_section = "engine"
 
     def __init__(self, path: str | os.PathLike):
         self._device: dict[str, int] = {}
@@ -179,6 +180,8 @@ class TensorRTEngine(ManifestEngine):
         self._inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._engine_shapes = {n: [int(d) for d in engine.get_tensor_shape(n)]
                                for n in self._inputs}
+        self._output_engine_shapes = {n: [int(d) for d in engine.get_tensor_shape(n)]
+                                      for n in names if n not in self._inputs}
         missing = [o for o in self._outputs if o not in names or o in self._inputs]
         if missing:
             raise EngineError(f"{self.path}: the engine has no output {missing[0]!r} that its "
@@ -219,6 +222,9 @@ class TensorRTEngine(ManifestEngine):
     # ---------------------------------------------------------------- ManifestEngine
     def _input_shapes(self) -> dict[str, Sequence[int | str | None]]:
         return {n: list(s) for n, s in self._engine_shapes.items()}
+
+    def _output_shapes(self) -> dict[str, Sequence[int | str | None]]:
+        return {n: list(s) for n, s in self._output_engine_shapes.items()}
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self._context is None:

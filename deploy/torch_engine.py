@@ -58,6 +58,10 @@ class TorchEngine(ManifestEngine):
         m = self.manifest
         return {m.input_name: list(m.input_shape), **{s.input: list(s.shape) for s in m.state}}
 
+    def _output_shapes(self) -> dict[str, Sequence[int | str | None]]:
+        """Nor does it declare outputs: ``_run`` returns those the manifest names, in order."""
+        return {name: [] for name in self._outputs}
+
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         torch = self._torch
         m = self.manifest

@@ -71,14 +71,23 @@ def test_a_car_that_does_not_move_is_an_intervention_too():
     assert {cause for *_, cause in result.intervention_points} == {"stalled"}
 
 
+def test_a_crawling_pilot_does_not_finish_and_the_command_fails(capsys):
+    sim = sim_on("oval")
+    result = evaluate(sim, FakeEngine(lambda n: (0.0, 0.12)), Config(), laps=1, rate_hz=20,
+                      latency_s=0.0)
+    assert not result.finished and result.laps_completed == 0
+    assert result.stop_reason.startswith("time limit")
+    assert result.elapsed_s < 80  # 3x the expert's planned lap, plus 15 s
+
+
 def test_lock_step_charges_the_pilots_latency_to_the_car():
     """120 ms of pilot latency at 20 Hz: the command acts 40 + 120 ms after the frame, and
-    the next frame comes three periods later, as on a car whose loop runs late."""
+    the next frame comes when the late tick ends (120 ms), as the Ratekeeper does."""
     sim = sim_on("oval")
     link = SimLink(sim, 0.05, lockstep=True, latency_s=0.12)
     link.camera.read()
     link.actuator.send(Command(1.0, 0.0))
-    assert sim.time_s == pytest.approx(0.15)
+    assert sim.time_s == pytest.approx(0.12)
     assert sim.vehicle.applied == (0.0, 0.0)  # not yet: it acts at 0.16 s
     sim.run_until(0.2)
     assert sim.vehicle.applied == (1.0, 0.0)
@@ -173,6 +182,20 @@ def test_car_replay_against_a_reference(tmp_path, capsys, sim_tub_pristine):
     assert main(base) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and f"record {data['outputs'][3][0]}, pilot_steering" in out
+
+
+def test_car_replay_counts_a_nan_on_one_side_as_a_mismatch(tmp_path, capsys,
+                                                           sim_tub_pristine):
+    ref = tmp_path / "ref.json"
+    base = ["replay", str(sim_tub_pristine), "--model", str(FIXTURE), "--ref", str(ref)]
+    assert main([*base, "--update-ref"]) == 0
+    data = json.loads(ref.read_text())
+    data["outputs"][0][1] = None  # the reference said NaN there
+    ref.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main([*base, "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)  # valid JSON: no Infinity
+    assert result["comparison"]["nan_mismatches"] == 1 and not result["comparison"]["passed"]
 
 
 def test_car_replay_needs_a_reference(tmp_path, capsys, sim_tub_pristine):

@@ -112,6 +112,27 @@ def test_a_manifest_that_does_not_match_the_model_is_refused(tmp_path):
         load_engine(model)
 
 
+def test_a_manifest_naming_another_output_is_refused(tmp_path):
+    model = copy_model(tmp_path)
+    manifest = json.loads(model.with_suffix(".json").read_text())
+    manifest["output"]["name"] = "angle_out"
+    model.with_suffix(".json").write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match="no output 'angle_out'"):
+        load_engine(model)
+
+
+def test_a_manifest_recording_another_files_digest_is_refused(tmp_path, exported):
+    model = tmp_path / "pilot.onnx"
+    shutil.copy(exported["linear"], model)
+    manifest = json.loads(exported["linear"].with_suffix(".json").read_text())
+    assert len(manifest["export"]["sha256"]) == 64  # exports record their file's digest
+    load_engine(exported["linear"])  # and load beside it
+    manifest["export"]["sha256"] = "0" * 64
+    model.with_suffix(".json").write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match="belongs to another model file"):
+        load_engine(model)
+
+
 def test_a_corrupt_or_truncated_model_is_refused(tmp_path):
     model = copy_model(tmp_path)
     model.write_bytes(model.read_bytes()[:5000])

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import math
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -271,3 +272,87 @@ def test_the_latency_histogram_percentiles_are_within_two_percent():
         assert h.percentile_ms(p) == pytest.approx(exact, rel=0.02)
     assert h.summary()["max"] == pytest.approx(samples.max() * 1000, abs=1e-3)
     assert LatencyHistogram().summary()["p50"] is None
+
+
+def test_the_watchdog_sends_neutral_while_a_tick_hangs():
+    hang = threading.Event()
+    release = threading.Event()
+
+    def outputs(n):
+        if n == 5:
+            hang.set()
+            assert release.wait(10)
+        return (0.3, 0.5)
+
+    actuator = DryRunActuator()
+    loop = DriveLoop(FakeCamera(time.monotonic), actuator, ScriptedController(Mode.LOCAL),
+                     Arbiter(FAST, 50.0, Mode.LOCAL), FakeEngine(outputs))
+    worker = threading.Thread(target=lambda: loop.run(Ratekeeper(50.0), max_ticks=8,
+                                                      watchdog_s=0.06))
+    worker.start()
+    assert hang.wait(10)
+    deadline = time.monotonic() + 10
+    while actuator.last != NEUTRAL and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert actuator.last == NEUTRAL  # the hung tick's car is not left on its last command
+    release.set()
+    worker.join(10)
+    assert loop.ticks == 8
+
+
+def test_a_repeated_frame_is_not_fed_to_the_pilot_twice():
+    clock = FakeClock()
+    camera = FakeCamera(clock)
+    frames = [camera.read(), camera.read()]
+    sequence = iter([frames[0], frames[0], frames[1]])
+    camera.read = lambda: next(sequence)  # type: ignore[method-assign]
+    engine = FakeEngine(lambda n: (0.1 * (n + 1), 0.2))
+    loop, act, _ = make_loop(engine, camera=camera, clock=clock)
+    for _ in range(3):
+        loop.tick()
+    assert engine.calls == 2 and loop.repeated_frames == 1
+    assert [round(c.steering, 6) for c in act.history] == [0.1, 0.1, 0.2]
+
+
+def test_reverse_throttle_from_the_pilot_is_capped_too():
+    drive = dataclasses.replace(FAST, max_throttle=0.3, ai_throttle_mult=2.0)
+    arbiter = Arbiter(drive, HZ, Mode.LOCAL)
+    assert arbiter.decide(UserInput(), (0.0, -0.6), stale=False, now_s=0).command == \
+        Command(0.0, -0.3)
+
+
+def test_a_camera_that_goes_silent_fails_instead_of_serving_an_old_frame(monkeypatch):
+    from car import camera as camera_module
+
+    class SilentCapture:
+        """Gives three frames, then blocks in read() like an unplugged USB camera."""
+
+        def __init__(self, *args):
+            self.count = 0
+            self.stop = threading.Event()
+
+        def isOpened(self):
+            return True
+
+        def set(self, *args):
+            return True
+
+        def read(self):
+            self.count += 1
+            if self.count > 3:
+                self.stop.wait(30)
+                return False, None
+            return True, np.zeros((120, 160, 3), np.uint8)
+
+        def release(self):
+            self.stop.set()
+
+    monkeypatch.setattr(camera_module.cv2, "VideoCapture", SilentCapture)
+    cam = camera_module.OpenCVCamera(0, 160, 120, 30)
+    cam.read()
+    with pytest.raises(camera_module.CameraError, match="gave no frame for"):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            cam.read()
+    cam._cap.release()
+    cam.close()

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from deploy.manifest import Manifest, StateTensor, save_manifest
+from deploy.manifest import Manifest, StateTensor, file_sha256, save_manifest
 from deploy.preprocess import Preprocess
 from training.models.rnn import RnnPilot, RnnStep
 from training.records import DataError
@@ -61,7 +61,8 @@ def export_model(model: nn.Module, model_type: str, preprocess: Preprocess, seq_
     staged = _staged(onnx_path)
     _write_onnx(exported, args, inputs, outputs, staged, dynamic=False)
     diff = check_export(model, model_type, preprocess, seq_len, staged, check_frames)
-    export = {"opset": OPSET, "max_abs_diff": diff, "check_frames": len(check_frames),
+    export = {"sha256": file_sha256(staged), "opset": OPSET, "max_abs_diff": diff,
+              "check_frames": len(check_frames),
               "tolerance": TOLERANCE, "onnxruntime": ort.__version__,
               "torch": torch.__version__.split("+")[0], "dynamic_batch": False}
     if diff > TOLERANCE:
@@ -86,8 +87,9 @@ def export_model(model: nn.Module, model_type: str, preprocess: Preprocess, seq_
             raise ExportError(f"{dynamic_path}: the dynamic-batch export differs from torch "
                               f"by {diff:.2e}")
         staged.replace(dynamic_path)
-        save_manifest(Manifest(**common, export=export | {"max_abs_diff": diff,
-                                                          "dynamic_batch": True}), dynamic_path)
+        save_manifest(Manifest(**common, export=export | {
+            "sha256": file_sha256(dynamic_path), "max_abs_diff": diff,
+            "dynamic_batch": True}), dynamic_path)
     return manifest
 
 

@@ -39,15 +39,19 @@ def bounded(kind: type, low: float, high: float) -> Any:
 
 class CtrlC:
     """Ctrl-C as a request: the first press sets ``pressed`` so a loop stops at a safe point
-    and saves its work; later presses are ignored while it does. A context manager, for the
-    main thread; it restores the previous handler on exit."""
+    and saves its work; later presses are ignored while it does, or, with ``second_raises``,
+    interrupt at once (the drive loop, whose stop sends neutral). A context manager, for
+    the main thread; it restores the previous handler on exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, second_raises: bool = False) -> None:
         self.pressed = False
+        self.second_raises = second_raises  # a second press interrupts at once
         self._previous: Any = None
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.pressed:
+            if self.second_raises:
+                raise KeyboardInterrupt
             print("car: still saving what was recorded; one moment", file=sys.stderr)
         self.pressed = True
 

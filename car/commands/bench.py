@@ -46,7 +46,8 @@ def bench_command(args: argparse.Namespace) -> int:
         raise CarError(f"{model}: no such model file")
     rows = bench_model(model, runs=args.runs)
     if args.json:
-        print(json.dumps([r.to_json() for r in rows]))
+        print(json.dumps({"model": str(model), "runs": args.runs,
+                          "rows": [r.to_json() for r in rows]}))
     else:
         print(format_table(rows))
     return 0 if any(not r.skipped for r in rows) else 1
@@ -82,6 +83,7 @@ def replay_command(args: argparse.Namespace) -> int:
         cmp = compare(run, load_reference(ref_path), args.tolerance)
         out["comparison"] = {"passed": cmp.passed, "compared": cmp.compared,
                              "max_abs_diff": cmp.max_abs_diff, "tolerance": cmp.tolerance,
+                             "nan_mismatches": cmp.nan_mismatches,
                              "worst_record": cmp.worst_index, "worst_column": cmp.worst_column,
                              "missing": len(cmp.missing), "extra": len(cmp.extra)}
         status = max(status, 0 if cmp.passed else 1)
@@ -102,6 +104,8 @@ def replay_command(args: argparse.Namespace) -> int:
         verdict = "PASS" if c["passed"] else "FAIL"
         detail = (f"max |diff| {c['max_abs_diff']:.2e} (record {c['worst_record']}, "
                   f"{c['worst_column']}) against a tolerance of {c['tolerance']:g}")
+        if c["nan_mismatches"]:
+            detail += f"; {c['nan_mismatches']} record(s) NaN on one side only"
         if c["missing"] or c["extra"]:
             detail += f"; {c['missing']} reference record(s) missing, {c['extra']} extra"
         print(f"{verdict}: {c['compared']} records compared with {ref_path}: {detail}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -15,7 +16,7 @@ from car.config import Config
 from car.controllers import ScriptedController
 from car.errors import CarError
 from car.frames import Mode
-from car.loop import DriveLoop, Ratekeeper, TickResult
+from car.loop import STALE_PERIODS, DriveLoop, Ratekeeper, TickResult
 from car.modes import Arbiter
 from car.recorder import DriveRecorder
 from car.reload import ModelWatcher
@@ -76,60 +77,69 @@ def drive_command(args: argparse.Namespace) -> int:
     hz = args.hz or config.drive.rate_hz
     if not 1.0 <= hz <= 200.0:
         raise CarError(f"drive.rate_hz = {hz:g} is out of range; the loop runs at 1 to 200 Hz")
-    use_sim = args.sim is not None or (args.camera is None and config.camera.source == "sim")
+    spec = args.camera or config.camera.source
+    use_sim = args.sim is not None or spec == "sim"
     if args.laps and not use_sim:
         raise CarError("--laps needs --sim; on the car, stop with --duration or Ctrl-C")
     engine = open_engine(args.model, args.provider)
-    check_frame_size(engine, config.camera.width, config.camera.height)
-    sim_link = None
-    camera: Camera
-    actuator: Actuator
-    if use_sim:
-        sim_link = _sim_link(args, config, 1.0 / hz)
-        camera, actuator = sim_link.camera, sim_link.actuator
-    else:
-        c = config.camera
-        camera = open_camera(args.camera or c.source, c.width, c.height, c.fps)
-        actuator = DryRunActuator()
-        print("car: note: no motor driver in this version yet; commands are computed and "
-              "timed but not sent (dry run)", file=sys.stderr)
-    recorder = _recorder(args, config, sim_link) if args.record else None
-    arbiter = Arbiter(config.drive, hz, Mode(args.mode))
-    loop = DriveLoop(camera, actuator, ScriptedController(Mode(args.mode)), arbiter, engine,
-                     recorder=recorder, clock=sim_link.clock if sim_link else time.monotonic)
-    watcher = None
-    if config.drive.hot_reload:
-        watcher = ModelWatcher(args.model, lambda p: load_engine(p, args.provider),
-                               loop.swap_engine).start()
-    print(f"driving {engine.describe()} at {hz:g} Hz, mode {args.mode}"
-          f"{f' on {sim_link.sim.track.name}' if sim_link else ''}; Ctrl-C stops",
-          file=sys.stderr)
-    keeper = Ratekeeper(hz)
-    deadline = keeper.start_s + args.duration if args.duration else None
-    resets = [0]
+    with contextlib.ExitStack() as stack:  # closes in reverse: recorder, actuator, camera
+        sim_link = None
+        camera: Camera
+        actuator: Actuator
+        if use_sim:
+            sim_link = _sim_link(args, config, 1.0 / hz)
+            camera, actuator = sim_link.camera, sim_link.actuator
+        else:
+            c = config.camera
+            camera = open_camera(spec, c.width, c.height, c.fps)
+            stack.callback(camera.close)
+            actuator = DryRunActuator()
+            print("car: note: no motor driver in this version yet; commands are computed "
+                  "and timed but not sent (dry run)", file=sys.stderr)
+        stack.callback(actuator.close)
+        size = camera.size
+        check_frame_size(engine, *size)
+        recorder = _recorder(args, config, sim_link) if args.record else None
+        stats: list[Any] = []
+        if recorder is not None:
+            stack.callback(lambda: stats.append(recorder.close()))
+        arbiter = Arbiter(config.drive, hz, Mode(args.mode))
+        loop = DriveLoop(camera, actuator, ScriptedController(Mode(args.mode)), arbiter,
+                         engine, recorder=recorder,
+                         clock=sim_link.clock if sim_link else time.monotonic)
+        if config.drive.hot_reload:
 
-    def on_tick(result: TickResult) -> bool:
-        if sim_link is None:
+            def reload(path: Any) -> Engine:
+                new = load_engine(path, args.provider)
+                check_frame_size(new, *size)  # a model for other frames never takes over
+                return new
+
+            stack.callback(ModelWatcher(args.model, reload, loop.swap_engine).start().stop)
+        print(f"driving {engine.describe()} at {hz:g} Hz, mode {args.mode}"
+              f"{f' on {sim_link.sim.track.name}' if sim_link else ''}; Ctrl-C stops "
+              "(twice: at once)", file=sys.stderr)
+        keeper = Ratekeeper(hz)
+        deadline = keeper.start_s + args.duration if args.duration else None
+        resets = [0]
+
+        def on_tick(result: TickResult) -> bool:
+            if sim_link is not None:
+                status = sim_link.status
+                if abs(status.cte_m) > sim_link.sim.track.width_m:  # far off: put it back
+                    sim_link.sim.reset_to_track()
+                    if loop.engine is not None:
+                        loop.engine.reset()
+                    resets[0] += 1
+                if args.laps is not None and status.lap >= args.laps:
+                    return True
             return deadline is not None and time.monotonic() >= deadline
-        status = sim_link.status
-        if abs(status.cte_m) > sim_link.sim.track.width_m:  # far off: put the car back
-            sim_link.sim.reset_to_track()
-            if loop.engine is not None:
-                loop.engine.reset()
-            resets[0] += 1
-        done_laps = args.laps is not None and status.lap >= args.laps
-        return done_laps or (deadline is not None and time.monotonic() >= deadline)
 
-    with CtrlC() as ctrl_c:
-        try:
-            reason = loop.run(keeper, should_stop=lambda: ctrl_c.pressed, on_tick=on_tick)
+        with CtrlC(second_raises=True) as ctrl_c:
+            reason = loop.run(keeper, should_stop=lambda: ctrl_c.pressed, on_tick=on_tick,
+                              watchdog_s=STALE_PERIODS / hz)
             elapsed = time.monotonic() - keeper.start_s
-        finally:
-            if watcher is not None:
-                watcher.stop()
-            camera.close()
-            actuator.close()
-            stats = recorder.close() if recorder is not None else None
+        if ctrl_c.pressed:
+            reason = "interrupted"
     summary = loop.summary(keeper, elapsed)
     summary["stop_reason"] = reason
     summary["elapsed_s"] = round(elapsed, 3)
@@ -138,9 +148,9 @@ def drive_command(args: argparse.Namespace) -> int:
         summary["sim"] = {"track": sim_link.sim.track.name, "laps": st.lap,
                           "lap_times_s": [round(t, 3) for t in st.lap_times_s],
                           "off_track_events": st.off_track_events, "resets": resets[0]}
-    if recorder is not None and stats is not None:
-        summary["record"] = {"path": str(recorder.path), "written": stats.written,
-                             "dropped": stats.dropped}
+    if recorder is not None and stats:
+        summary["record"] = {"path": str(recorder.path), "written": stats[0].written,
+                             "dropped": stats[0].dropped}
     if args.json:
         print(json.dumps(summary))
     else:

@@ -239,11 +239,14 @@ def eval_command(args: argparse.Namespace) -> int:
 
         with CtrlC() as ctrl_c:
             try:
-                return evaluate(sim, pilot, config, laps=args.laps, rate_hz=hz,
-                                latency_s=latency_s, should_stop=lambda: ctrl_c.pressed,
-                                on_tick=on_tick)
+                result = evaluate(sim, pilot, config, laps=args.laps, rate_hz=hz,
+                                  latency_s=latency_s, should_stop=lambda: ctrl_c.pressed,
+                                  on_tick=on_tick)
             finally:
                 bar.close()
+        if ctrl_c.pressed:
+            result.stop_reason = "interrupted"
+        return result
 
     result = run(expert=args.expert)
     reference = None
@@ -263,7 +266,9 @@ def eval_command(args: argparse.Namespace) -> int:
         print(_eval_text(out))
         if args.plot:
             print(f"wrote {args.plot}")
-    return 130 if result.stop_reason == "interrupted" else 0
+    if result.stop_reason == "interrupted":
+        return 130
+    return 0 if result.finished else 1  # unfinished laps are a failed run
 
 
 def _lap_ratio(result, reference) -> float | None:
@@ -284,7 +289,7 @@ def _eval_text(out: dict) -> str:
              f"pilot: {out['pilot']}; latency {out['latency']}: frame to command p50 "
              f"{lat['p50']} ms, p99 {lat['p99']} ms; loop {out['loop']['overruns']} overrun(s)"]
     if out["stop_reason"] != "laps done":
-        lines.append(f"stopped early: {out['stop_reason']}")
+        lines.append(f"DID NOT FINISH: {out['stop_reason']}")
     if "expert" in out:
         e = out["expert"]
         ratio = out["lap_time_vs_expert_pct"]

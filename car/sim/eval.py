@@ -2,9 +2,11 @@
 
 The pilot drives the simulated car through the real drive loop (the same arbiter, limits
 and safety as on the car) in lock-step. An intervention is a departure from the track
-(|cte| > width / 2), or a car that makes no headway for ``STALL_S``; the car is then put
-back at rest on the centreline. ``autonomy = 100 × (1 − 6 s × interventions / elapsed
-simulated seconds)``: each intervention costs the six seconds a safety driver would take.
+(|cte| > width / 2, checked every period), or a car that makes no headway for ``STALL_S``;
+the car is then put back at rest on the centreline. ``autonomy = 100 × (1 − 6 s ×
+interventions / elapsed simulated seconds)``, floored at 0: each intervention costs the six
+seconds a safety driver would take. A run that has not done its laps in three times the
+expert's planned lap time (plus 15 s) ends unfinished: crawling is not driving.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from car.actuator import Actuator
 from car.config import Config
 from car.controllers import ScriptedController
 from car.frames import Mode
+from car.latency import LatencyHistogram
 from car.loop import DriveLoop, Ratekeeper, TickResult
 from car.modes import Arbiter
-from car.sim.expert import Expert
+from car.sim.expert import LATERAL_ACCEL_MPS2, PLAN_BRAKE_MPS2, Expert, speed_profile
 from car.sim.link import SimLink
 from car.sim.track import Track
 from car.sim.world import Simulator
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 INTERVENTION_PENALTY_S = 6.0
 STALL_S = 10.0  # no headway for this long is an intervention too
 STALL_M = 0.5
+TIME_LIMIT_LAPS = 3.0  # a run ends unfinished after 3x the expert's planned lap time a lap
 
 
 @dataclass
@@ -52,13 +56,18 @@ class EvalResult:
     path: np.ndarray = field(repr=False)  # (N, 3): x, y, |cte| per tick
     intervention_points: list[tuple[float, float, str]] = field(default_factory=list)
 
+    @property
+    def finished(self) -> bool:
+        return self.laps_completed >= self.laps
+
     def to_json(self) -> dict[str, Any]:
-        lat = self.loop["latency_ms"]["frame_to_command"]
+        lat = self.loop["charged_latency_ms"]
         return {
             "track": self.track, "laps": self.laps, "laps_completed": self.laps_completed,
             "lap_times_s": [round(t, 3) for t in self.lap_times_s],
             "mean_lap_time_s": round(float(np.mean(self.lap_times_s)), 3)
             if self.lap_times_s else None,
+            "finished": self.finished,
             "autonomy_pct": round(self.autonomy_pct, 3), "interventions": self.interventions,
             "mean_abs_cte_m": round(self.mean_abs_cte_m, 4),
             "max_abs_cte_m": round(self.max_abs_cte_m, 4),
@@ -70,10 +79,18 @@ class EvalResult:
         }
 
 
+def reference_lap_s(sim: Simulator, config: Config) -> float:
+    """The expert's planned lap time on this track: the yardstick for the time limit."""
+    cap = min(config.sim.expert_speed_mps, sim.params.top_speed_mps * 0.95)
+    profile = speed_profile(sim.track, cap, LATERAL_ACCEL_MPS2, PLAN_BRAKE_MPS2)
+    return float(np.sum(sim.track.curve.ds / np.maximum(profile, 0.05)))
+
+
 def autonomy_pct(interventions: int, elapsed_s: float) -> float:
+    """PilotNet's autonomy, floored at 0 (more than one intervention per 6 s is none)."""
     if elapsed_s <= 0:
         return 0.0
-    return 100.0 * (1.0 - INTERVENTION_PENALTY_S * interventions / elapsed_s)
+    return max(0.0, 100.0 * (1.0 - INTERVENTION_PENALTY_S * interventions / elapsed_s))
 
 
 class ExpertPilot:
@@ -122,7 +139,8 @@ def evaluate(sim: Simulator, pilot: Any, config: Config, *, laps: int, rate_hz: 
     loop = DriveLoop(link.camera, actuator, ScriptedController(Mode.LOCAL), arbiter, pilot,
                      clock=link.clock)
     keeper = Ratekeeper(rate_hz, clock=link.clock, sleep=lambda s: None)
-    limit_s = sim.time_s + laps * (track.length_m / 0.3) + 30.0
+    limit_s = sim.time_s + laps * TIME_LIMIT_LAPS * reference_lap_s(sim, config) + 15.0
+    charged = LatencyHistogram()  # the pilot latency charged to the car, per tick
     path: list[tuple[float, float, float]] = []
     points: list[tuple[float, float, str]] = []
     state = {"lap": sim.status().lap, "headway_s": sim.time_s,
@@ -130,12 +148,14 @@ def evaluate(sim: Simulator, pilot: Any, config: Config, *, laps: int, rate_hz: 
 
     def after_tick(result: TickResult) -> bool:
         status = sim.status()
+        charged.add(link.last_latency_s)
+        worst_cte = max(link.take_worst_abs_cte(), abs(status.cte_m))
         path.append((status.x, status.y, abs(status.cte_m)))
         if status.lap != state["lap"]:
             state["lap"] = status.lap
             sim.new_look()  # randomize: a new look every lap
         cause = None
-        if abs(status.cte_m) > track.width_m / 2:
+        if worst_cte > track.width_m / 2:
             cause = "off track"
         elif sim.progress.distance_m > state["headway_m"] + STALL_M:
             state["headway_m"], state["headway_s"] = sim.progress.distance_m, status.time_s
@@ -156,14 +176,18 @@ def evaluate(sim: Simulator, pilot: Any, config: Config, *, laps: int, rate_hz: 
     status = sim.status()
     if reason == "done":
         reason = "laps done" if status.lap >= laps else (
-            "interrupted" if should_stop() else f"time limit ({limit_s - start_s:.0f} s)")
+            "interrupted" if should_stop() else
+            f"time limit: {laps} lap(s) not done in {limit_s - start_s:.0f} s, "
+            f"{TIME_LIMIT_LAPS:g}x the expert's pace")
     elapsed = status.time_s - start_s
     cte = np.array([p[2] for p in path]) if path else np.zeros(1)
+    summary = loop.summary(keeper, elapsed)
+    summary["charged_latency_ms"] = charged.summary()
     return EvalResult(
         track=track.name, laps=laps, laps_completed=status.lap,
         lap_times_s=list(status.lap_times_s), autonomy_pct=autonomy_pct(len(points), elapsed),
         interventions=len(points), mean_abs_cte_m=float(cte.mean()),
         max_abs_cte_m=float(cte.max()), elapsed_s=elapsed, pilot=pilot.describe(),
         latency="measured" if latency_s is None else f"fixed {latency_s * 1000:g} ms",
-        stop_reason=reason, loop=loop.summary(keeper, elapsed),
+        stop_reason=reason, loop=summary,
         path=np.array(path, np.float64).reshape(-1, 3), intervention_points=points)

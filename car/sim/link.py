@@ -8,13 +8,13 @@ Two ways to keep time:
 - **lock-step** (`car sim eval`): the world waits for the loop, so a run takes as long as
   the computer needs and no longer. The loop's clock is simulated time (from 0). Each command acts
   after the actuation delay plus the pilot's latency: measured from frame to command on
-  this computer, or a fixed ``latency_s``. A tick that takes longer than a period holds the
-  next frame back by whole periods, as a late loop on the car would.
+  this computer, or a fixed ``latency_s``. A tick that takes longer than a period delays
+  the next frame until it ends, as the Ratekeeper does on the car.
 """
 
 from __future__ import annotations
 
-import math
+import threading
 import time
 from collections.abc import Callable
 
@@ -40,6 +40,8 @@ class SimLink:
         self._captured_wall = wall()
         self._seq = 0
         self.last_latency_s = 0.0
+        self.worst_abs_cte_m = 0.0
+        self.lock = threading.Lock()  # the loop's thread and its watchdog both drive the car
         sim.renderer  # build the renderer now, not in the first tick  # noqa: B018
         self.camera = SimCamera(self)
         self.actuator = SimActuator(self)
@@ -55,6 +57,15 @@ class SimLink:
             return self.sim.status()
         return self.sim.run_until(self._monotonic() - self._origin_s)
 
+    def _note(self, status: SimStatus) -> None:
+        self.worst_abs_cte_m = max(self.worst_abs_cte_m, abs(status.cte_m))
+
+    def take_worst_abs_cte(self) -> float:
+        """The largest |cte| seen since the last call (checked every period, not only at
+        the frames)."""
+        worst, self.worst_abs_cte_m = self.worst_abs_cte_m, 0.0
+        return worst
+
     @property
     def status(self) -> SimStatus:
         return self.sim.status()
@@ -65,15 +76,17 @@ class SimCamera:
 
     def __init__(self, link: SimLink):
         self.link = link
+        self.size = link.sim.size
 
     def read(self) -> Frame:
         link = self.link
-        link._catch_up()
-        stamp = link.clock()
-        image = link.sim.render()
-        link._captured_wall = link._wall()
-        frame = Frame(image, stamp, link._seq)
-        link._seq += 1
+        with link.lock:
+            link._catch_up()
+            stamp = link.clock()
+            image = link.sim.render()
+            link._captured_wall = link._wall()
+            frame = Frame(image, stamp, link._seq)
+            link._seq += 1
         return frame
 
     def close(self) -> None:
@@ -88,19 +101,27 @@ class SimActuator:
         self.sent = 0
 
     def send(self, command: Command) -> None:
+        with self.link.lock:
+            self._send(command)
+
+    def _send(self, command: Command) -> None:
         link = self.link
         sim = link.sim
         self.sent += 1
         if not link.lockstep:
-            link._catch_up()
+            link._note(link._catch_up())
             sim.command(command.steering, command.throttle)
             return
         latency = link.latency_s if link.latency_s is not None else \
             max(0.0, link._wall() - link._captured_wall)
         link.last_latency_s = latency
         sim.command(command.steering, command.throttle, extra_delay_s=latency)
-        periods = max(1, math.ceil(latency / link.period_s - 1e-9))
-        sim.run_until(sim.time_s + periods * link.period_s)
+        # The next frame comes a period later, or as soon as this slow tick ends (the
+        # Ratekeeper's rule). Advance a period at a time, so a brief excursion off the
+        # track between two frames is still seen.
+        end = sim.time_s + max(link.period_s, latency)
+        while sim.time_s < end - 1e-9:
+            link._note(sim.run_until(min(end, sim.time_s + link.period_s)))
 
     def close(self) -> None:
         """Leave the car with neutral commands (no time passes)."""

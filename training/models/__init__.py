@@ -33,7 +33,7 @@ def build_model(model_type: str, input_shape: tuple[int, int, int], **config: An
     if model_type == "3d":
         from training.models.conv3d import Conv3dPilot
 
-        return Conv3dPilot(**config)
+        return Conv3dPilot(input_shape, **config)
     if model_type == "rnn":
         from training.models.rnn import RnnPilot
 
