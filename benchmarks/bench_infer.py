@@ -19,32 +19,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 
 from car.bench import bench_model  # noqa: E402
-from deploy.preprocess import Preprocess  # noqa: E402
 
 FAMILIES = ("linear", "resnet18", "3d", "rnn")
 
 
 def untrained(root: Path) -> dict[str, Path]:
-    from training.checkpoint import save_checkpoint
-    from training.export import export_model
-    from training.models import build_model
+    from training.export import export_untrained
 
-    pp = Preprocess()
-    frames = np.random.default_rng(0).integers(0, 256, (6, 80, 160, 3), np.uint8)
-    out = {}
-    for family in FAMILIES:
-        seq = 5 if family == "3d" else 1
-        cfg = {"pretrained": False} if family.startswith("resnet") else {}
-        model = build_model(family, pp.input_shape, **cfg)
-        folder = root / family
-        folder.mkdir()
-        save_checkpoint(folder / "pilot.pt", model, family, cfg, pp, seq, {})
-        export_model(model, family, pp, seq, folder / "pilot.onnx", frames, {})
-        out[family] = folder / "pilot.onnx"
-    return out
+    return {family: export_untrained(family, root / family) for family in FAMILIES}
 
 
 def main() -> None:

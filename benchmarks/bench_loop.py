@@ -76,18 +76,9 @@ def floor(model: Path, count: int) -> LatencyHistogram:
 
 
 def resnet18(folder: Path) -> Path:
-    import numpy as np
+    from training.export import export_untrained
 
-    from deploy.preprocess import Preprocess
-    from training.export import export_model
-    from training.models import build_model
-
-    pp = Preprocess()
-    model = build_model("resnet18", pp.input_shape, pretrained=False)
-    frames = np.random.default_rng(0).integers(0, 256, (4, 80, 160, 3), np.uint8)
-    path = folder / "resnet18.onnx"
-    export_model(model, "resnet18", pp, 1, path, frames, {})
-    return path
+    return export_untrained("resnet18", folder / "resnet18")
 
 
 def main() -> None:

@@ -21,24 +21,10 @@ FAMILIES = ("linear", "resnet18", "3d", "rnn")
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> dict[str, Path]:
     """An untrained model of each family: checkpoint, ONNX export and manifest."""
-    from training.checkpoint import save_checkpoint
-    from training.export import export_model
-    from training.models import build_model
+    from training.export import export_untrained
 
     root = tmp_path_factory.mktemp("families")
-    pp = Preprocess()
-    frames = np.random.default_rng(0).integers(0, 256, (6, 80, 160, 3), np.uint8)
-    out = {}
-    for family in FAMILIES:
-        seq = 3 if family == "3d" else 1
-        cfg = {"pretrained": False} if family.startswith("resnet") else {}
-        model = build_model(family, pp.input_shape, **cfg)
-        folder = root / family
-        folder.mkdir()
-        save_checkpoint(folder / "pilot.pt", model, family, cfg, pp, seq, {})
-        export_model(model, family, pp, seq, folder / "pilot.onnx", frames, {})
-        out[family] = folder / "pilot.onnx"
-    return out
+    return {family: export_untrained(family, root / family, seq_len=3) for family in FAMILIES}
 
 
 def frames(n: int, seed: int = 1) -> list[np.ndarray]:

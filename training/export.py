@@ -135,3 +135,23 @@ def check_export(model: nn.Module, model_type: str, preprocess: Preprocess, seq_
             (got,) = session.run(None, {"image": chunk})
             worst = max(worst, float(np.abs(got - expected).max()))
     return worst
+
+
+def export_untrained(model_type: str, folder: Path, seq_len: int = 5,
+                     preprocess: Preprocess | None = None) -> Path:
+    """A freshly initialised model of a family, as `car train` would leave it (``pilot.pt``,
+    ``pilot.onnx``, ``pilot.json`` in ``folder``): for benchmarks and tests, where the
+    weights do not matter. Returns the ONNX path."""
+    from training.checkpoint import save_checkpoint
+    from training.models import build_model
+
+    pp = preprocess or Preprocess()
+    seq = seq_len if model_type == "3d" else 1
+    config = {"pretrained": False} if model_type.startswith("resnet") else {}
+    model = build_model(model_type, pp.input_shape, **config)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(folder / "pilot.pt", model, model_type, config, pp, seq, {})
+    _, h, w = pp.input_shape
+    frames = np.random.default_rng(0).integers(0, 256, (max(6, seq + 1), h, w, 3), np.uint8)
+    export_model(model, model_type, pp, seq, folder / "pilot.onnx", frames, {})
+    return folder / "pilot.onnx"
