@@ -24,7 +24,7 @@ from car.camera import Camera, CameraError, EndOfFrames
 from car.controllers import Controller
 from car.frames import NEUTRAL, Frame, Mode
 from car.latency import LatencyHistogram
-from car.modes import Arbiter, Decision
+from car.modes import Arbiter, Decision, LimitedLog
 from deploy.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class DriveLoop:
         self._incoming: queue.SimpleQueue[Engine] = queue.SimpleQueue()
         self._last_seq: int | None = None
         self._last_pilot: tuple[float, float] | None = None
-        self._last_log_s = {"stale": -math.inf, "pilot": -math.inf}
+        self._log = LimitedLog(log)
 
     def swap_engine(self, engine: Engine) -> None:
         """Hand over a loaded engine; it takes over at the start of the next tick. Safe to
@@ -134,7 +134,7 @@ class DriveLoop:
         age_s = now - frame.time_s
         stale = age_s > STALE_PERIODS * self.period_s
         if stale:
-            self._log_limited("stale", now, "frame %d is %.0f ms old (limit %.0f ms): outputs "
+            self._log.warning("stale", now, "frame %d is %.0f ms old (limit %.0f ms): outputs "
                               "neutral; is the camera delivering at the loop rate?", frame.seq,
                               age_s * 1000, STALE_PERIODS * self.period_s * 1000)
             if self.engine is not None:
@@ -183,12 +183,6 @@ class DriveLoop:
             log.error("recording stopped: %s (the records written so far are kept); "
                       "driving on", exc)
 
-    def _log_limited(self, kind: str, now_s: float, message: str, *args: Any,
-                     level: int = logging.WARNING) -> None:
-        if now_s - self._last_log_s[kind] >= 1.0:  # at most once a second per kind
-            self._last_log_s[kind] = now_s
-            log.log(level, message, *args)
-
     def _run_pilot(self, frame: Frame, stale: bool, now_s: float
                    ) -> tuple[tuple[float, float] | None, bool, float, float]:
         """(the pilot's raw output or None, whether it ran, time after preprocess, time
@@ -203,9 +197,8 @@ class DriveLoop:
             pilot = engine.infer(x)
         except Exception as exc:  # a failing model must not stop the loop: neutral instead
             self.pilot_errors += 1
-            self._log_limited("pilot", now_s, "pilot failed on frame %d (%d so far): %s: %s",
-                              frame.seq, self.pilot_errors, type(exc).__name__, exc,
-                              level=logging.ERROR)
+            self._log.log(logging.ERROR, "pilot", now_s, "pilot failed on frame %d (%d so "
+                          "far): %s: %s", frame.seq, self.pilot_errors, type(exc).__name__, exc)
             engine.reset()
             t = self.timer()
             return None, False, t, t

@@ -57,7 +57,7 @@ class Arbiter:
         self.counts = SafetyCounts()
         self._last = NEUTRAL
         self._last_s: float | None = None  # loop time of the last decision
-        self._last_log_s = -math.inf
+        self._log = LimitedLog(log)
 
     def set_mode(self, mode: Mode) -> bool:
         """Switch modes; True if it changed (the caller resets the pilot's temporal state)."""
@@ -107,8 +107,8 @@ class Arbiter:
         if reason != "ok":
             self.counts.reasons[reason] = self.counts.reasons.get(reason, 0) + 1
             if reason == "bad_output":  # the loop explains stale frames and pilot errors
-                self._log_throttled(now_s, f"the pilot gave {pilot}, not two finite numbers: "
-                                           "outputs neutral")
+                self._log.warning("bad_output", now_s, "the pilot gave %s, not two finite "
+                                  "numbers: outputs neutral", pilot)
             self._last, self._last_s = NEUTRAL, now_s
             return Decision(NEUTRAL, reason, user, pilot)
         steering, throttle = self._by_mode(user, pilot)
@@ -145,10 +145,23 @@ class Arbiter:
             throttle = _step_toward(last_t, throttle, rise)
         return Command(steering, throttle)
 
-    def _log_throttled(self, now_s: float, message: str) -> None:
-        if now_s - self._last_log_s >= 1.0:  # at most once a second
-            self._last_log_s = now_s
-            log.warning(message)
+
+class LimitedLog:
+    """Log lines of each kind at most once a second (of the loop's clock), so a fault that
+    repeats every tick is reported, not flooded."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 1.0):
+        self.logger = logger
+        self.interval_s = interval_s
+        self._last_s: dict[str, float] = {}
+
+    def log(self, level: int, kind: str, now_s: float, message: str, *args: object) -> None:
+        if now_s - self._last_s.get(kind, -math.inf) >= self.interval_s:
+            self._last_s[kind] = now_s
+            self.logger.log(level, message, *args)
+
+    def warning(self, kind: str, now_s: float, message: str, *args: object) -> None:
+        self.log(logging.WARNING, kind, now_s, message, *args)
 
 
 def _clamp(value: float, limit: float = 1.0) -> float:

@@ -62,8 +62,9 @@ class OnnxEngine(ManifestEngine):
     def __init__(self, path: str | os.PathLike, provider: str | None = None):
         super().__init__(path)
         ort = _onnxruntime()
+        wanted = resolve_providers(provider)
         providers: list[Any] = []
-        for p in resolve_providers(provider):
+        for p in wanted:
             if p == "TensorrtExecutionProvider":
                 cache = Path(self.path).parent / ".trt_cache"
                 providers.append((p, {"trt_engine_cache_enable": True,
@@ -79,7 +80,7 @@ class OnnxEngine(ManifestEngine):
                               f"truncated file?): {str(exc).splitlines()[0]}; re-export it "
                               "with `car export`") from None
         self.provider = self.session.get_providers()[0]
-        if provider is not None and self.provider != resolve_providers(provider)[0]:
+        if provider is not None and self.provider != wanted[0]:
             raise EngineError(f"{self.path}: ONNX Runtime could not start {provider} for this "
                               f"model and fell back to {self.provider}")
         self._ready()

@@ -64,6 +64,14 @@ def open_engine(path: str, provider: str | None) -> Engine:
         raise CarError(str(exc)) from None
 
 
+def loop_rate(args: argparse.Namespace, config: Config) -> float:
+    """``--hz``, else ``drive.rate_hz`` (whose config bound is wider than the loop's)."""
+    hz = args.hz or config.drive.rate_hz
+    if not 1.0 <= hz <= 200.0:
+        raise CarError(f"drive.rate_hz = {hz:g} is out of range; the loop runs at 1 to 200 Hz")
+    return hz
+
+
 def check_frame_size(engine: Engine, width: int, height: int) -> None:
     p = engine.manifest.preprocess
     if (p.source_width, p.source_height) != (width, height):
@@ -74,9 +82,7 @@ def check_frame_size(engine: Engine, width: int, height: int) -> None:
 
 def drive_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    hz = args.hz or config.drive.rate_hz
-    if not 1.0 <= hz <= 200.0:
-        raise CarError(f"drive.rate_hz = {hz:g} is out of range; the loop runs at 1 to 200 Hz")
+    hz = loop_rate(args, config)
     spec = args.camera or config.camera.source
     use_sim = args.sim is not None or spec == "sim"
     if args.laps and not use_sim:
@@ -125,7 +131,7 @@ def drive_command(args: argparse.Namespace) -> int:
         def on_tick(result: TickResult) -> bool:
             if sim_link is not None:
                 status = sim_link.status
-                if abs(status.cte_m) > sim_link.sim.track.width_m:  # far off: put it back
+                if sim_link.sim.far_off_track:  # put the car back
                     sim_link.sim.reset_to_track()
                     if loop.engine is not None:
                         loop.engine.reset()

@@ -26,6 +26,11 @@ from car.tub.writer import TubWriter
 TRACK_HELP = "a built-in track name (see `car sim tracks`), a track .json file, or random:SEED"
 
 
+def add_track_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--track", default="diyrobocars", metavar="T",
+                        help=TRACK_HELP + " (default: diyrobocars)")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("sim", help="the embedded simulator: tracks, recordings, views")
     sub = parser.add_subparsers(dest="sim_command", metavar="ACTION", required=True)
@@ -36,8 +41,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     tracks.set_defaults(handler=tracks_command)
 
     record = sub.add_parser("record", help="record the expert driver into a tub")
-    record.add_argument("--track", default="diyrobocars", metavar="T",
-                        help=TRACK_HELP + " (default: diyrobocars)")
+    add_track_option(record)
     record.add_argument("--laps", type=bounded(int, 1, 1000), default=3,
                         help="laps to drive, 1 to 1000 (default 3)")
     record.add_argument("--out", required=True, metavar="DIR",
@@ -59,8 +63,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     who = ev.add_mutually_exclusive_group(required=True)
     who.add_argument("--model", metavar="PATH", help="pilot.onnx, .trt or .pt with its manifest")
     who.add_argument("--expert", action="store_true", help="score the expert, for reference")
-    ev.add_argument("--track", default="diyrobocars", metavar="T",
-                    help=TRACK_HELP + " (default: diyrobocars)")
+    add_track_option(ev)
     ev.add_argument("--laps", type=bounded(int, 1, 1000), default=3,
                     help="laps to drive, 1 to 1000 (default 3)")
     ev.add_argument("--seed", type=bounded(int, 0, 2**63 - 1), default=0)
@@ -79,8 +82,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     ev.set_defaults(handler=eval_command)
 
     view = sub.add_parser("view", help="draw a track's map beside camera frames as a PNG")
-    view.add_argument("--track", default="diyrobocars", metavar="T",
-                      help=TRACK_HELP + " (default: diyrobocars)")
+    add_track_option(view)
     view.add_argument("--out", required=True, help="PNG to write")
     view.add_argument("--frames", type=bounded(int, 1, 32), default=8,
                       help="camera frames to show, 1 to 32 (default 8)")
@@ -203,14 +205,12 @@ def view_command(args: argparse.Namespace) -> None:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from car.commands.drive import check_frame_size, open_engine
+    from car.commands.drive import check_frame_size, loop_rate, open_engine
     from car.sim.eval import EvalResult, ExpertPilot, evaluate
     from car.sim.eval_plot import draw_eval_map
 
     config = config_from_args(args)
-    hz = args.hz or config.drive.rate_hz
-    if not 1.0 <= hz <= 200.0:
-        raise CarError(f"drive.rate_hz = {hz:g} is out of range; the loop runs at 1 to 200 Hz")
+    hz = loop_rate(args, config)
     if args.plot and Path(args.plot).suffix.lower() != ".png":
         raise CarError(f"{args.plot}: --plot must name a .png file")
     track = load_track_for(args.track, config)

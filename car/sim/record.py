@@ -77,7 +77,7 @@ def record_expert(sim: Simulator, expert: Expert, noise: DartNoise, writer: TubW
             if status.lap != lap:
                 lap = status.lap
                 sim.new_look()  # a new look per lap when randomizing; a no-op otherwise
-            if abs(status.cte_m) > sim.track.width_m:  # far off: put the car back
+            if sim.far_off_track:  # put the car back
                 status = sim.reset_to_track()
                 expert.reset()
                 summary.resets += 1

@@ -105,6 +105,13 @@ class Simulator:
         self.progress.relocate(self.vehicle.state.x, self.vehicle.state.y)
         return self.status()
 
+    @property
+    def far_off_track(self) -> bool:
+        """A whole track width from the centreline: lost, and put back by the recorder and
+        by `car drive --sim` (eval counts an intervention at half that)."""
+        loc = self.progress.location
+        return loc is not None and abs(loc.cte_m) > self.track.width_m
+
     def step(self, steering: float, throttle: float, period_s: float) -> SimStatus:
         """Send a command, then let ``period_s`` of simulated time pass."""
         if not (period_s > 0 and math.isfinite(period_s)):
