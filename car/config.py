@@ -80,21 +80,67 @@ class DriveConfig:
 
 @dataclass(frozen=True)
 class ActuatorConfig:
-    """The serial microcontroller that drives the steering servo and the ESC."""
+    """The serial microcontroller (MCU) that drives the steering servo and the ESC."""
 
+    driver: str = _field(
+        "serial", "What `car drive` sends commands to off the simulator: 'serial' (the MCU) or "
+        "'dry' (nothing: commands are computed and timed only).", choices=("serial", "dry"))
     port: str = _field("/dev/ttyACM0", "Serial port of the microcontroller.")
-    baud: int = _field(115200, "Serial baud rate.", min=1200, max=4_000_000)
+    baud: int = _field(115200, "Serial baud rate (8N1).", min=1200, max=4_000_000)
     timeout_ms: int = _field(
-        250, "MCU watchdog: outputs go neutral when no command arrives for this long.",
-        min=20, max=5000,
-    )
-    steering_min_us: int = _field(1000, "Steering pulse at full left, in µs.", min=500, max=2500)
-    steering_neutral_us: int = _field(1500, "Steering pulse straight ahead, in µs.",
-                                      min=500, max=2500)
-    steering_max_us: int = _field(2000, "Steering pulse at full right, in µs.", min=500, max=2500)
-    throttle_min_us: int = _field(1000, "Throttle pulse at full reverse, in µs.", min=500, max=2500)
-    throttle_neutral_us: int = _field(1500, "Throttle pulse at stop, in µs.", min=500, max=2500)
-    throttle_max_us: int = _field(2000, "Throttle pulse at full forward, in µs.", min=500, max=2500)
+        250, "MCU watchdog: outputs go neutral when no command arrives for this long. The "
+        "link counts as lost after 3x this without telemetry.", min=20, max=5000)
+    rc_passthrough: bool = _field(
+        False, "While the MCU is in failsafe (no command from this computer), pass the RC "
+        "receiver's pulses through to the servo and ESC instead of neutral.")
+    connect_timeout_s: float = _field(
+        3.0, "How long to wait for the MCU to answer PING at connect (an Arduino that resets "
+        "when the port opens needs about 2 s).", min=0.1, max=30)
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    """Steering servo calibration (`car calibrate steering` writes it)."""
+
+    left_us: int = _field(1000, "Servo pulse at full left (steering -1), in µs; may be above "
+                          "right_us on a servo mounted the other way.", min=500, max=2500)
+    center_us: int = _field(1500, "Servo pulse that drives straight (trim), in µs.",
+                            min=500, max=2500)
+    right_us: int = _field(2000, "Servo pulse at full right (steering +1), in µs.",
+                           min=500, max=2500)
+    invert: bool = _field(False, "Swap left and right (steering -1 is then full right).")
+
+
+@dataclass(frozen=True)
+class ThrottleConfig:
+    """ESC calibration (`car calibrate throttle` writes it)."""
+
+    reverse_us: int = _field(1000, "ESC pulse at full reverse (throttle -1), in µs.",
+                             min=500, max=2500)
+    neutral_us: int = _field(1500, "ESC pulse at stop, in µs.", min=500, max=2500)
+    forward_us: int = _field(2000, "ESC pulse at full forward (throttle +1), in µs.",
+                             min=500, max=2500)
+    invert: bool = _field(False, "Swap forward and reverse.")
+
+
+@dataclass(frozen=True)
+class LensConfig:
+    """Camera lens intrinsics and distortion (`car calibrate camera` writes them)."""
+
+    undistort: bool = _field(False, "Undistort every camera frame with these values.")
+    width: int = _field(0, "Image width the calibration was made at (0: not calibrated).",
+                        min=0, max=8192)
+    height: int = _field(0, "Image height the calibration was made at.", min=0, max=8192)
+    fx: float = _field(0.0, "Focal length along x, in pixels.", min=0)
+    fy: float = _field(0.0, "Focal length along y, in pixels.", min=0)
+    cx: float = _field(0.0, "Principal point x, in pixels.")
+    cy: float = _field(0.0, "Principal point y, in pixels.")
+    k1: float = _field(0.0, "Radial distortion k1.")
+    k2: float = _field(0.0, "Radial distortion k2.")
+    p1: float = _field(0.0, "Tangential distortion p1.")
+    p2: float = _field(0.0, "Tangential distortion p2.")
+    k3: float = _field(0.0, "Radial distortion k3.")
+    rms_px: float = _field(0.0, "RMS reprojection error of the calibration, in pixels.", min=0)
 
 
 @dataclass(frozen=True)
@@ -162,6 +208,9 @@ class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     drive: DriveConfig = field(default_factory=DriveConfig)
     actuator: ActuatorConfig = field(default_factory=ActuatorConfig)
+    steering: SteeringConfig = field(default_factory=SteeringConfig)
+    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
+    lens: LensConfig = field(default_factory=LensConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -323,14 +372,21 @@ def _show(value: Any) -> str:
 
 
 def _check_cross_fields(config: Config, where: str) -> None:
-    a = config.actuator
-    for name in ("steering", "throttle"):
-        lo, mid, hi = (getattr(a, f"{name}_{k}_us") for k in ("min", "neutral", "max"))
-        if not lo < mid < hi:
+    s, t = config.steering, config.throttle
+    for name, keys, (lo, mid, hi) in (
+            ("steering", ("left_us", "center_us", "right_us"),
+             (s.left_us, s.center_us, s.right_us)),
+            ("throttle", ("reverse_us", "neutral_us", "forward_us"),
+             (t.reverse_us, t.neutral_us, t.forward_us))):
+        if not (lo < mid < hi or lo > mid > hi):
             raise ConfigError(
-                f"{where}: actuator.{name}_min_us < {name}_neutral_us < {name}_max_us must "
-                f"hold, got {lo} < {mid} < {hi}"
-            )
+                f"{where}: {name}.{keys[1]} must lie strictly between {name}.{keys[0]} and "
+                f"{name}.{keys[2]}, got {lo}, {mid}, {hi}; recalibrate with "
+                f"`car calibrate {name}`")
+    lens = config.lens
+    if lens.undistort and not (lens.width and lens.height and lens.fx and lens.fy):
+        raise ConfigError(f"{where}: lens.undistort is on but the lens is not calibrated; run "
+                          "`car calibrate camera` first")
 
 
 # ---------------------------------------------------------------------------- writing
@@ -380,3 +436,58 @@ def write_default_config(path: str | os.PathLike, force: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_toml(Config(), comments=True), encoding="utf-8")
     return path
+
+
+def update_config_file(path: str | os.PathLike, changes: Mapping[str, Mapping[str, Any]]
+                       ) -> Config:
+    """Set ``{section: {key: value}}`` in a car.toml, keeping every other line and comment.
+
+    The file is created (fully commented, at the defaults) if missing. The new text must load
+    as a valid config, or nothing is written; the old file is kept as ``car.toml.bak`` and
+    the new one replaces it atomically. Returns the config as written.
+    """
+    path = Path(path)
+    if not path.exists():
+        write_default_config(path)
+    text = path.read_text(encoding="utf-8")
+    for section, table in changes.items():
+        for key, value in table.items():
+            _check_key(section, key, str(path))
+            text = _set_toml_key(text, section, key, _toml_value(value))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        config = load_config(tmp)  # refuse to write a file that would not load
+    except ConfigError as exc:
+        tmp.unlink()
+        raise ConfigError(str(exc).replace(str(tmp), str(path))) from None
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    path.with_name(path.name + ".bak").write_bytes(path.read_bytes())
+    os.replace(tmp, path)
+    return dataclasses.replace(config, source=str(path))
+
+
+def _set_toml_key(text: str, section: str, key: str, value: str) -> str:
+    """``key = value`` inside ``[section]``: replaced where it is, else added at the end of the
+    section, else in a new section at the end of the file."""
+    lines = text.splitlines()
+    start = None
+    for i, line in enumerate(lines):
+        if line.strip() == f"[{section}]":
+            start = i
+            break
+    if start is None:
+        return text.rstrip("\n") + f"\n\n[{section}]\n{key} = {value}\n"
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")),
+               len(lines))
+    for i in range(start + 1, end):
+        name = lines[i].split("=", 1)[0].strip()
+        if "=" in lines[i] and name == key and not lines[i].lstrip().startswith("#"):
+            lines[i] = f"{key} = {value}"
+            return "\n".join(lines) + "\n"
+    insert = end
+    while insert > start + 1 and not lines[insert - 1].strip():
+        insert -= 1  # before the blank lines that separate sections
+    lines.insert(insert, f"{key} = {value}")
+    return "\n".join(lines) + "\n"

@@ -27,7 +27,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_defaults_without_a_file() -> None:
     config = load_config()
     assert config == Config() and config.source == "defaults"
-    assert config.drive.rate_hz == 20.0 and config.actuator.steering_neutral_us == 1500
+    assert config.drive.rate_hz == 20.0 and config.steering.center_us == 1500
 
 
 def test_init_writes_a_commented_file_that_reads_back(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_config_is_frozen() -> None:
     ("[drive]\nmax_throttle = 1.5\n", "car.toml: drive.max_throttle must be at most 1"),
     ("[drive]\nstart_mode = 'auto'\n", "drive.start_mode must be one of user, local_angle, "
                                        "local"),
-    ("[actuator]\nsteering_min_us = 1600\n", "steering_min_us < steering_neutral_us"),
+    ("[steering]\nleft_us = 1600\n", "steering.center_us must lie strictly between"),
     ("[drive\nrate_hz = 3\n", "car.toml: not valid TOML"),
     ("rate_hz = 3\n", "car.toml: unknown section [rate_hz]"),
 ])
@@ -131,3 +131,25 @@ def test_render_without_comments_round_trips(tmp_path: Path) -> None:
 def test_a_string_setting_keeps_text_that_looks_like_toml() -> None:
     config = load_config(None, ["camera.source=true", "paths.data_dir=2024"])
     assert config.camera.source == "true" and config.paths.data_dir == "2024"
+
+
+def test_update_config_file_keeps_comments_and_refuses_bad_values(tmp_path: Path) -> None:
+    from car.config import update_config_file
+
+    path = write(tmp_path, "# mine\n[drive]\nrate_hz = 30  # fast\n\n[steering]\n"
+                           "# my servo\nleft_us = 1100\n")
+    config = update_config_file(path, {"steering": {"left_us": 1900, "right_us": 1100},
+                                       "throttle": {"neutral_us": 1510}})
+    text = path.read_text()
+    assert "# mine" in text and "# my servo" in text and "rate_hz = 30  # fast" in text
+    assert config.steering.left_us == 1900 and config.steering.right_us == 1100
+    assert config.throttle.neutral_us == 1510 and config.drive.rate_hz == 30
+    assert load_config(path) == config
+    assert "left_us = 1100" in (tmp_path / "car.toml.bak").read_text()
+    with pytest.raises(ConfigError, match=r"steering\.center_us must lie strictly between"):
+        update_config_file(path, {"steering": {"left_us": 1500}})
+    with pytest.raises(ConfigError, match="at most 2500"):
+        update_config_file(path, {"steering": {"right_us": 2600}})
+    assert load_config(path) == config  # nothing written
+    fresh = update_config_file(tmp_path / "new" / "car.toml", {"lens": {"fx": 100.5}})
+    assert fresh.lens.fx == 100.5 and fresh.steering.center_us == 1500

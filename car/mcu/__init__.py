@@ -1,0 +1,1 @@
+"""The serial microcontroller: wire protocol, the MCU's rules, the emulator and the host link."""
