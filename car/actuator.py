@@ -1,7 +1,7 @@
 """Actuators: the Actuator protocol, and the dry-run one used when no motors are attached.
 
-The serial microcontroller driver implements the same protocol; the simulator's actuator
-lives in ``car.sim.link``. The drive loop is the only caller of ``send``.
+The serial microcontroller driver implements the same protocol in ``car.mcu.actuator``;
+the simulator's actuator lives in ``car.sim.link``. The drive loop is the only caller of ``send``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ class Actuator(Protocol):
     """``send(command)`` once per tick; ``close()`` leaves the outputs neutral.
 
     ``send`` must be safe to call from another thread: the loop's watchdog sends neutral
-    from its own when a tick hangs.
+    from its own when a tick hangs. ``fault`` says why the actuator cannot be trusted now
+    (a lost link that is reconnecting), or is None; the loop then commands neutral.
     """
+
+    @property
+    def fault(self) -> str | None: ...
 
     def send(self, command: Command) -> None: ...
 
@@ -34,6 +38,8 @@ class Actuator(Protocol):
 class DryRunActuator:
     """Sends nothing anywhere: keeps the last command and a count, for a drive with a real
     camera and no motors (and for tests)."""
+
+    fault: str | None = None
 
     def __init__(self) -> None:
         self.last = NEUTRAL

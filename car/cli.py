@@ -15,6 +15,7 @@ from car.commands import bench as bench_commands
 from car.commands import build as build_commands
 from car.commands import config as config_commands
 from car.commands import drive as drive_commands
+from car.commands import mcu as mcu_commands
 from car.commands import sim as sim_commands
 from car.commands import train as train_commands
 from car.commands import tub as tub_commands
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     drive_commands.register(commands)
     bench_commands.register(commands)
     build_commands.register(commands)
+    mcu_commands.register(commands)
     return parser
 
 

@@ -32,10 +32,12 @@ class Frame:
 
 @dataclass(frozen=True)
 class Command:
-    """What the actuators are told to do, normalised."""
+    """What the actuators are told to do, normalised. ``estop``: the outputs are neutral
+    because of an emergency stop (the MCU latches it)."""
 
     steering: float = 0.0
     throttle: float = 0.0
+    estop: bool = False
 
     @property
     def is_neutral(self) -> bool:
@@ -43,6 +45,7 @@ class Command:
 
 
 NEUTRAL = Command()
+ESTOP = Command(estop=True)
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,11 @@ class DriveLoop:
         else:
             pilot, ran, t2, t3 = self._run_pilot(frame, stale, now)
             self._last_pilot = pilot
-        decision = self.arbiter.decide(user, pilot, stale=stale, now_s=now)
+        fault = self.actuator.fault
+        if fault is not None:
+            self._log.warning("actuator", now, "%s: outputs neutral until it is back", fault)
+        decision = self.arbiter.decide(user, pilot, stale=stale, now_s=now,
+                                       actuator_fault=fault is not None)
         t4 = timer()
         self.actuator.send(decision.command)
         t5 = timer()
@@ -261,7 +265,8 @@ class DriveLoop:
             "overruns": ratekeeper.overruns,
             "overrun_pct": round(100.0 * ratekeeper.overruns / max(1, self.ticks), 3),
             "latency_ms": {name: h.summary() for name, h in self.stats.items()},
-            "safety": {"estop_ticks": c.estop_ticks, "stale_frames": c.stale_frames,
+            "safety": {"estop_ticks": c.estop_ticks, "actuator_faults": c.actuator_faults,
+                       "stale_frames": c.stale_frames,
                        "repeated_frames": self.repeated_frames,
                        "bad_outputs": c.bad_outputs, "pilot_errors": self.pilot_errors,
                        "record_errors": self.record_errors,

@@ -7,8 +7,9 @@ makes a command. In order:
 1. mode: ``user`` drives from the controller; ``local_angle`` takes the pilot's steering
    and the user's throttle; ``local`` takes both from the pilot. The pilot's throttle is
    scaled by ``ai_throttle_mult`` and capped at ``max_throttle``, forward and reverse;
-2. neutral, at once and without rate limits, on an e-stop (latched until cleared), a stale
-   frame, or a pilot output that is NaN or infinite (or a pilot that failed this tick);
+2. neutral, at once and without rate limits, on an e-stop (latched until cleared), an
+   actuator fault (a lost MCU link), a stale frame, or a pilot output that is NaN or
+   infinite (or a pilot that failed this tick);
 3. clamp to [-1, 1], then rate limits over the time since the last command: steering slews
    at most ``steering_rate_per_s``; throttle rises at most ``throttle_rate_per_s`` and falls
    toward neutral freely.
@@ -21,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 
 from car.config import DriveConfig
-from car.frames import NEUTRAL, Command, Mode, UserInput
+from car.frames import ESTOP, NEUTRAL, Command, Mode, UserInput
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class SafetyCounts:
     """How often the arbiter overrode the mode's command, by reason."""
 
     estop_ticks: int = 0
+    actuator_faults: int = 0  # ticks with the actuator link down
     stale_frames: int = 0
     bad_outputs: int = 0  # NaN or Inf from the model, or a model that raised
     throttle_capped: int = 0  # ticks where max_throttle cut the pilot's throttle
@@ -41,7 +43,7 @@ class SafetyCounts:
 @dataclass(frozen=True)
 class Decision:
     command: Command
-    reason: str  # "ok", "estop", "stale_frame", "bad_output", "no_pilot"
+    reason: str  # "ok", "estop", "actuator_fault", "stale_frame", "bad_output", "no_pilot"
     user: UserInput
     pilot: tuple[float, float] | None
 
@@ -84,9 +86,10 @@ class Arbiter:
         return self.mode is not Mode.USER
 
     def decide(self, user: UserInput, pilot: tuple[float, float] | None, *, stale: bool,
-               now_s: float) -> Decision:
+               now_s: float, actuator_fault: bool = False) -> Decision:
         """The command for this tick. ``pilot`` is None when no pilot ran (user mode, or a
-        model that raised); ``stale`` when the frame is older than the loop allows."""
+        model that raised); ``stale`` when the frame is older than the loop allows;
+        ``actuator_fault`` while the actuator reports one."""
         if user.estop:
             self.estop()
         elif user.clear_estop:
@@ -95,6 +98,9 @@ class Arbiter:
         if self.estopped:
             reason = "estop"
             self.counts.estop_ticks += 1
+        elif actuator_fault:
+            reason = "actuator_fault"
+            self.counts.actuator_faults += 1
         elif self.needs_pilot and stale:
             reason = "stale_frame"
             self.counts.stale_frames += 1
@@ -110,7 +116,7 @@ class Arbiter:
                 self._log.warning("bad_output", now_s, "the pilot gave %s, not two finite "
                                   "numbers: outputs neutral", pilot)
             self._last, self._last_s = NEUTRAL, now_s
-            return Decision(NEUTRAL, reason, user, pilot)
+            return Decision(ESTOP if reason == "estop" else NEUTRAL, reason, user, pilot)
         steering, throttle = self._by_mode(user, pilot)
         # Rate limits over the time since the last command (longer after an overrun).
         dt = self.period_s if self._last_s is None else \

@@ -13,10 +13,13 @@ from car.actuator import Actuator, DryRunActuator
 from car.camera import Camera, open_camera
 from car.commands import CtrlC, add_config_options, bounded, config_from_args
 from car.config import Config
-from car.controllers import ScriptedController
+from car.controllers import Controller, ScriptedController
+from car.controllers.rc import RcController
 from car.errors import CarError
-from car.frames import Mode
+from car.frames import Command, Mode
 from car.loop import STALE_PERIODS, DriveLoop, Ratekeeper, TickResult
+from car.mcu.actuator import SerialActuator
+from car.mcu.protocol import Telemetry
 from car.modes import Arbiter
 from car.recorder import DriveRecorder
 from car.reload import ModelWatcher
@@ -43,6 +46,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     stop.add_argument("--laps", type=bounded(int, 1, 1000), help="with --sim: stop after N laps")
     stop.add_argument("--duration", type=bounded(float, 0.1, 1e6), metavar="S",
                       help="stop after S seconds")
+    p.add_argument("--actuator", choices=("sim", "serial", "dry"),
+                   help="where commands go: sim (the default with --sim), serial (the MCU; "
+                        "with --sim, hardware in the loop: the simulated car follows the "
+                        "pulses the MCU reports) or dry (nowhere). Default off the simulator: "
+                        "actuator.driver")
+    p.add_argument("--port", help="serial port of the MCU (default: actuator.port)")
+    p.add_argument("--controller", choices=("none", "rc"), default="none",
+                   help="the user's input: none (neutral) or rc (the RC transmitter, through "
+                        "the MCU)")
     p.add_argument("--record", metavar="DIR", help="record frames and the pilot's outputs "
                    "into a tub")
     p.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.LOCAL.value,
@@ -87,21 +99,24 @@ def drive_command(args: argparse.Namespace) -> int:
     use_sim = args.sim is not None or spec == "sim"
     if args.laps and not use_sim:
         raise CarError("--laps needs --sim; on the car, stop with --duration or Ctrl-C")
+    driver = args.actuator or ("sim" if use_sim else config.actuator.driver)
+    if driver == "sim" and not use_sim:
+        raise CarError("--actuator sim needs --sim")
+    if args.controller == "rc" and driver != "serial":
+        raise CarError("--controller rc reads the transmitter through the MCU: add "
+                       "--actuator serial")
     engine = open_engine(args.model, args.provider)
     with contextlib.ExitStack() as stack:  # closes in reverse: recorder, actuator, camera
         sim_link = None
         camera: Camera
-        actuator: Actuator
         if use_sim:
             sim_link = _sim_link(args, config, 1.0 / hz)
-            camera, actuator = sim_link.camera, sim_link.actuator
+            camera = sim_link.camera
         else:
             c = config.camera
             camera = open_camera(spec, c.width, c.height, c.fps)
             stack.callback(camera.close)
-            actuator = DryRunActuator()
-            print("car: note: no motor driver in this version yet; commands are computed "
-                  "and timed but not sent (dry run)", file=sys.stderr)
+        actuator = _actuator(driver, args, config, sim_link)
         stack.callback(actuator.close)
         size = camera.size
         check_frame_size(engine, *size)
@@ -110,7 +125,11 @@ def drive_command(args: argparse.Namespace) -> int:
         if recorder is not None:
             stack.callback(lambda: stats.append(recorder.close()))
         arbiter = Arbiter(config.drive, hz, Mode(args.mode))
-        loop = DriveLoop(camera, actuator, ScriptedController(Mode(args.mode)), arbiter,
+        controller: Controller = ScriptedController(Mode(args.mode))
+        if args.controller == "rc":
+            assert isinstance(actuator, SerialActuator)
+            controller = RcController(actuator, actuator.pulses, Mode(args.mode))
+        loop = DriveLoop(camera, actuator, controller, arbiter,
                          engine, recorder=recorder,
                          clock=sim_link.clock if sim_link else time.monotonic)
         if config.drive.hot_reload:
@@ -121,9 +140,12 @@ def drive_command(args: argparse.Namespace) -> int:
                 return new
 
             stack.callback(ModelWatcher(args.model, reload, loop.swap_engine).start().stop)
-        print(f"driving {engine.describe()} at {hz:g} Hz, mode {args.mode}"
-              f"{f' on {sim_link.sim.track.name}' if sim_link else ''}; Ctrl-C stops "
-              "(twice: at once)", file=sys.stderr)
+        where = f" on {sim_link.sim.track.name}" if sim_link else ""
+        if isinstance(actuator, SerialActuator):
+            where += f", motors through the MCU on {actuator.link.port}"
+            where += " (hardware in the loop)" if sim_link else ""
+        print(f"driving {engine.describe()} at {hz:g} Hz, mode {args.mode}{where}; Ctrl-C "
+              "stops (twice: at once)", file=sys.stderr)
         keeper = Ratekeeper(hz)
         deadline = keeper.start_s + args.duration if args.duration else None
         resets = [0]
@@ -154,6 +176,8 @@ def drive_command(args: argparse.Namespace) -> int:
         summary["sim"] = {"track": sim_link.sim.track.name, "laps": st.lap,
                           "lap_times_s": [round(t, 3) for t in st.lap_times_s],
                           "off_track_events": st.off_track_events, "resets": resets[0]}
+    if isinstance(actuator, SerialActuator):
+        summary["mcu"] = actuator.health()
     if recorder is not None and stats:
         summary["record"] = {"path": str(recorder.path), "written": stats[0].written,
                              "dropped": stats[0].dropped}
@@ -162,6 +186,28 @@ def drive_command(args: argparse.Namespace) -> int:
     else:
         print(format_summary(summary))
     return 1 if reason.startswith("device failed") else (130 if reason == "interrupted" else 0)
+
+
+def _actuator(driver: str, args: argparse.Namespace, config: Config, sim_link: Any
+              ) -> Actuator:
+    """The simulator's actuator, the MCU (steering the simulated car with the pulses the MCU
+    reports applying, when there is a simulator), or a dry run."""
+    if driver == "sim":
+        return sim_link.actuator
+    if driver == "dry":
+        print("car: note: dry run: commands are computed and timed but sent nowhere",
+              file=sys.stderr)
+        return DryRunActuator()
+    actuator = SerialActuator.connect(config, args.port)
+    if sim_link is not None:
+        pulses = actuator.pulses
+
+        def follow_mcu(t: Telemetry) -> None:  # on the link's reader thread
+            sim_link.actuator.send(Command(pulses.steering.from_us(t.applied_steering_us),
+                                           pulses.throttle.from_us(t.applied_throttle_us)))
+
+        actuator.link.on_telemetry.append(follow_mcu)
+    return actuator
 
 
 def _sim_link(args: argparse.Namespace, config: Config, period_s: float) -> Any:
@@ -209,6 +255,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         laps = ", ".join(f"{t:.2f} s" for t in s["lap_times_s"])
         lines.append(f"sim {s['track']}: {s['laps']} lap(s){f' ({laps})' if laps else ''}, "
                      f"{s['off_track_events']} off-track event(s), {s['resets']} reset(s)")
+    if "mcu" in summary:
+        m = summary["mcu"]
+        battery = f", battery {m['battery_v']:.2f} V" if m["battery_v"] is not None else ""
+        lines.append(f"mcu {m['port']} ({m['firmware']}): {m['sent']} frames sent, "
+                     f"{m['telemetry']} telemetry{battery}, {m['losses']} link loss(es), "
+                     f"{m['reconnects']} reconnect(s), {sum(m['rx_dropped'].values())} bad "
+                     "frame(s) received")
     if "record" in summary:
         r = summary["record"]
         dropped = f", {r['dropped']} DROPPED (disk too slow)" if r["dropped"] else ""

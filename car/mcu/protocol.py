@@ -141,7 +141,7 @@ Message = Drive | Config | Ping | Telemetry | ConfigAck | Pong
 HOST_TO_MCU: dict[int, tuple[int, int]] = {  # type -> (min, max) payload length
     DRIVE: (5, 5), CONFIG: (15, 15), PING: (0, 0)}
 MCU_TO_HOST: dict[int, tuple[int, int]] = {
-    TELEMETRY: (13, 13), CONFIG_ACK: (1, 1), PONG: (1, 1 + FIRMWARE_NAME_MAX)}
+    TELEMETRY: (12, 12), CONFIG_ACK: (1, 1), PONG: (1, 1 + FIRMWARE_NAME_MAX)}
 _CLASSES: dict[int, type] = {c.TYPE: c for c in (Drive, Config, Ping, Telemetry, ConfigAck, Pong)}
 
 

@@ -96,6 +96,8 @@ class SimCamera:
 class SimActuator:
     """Drives the simulated car's servo and ESC."""
 
+    fault: str | None = None
+
     def __init__(self, link: SimLink):
         self.link = link
         self.sent = 0

@@ -1,0 +1,93 @@
+"""SerialActuator: the drive loop's Actuator for the MCU, over ``McuLink``.
+
+Commands are mapped to pulses through the calibration (``PulseMap``) and sent as one DRIVE
+per tick with ENGAGE set; an e-stop command is sent with ESTOP, which the MCU latches. When
+the loop clears its e-stop, one DRIVE with flags 0 releases the MCU's latch (the only way
+the protocol allows) before ENGAGE resumes. ``close()`` ends with a disengaged DRIVE.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from car.config import Config
+from car.frames import Command
+from car.mcu import protocol as p
+from car.mcu.link import McuLink
+from car.mcu.pulses import PulseMap
+from car.modes import LimitedLog
+
+log = logging.getLogger(__name__)
+
+
+class SerialActuator:
+    """Drives the servo and ESC through the MCU; exposes its telemetry and link health."""
+
+    def __init__(self, link: McuLink, pulses: PulseMap):
+        self.link = link
+        self.pulses = pulses
+        self.sent = 0
+        self._estop_sent = False
+        self._log = LimitedLog(log)
+
+    @classmethod
+    def connect(cls, config: Config, port: str | None = None) -> SerialActuator:
+        """Open the MCU named by ``actuator.port`` (or ``port``), configure it, start reading."""
+        a = config.actuator
+        pulses = PulseMap.from_config(config)
+        link = McuLink(port or a.port, pulses.config_message(a), baud=a.baud,
+                       connect_timeout_s=a.connect_timeout_s)
+        link.open()
+        return cls(link.start(), pulses)
+
+    def send(self, command: Command) -> None:
+        if command.estop:
+            self._estop_sent = True
+            flags = p.ESTOP
+        elif self._estop_sent:  # release the MCU's latch: a DRIVE with flags == 0
+            self._estop_sent = False
+            flags = 0
+        else:
+            flags = p.ENGAGE
+        steering_us = self.pulses.steering.to_us(command.steering)
+        throttle_us = self.pulses.throttle.to_us(command.throttle)
+        if self.link.send_drive(steering_us, throttle_us, flags):
+            self.sent += 1
+        t = self.link.telemetry
+        if t is not None and t.failsafe and self.sent > 10:
+            self._log.warning("failsafe", self.link.clock(), "the MCU on %s reports FAILSAFE "
+                              "although commands are sent: are they reaching it (TX wire, "
+                              "baud)?", self.link.port)
+
+    @property
+    def fault(self) -> str | None:
+        return self.link.fault
+
+    @property
+    def telemetry(self) -> p.Telemetry | None:
+        return self.link.telemetry
+
+    def health(self) -> dict[str, Any]:
+        """Link and MCU state, as plain data for summaries and status pages."""
+        t = self.link.telemetry
+        s = self.link.stats
+        c = self.link.parser.counts
+        return {
+            "port": self.link.port,
+            "firmware": self.link.pong.firmware if self.link.pong else None,
+            "fault": self.link.fault,
+            "battery_v": round(t.battery_mv / 1000.0, 3) if t is not None else None,
+            "failsafe": t.failsafe if t is not None else None,
+            "estop": t.estop if t is not None else None,
+            "rc_present": t.rc_present if t is not None else None,
+            "sent": s.sent, "send_skipped": s.send_skipped, "telemetry": s.telemetry,
+            "losses": s.losses, "reconnects": s.reconnects,
+            "rx_dropped": {"bad_crc": c.bad_crc, "bad_length": c.bad_length,
+                           "unknown_type": c.unknown_type},
+        }
+
+    def close(self) -> None:
+        """A disengaged DRIVE (outputs neutral, the MCU's watchdog then fails safe), then
+        the port is closed."""
+        self.link.close(final=p.Drive(*self.pulses.neutral, 0))

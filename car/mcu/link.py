@@ -1,0 +1,304 @@
+"""The host's serial link to the MCU: connect (PING → PONG, CONFIG → CONFIG_ACK), send
+DRIVE frames, read TELEMETRY on a background thread, notice a lost link and reconnect.
+
+The link is lost when no TELEMETRY arrives for ``3 × timeout_ms`` or the port fails (a
+cable pulled out). ``fault`` then says why until the reader thread has reconnected, which
+it tries every ``RETRY_S``; the MCU's own watchdog has long put the outputs to neutral.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import serial
+
+from car.actuator import ActuatorError
+from car.mcu import protocol as p
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], float]
+LOST_AFTER_TIMEOUTS = 3
+RETRY_S = 0.5
+PING_EVERY_S = 0.25
+ACK_WAIT_S = 0.3
+ACK_TRIES = 3
+
+
+@dataclass
+class LinkStats:
+    """What went over the link since it was opened."""
+
+    sent: int = 0
+    send_skipped: int = 0  # DRIVE frames not sent because the link was down
+    telemetry: int = 0
+    reconnects: int = 0
+    losses: int = 0
+
+
+class McuLink:
+    """One MCU on one serial port. ``open()`` connects (or raises ActuatorError with what
+    to do); ``start()`` runs the reader thread; ``send_drive`` is thread-safe."""
+
+    def __init__(self, port: str, config: p.Config, *, baud: int = 115200,
+                 connect_timeout_s: float = 3.0, clock: Clock = time.monotonic,
+                 open_port: Callable[..., Any] | None = None):
+        self.port = port
+        self.config = config
+        self.baud = baud
+        self.connect_timeout_s = connect_timeout_s
+        self.clock = clock
+        self._open_port = open_port or _open_serial
+        self.pong: p.Pong | None = None
+        self.stats = LinkStats()
+        self.parser = p.FrameParser(dict(p.MCU_TO_HOST))
+        self.on_telemetry: list[Callable[[p.Telemetry], None]] = []
+        self._serial: Any = None
+        self._seq = 0
+        self._write_lock = threading.Lock()
+        self._telemetry: p.Telemetry | None = None
+        self._telemetry_s: float | None = None
+        self._fault: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ connecting
+
+    def open(self) -> p.Pong:
+        """Open the port and shake hands; raises ActuatorError saying what is wrong."""
+        port = self._open_port(self.port, self.baud)
+        try:
+            pong = self._handshake(port)
+        except BaseException:
+            port.close()
+            raise
+        self._publish(port, pong)
+        return pong
+
+    def _handshake(self, port: Any) -> p.Pong:
+        port.reset_input_buffer()
+        pong = self._ping(port)
+        if pong.protocol_version != p.PROTOCOL_VERSION:
+            raise ActuatorError(
+                f"{self.port}: the MCU speaks protocol v{pong.protocol_version} "
+                f"({pong.firmware or 'unnamed firmware'}), this car speaks "
+                f"v{p.PROTOCOL_VERSION}; flash firmware/car_mcu (see firmware/README.md)")
+        self._configure(port)
+        return pong
+
+    def _ping(self, port: Any) -> p.Pong:
+        deadline = self.clock() + self.connect_timeout_s
+        while self.clock() < deadline:
+            self._write(port, p.Ping())
+            reply = self._await(port, p.Pong, min(PING_EVERY_S, deadline - self.clock()))
+            if reply is not None:
+                return reply
+        raise ActuatorError(
+            f"{self.port}: no answer to PING in {self.connect_timeout_s:g} s; is the car "
+            f"firmware flashed (firmware/README.md), the board powered, and actuator.baud "
+            f"({self.baud}) the firmware's rate?")
+
+    def _configure(self, port: Any) -> None:
+        c = self.config
+        for _ in range(ACK_TRIES):
+            seq = self._write(port, c)
+            ack = self._await(port, p.ConfigAck, ACK_WAIT_S,
+                              accept=lambda m, seq=seq: m.acked_seq == seq)
+            if ack is not None:
+                return
+        raise ActuatorError(
+            f"{self.port}: the MCU did not acknowledge CONFIG (timeout {c.timeout_ms} ms, "
+            f"steering {c.steer_min_us}/{c.steer_neutral_us}/{c.steer_max_us} µs, throttle "
+            f"{c.thr_min_us}/{c.thr_neutral_us}/{c.thr_max_us} µs); it refuses pulses "
+            "outside 500-2500 µs or a neutral not strictly inside its limits")
+
+    def _await(self, port: Any, kind: type, wait_s: float,
+               accept: Callable[[Any], bool] = lambda m: True) -> Any:
+        """The first message of ``kind`` within ``wait_s`` (telemetry is taken on the way)."""
+        deadline = self.clock() + max(0.0, wait_s)
+        while True:
+            for message in self._read_messages(port):
+                if isinstance(message, kind) and accept(message):
+                    return message
+            if self.clock() >= deadline:
+                return None
+
+    def _read_messages(self, port: Any) -> list[p.Message]:
+        data = port.read(max(1, port.in_waiting))
+        messages = []
+        for frame in self.parser.iter_feed(data):
+            message = frame.message()
+            if isinstance(message, p.Telemetry):
+                self._take_telemetry(message)
+            messages.append(message)
+        return messages
+
+    def _publish(self, port: Any, pong: p.Pong) -> None:
+        with self._write_lock:
+            self._serial = port
+            self.pong = pong
+            self._fault = None
+            self._telemetry_s = self.clock()  # the silence clock starts now
+
+    # ------------------------------------------------------------------ running
+
+    def start(self) -> McuLink:
+        """Read telemetry (and reconnect when lost) on a background thread."""
+        self._thread = threading.Thread(target=self._run, name="mcu-link", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        next_try = 0.0
+        while not self._stop.is_set():
+            port = self._serial
+            if port is None:
+                if self.clock() >= next_try:
+                    next_try = self.clock() + RETRY_S
+                    self._reconnect()
+                else:
+                    self._stop.wait(0.02)
+                continue
+            try:
+                self._read_messages(port)
+            except (serial.SerialException, OSError) as exc:
+                self._lose(f"the serial port failed ({exc})")
+                continue
+            silent_s = self.clock() - (self._telemetry_s or 0.0)
+            if silent_s > self.lost_after_s:
+                self._lose(f"no telemetry from the MCU for {silent_s * 1000:.0f} ms")
+
+    def _reconnect(self) -> None:
+        try:
+            port = self._open_port(self.port, self.baud)
+        except ActuatorError:
+            return
+        try:
+            pong = self._handshake(port)
+        except (ActuatorError, serial.SerialException, OSError) as exc:
+            log.debug("reconnect to %s failed: %s", self.port, exc)
+            port.close()
+            return
+        self._publish(port, pong)
+        self.stats.reconnects += 1
+        log.warning("MCU on %s reconnected (%s)", self.port, pong.firmware)
+
+    def _lose(self, why: str) -> None:
+        with self._write_lock:
+            port, self._serial = self._serial, None
+            if port is None:  # already lost (the reader and a writer both noticed)
+                return
+            self._fault = f"MCU link on {self.port} lost: {why}; reconnecting"
+        self.stats.losses += 1
+        log.error("%s", self._fault)
+        with contextlib.suppress(serial.SerialException, OSError):
+            port.close()
+
+    @property
+    def lost_after_s(self) -> float:
+        return LOST_AFTER_TIMEOUTS * self.config.timeout_ms / 1000.0
+
+    @property
+    def fault(self) -> str | None:
+        """Why the link is down, or None while it is up."""
+        if self._fault is not None:
+            return self._fault
+        if self._telemetry_s is not None:
+            silent_s = self.clock() - self._telemetry_s
+            if silent_s > self.lost_after_s:
+                return f"MCU link on {self.port} lost: no telemetry for {silent_s * 1000:.0f} ms"
+        return None
+
+    def _take_telemetry(self, message: p.Telemetry) -> None:
+        self._telemetry = message
+        self._telemetry_s = self.clock()
+        self.stats.telemetry += 1
+        for callback in self.on_telemetry:
+            callback(message)
+
+    @property
+    def telemetry(self) -> p.Telemetry | None:
+        """The latest TELEMETRY, or None if none came or it is older than the link allows."""
+        return self._telemetry if self.telemetry_age_s() <= self.lost_after_s else None
+
+    def telemetry_age_s(self) -> float:
+        return float("inf") if self._telemetry_s is None or self._telemetry is None \
+            else self.clock() - self._telemetry_s
+
+    # ------------------------------------------------------------------ sending
+
+    def send_drive(self, steering_us: int, throttle_us: int, flags: int) -> bool:
+        """Send one DRIVE; False (and counted) when the link is down."""
+        failure = None
+        with self._write_lock:
+            port = self._serial
+            if port is None:
+                self.stats.send_skipped += 1
+                return False
+            try:
+                self._write_locked(port, p.Drive(steering_us, throttle_us, flags))
+            except (serial.SerialException, OSError) as exc:
+                self.stats.send_skipped += 1
+                failure = exc
+        if failure is not None:
+            self._lose(f"a write failed ({failure})")
+            return False
+        return True
+
+    def _write(self, port: Any, message: p.Message) -> int:
+        with self._write_lock:
+            return self._write_locked(port, message)
+
+    def _write_locked(self, port: Any, message: p.Message) -> int:
+        seq = self._seq
+        self._seq = (self._seq + 1) & 0xFF
+        port.write(p.encode(message, seq))
+        self.stats.sent += 1
+        return seq
+
+    def close(self, final: p.Drive | None = None) -> None:
+        """Stop the reader; send ``final`` first if given (best effort); close the port."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        with self._write_lock:
+            port, self._serial = self._serial, None
+            if port is None:
+                return
+            try:
+                if final is not None:
+                    self._write_locked(port, final)
+                    port.flush()
+            except (serial.SerialException, OSError) as exc:
+                log.warning("could not send the final neutral to %s: %s", self.port, exc)
+            finally:
+                port.close()
+
+
+def _open_serial(port: str, baud: int) -> Any:
+    """Open ``port`` 8N1 for exclusive use; errors say what is wrong and what to do."""
+    try:
+        return serial.Serial(port, baud, timeout=0.02, write_timeout=0.5, exclusive=True)
+    except serial.SerialException as exc:
+        text = str(exc)
+        if "No such file" in text or ("could not open port" in text and "Errno 2" in text):
+            raise ActuatorError(
+                f"serial port {port} does not exist; is the MCU plugged in? List ports with "
+                "`ls /dev/ttyACM* /dev/ttyUSB*` and set actuator.port or --port") from None
+        if "lock" in text or "busy" in text.lower() or "Errno 16" in text:
+            raise ActuatorError(
+                f"serial port {port} is busy: another program has it open (find it with "
+                f"`fuser {port}`), stop it and try again") from None
+        if "Inappropriate ioctl" in text:
+            raise ActuatorError(f"{port} is not a serial port; set actuator.port or --port to "
+                                "the MCU's (e.g. /dev/ttyACM0)") from None
+        if "Permission denied" in text or "Errno 13" in text:
+            raise ActuatorError(
+                f"no permission to open {port}: add yourself to the dialout group (`sudo "
+                "usermod -aG dialout $USER`, then log in again)") from None
+        raise ActuatorError(f"cannot open serial port {port}: {text}") from None
