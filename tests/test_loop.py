@@ -15,7 +15,7 @@ import pytest
 from car.actuator import DryRunActuator
 from car.config import DriveConfig, RecordConfig
 from car.controllers import ScriptedController
-from car.frames import NEUTRAL, Command, Mode, UserInput
+from car.frames import ESTOP, NEUTRAL, Command, Mode, UserInput
 from car.latency import LatencyHistogram
 from car.loop import DriveLoop, Ratekeeper
 from car.modes import Arbiter
@@ -105,7 +105,7 @@ def test_estop_latches_neutral_until_cleared():
     loop, act, _ = make_loop(FakeEngine(lambda n: (0.5, 0.5)), controller=controller,
                              clock=clock)
     run_ticks(loop, clock, 7)
-    assert act.history[:7] == [Command(0.5, 0.5)] * 2 + [NEUTRAL] * 3 + [Command(0.5, 0.5)] * 2
+    assert act.history[:7] == [Command(0.5, 0.5)] * 2 + [ESTOP] * 3 + [Command(0.5, 0.5)] * 2
     assert loop.arbiter.counts.estop_ticks == 3
 
 
@@ -113,7 +113,7 @@ def test_estop_also_holds_in_user_mode():
     arbiter = Arbiter(FAST, HZ, Mode.USER)
     arbiter.estop()
     d = arbiter.decide(UserInput(0.5, 0.5), None, stale=False, now_s=0.0)
-    assert d.command == NEUTRAL and d.reason == "estop"
+    assert d.command == ESTOP and d.command.is_neutral and d.reason == "estop"
 
 
 def test_mode_arbitration_and_the_ai_throttle_limits():

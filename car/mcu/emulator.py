@@ -81,11 +81,11 @@ class Emulator:
                  rc: RcSignal | None = None, battery: Battery | None = None,
                  start_s: float = 0.0):
         self.core = McuCore(firmware=firmware)
-        self.telemetry_period_s = 1.0 / telemetry_hz
+        self.telemetry_period_ms = max(1, round(1000.0 / telemetry_hz))
         self.rc = rc or RcSignal()
         self.battery = battery or Battery()
         self.start_s = start_s
-        self._next_telemetry_s = start_s
+        self._next_telemetry_ms = 0
         self._last_status = -1
         self.events: list[tuple[float, str]] = []  # (time, what changed), for logs and tests
         self.sent_telemetry = 0
@@ -98,17 +98,18 @@ class Emulator:
         sends: replies, and a TELEMETRY frame when one is due."""
         core = self.core
         t = now_s - self.start_s
+        now_ms = self.now_ms(now_s)
         core.rc = self.rc.at(t)
-        out = bytearray(core.receive(received, self.now_ms(now_s)) if received else b"")
-        core.tick(self.now_ms(now_s))
+        out = bytearray(core.receive(received, now_ms) if received else b"")
+        core.tick(now_ms)
         core.battery_mv = self.battery.at(t, core.outputs[1], core.limits.thr[1])
         self._note_status(now_s)
-        if now_s >= self._next_telemetry_s:
+        if now_ms >= self._next_telemetry_ms:
             out += core.telemetry()
             self.sent_telemetry += 1
-            self._next_telemetry_s += self.telemetry_period_s
-            if self._next_telemetry_s <= now_s:  # fell behind: restart the schedule, no burst
-                self._next_telemetry_s = now_s + self.telemetry_period_s
+            self._next_telemetry_ms += self.telemetry_period_ms
+            if self._next_telemetry_ms <= now_ms:  # fell behind: restart, without a burst
+                self._next_telemetry_ms = now_ms + self.telemetry_period_ms
         return bytes(out)
 
     def _note_status(self, now_s: float) -> None:
@@ -144,6 +145,7 @@ class PtyEmulator:
         self.path = os.ttyname(self._slave_fd)
         self.dropped_bytes = 0
         self.received_bytes = 0
+        self.frozen = threading.Event()  # set: a hung MCU that neither reads nor sends
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.run, name="mcu-emulator", daemon=True)
         self._lock = threading.Lock()
@@ -160,6 +162,9 @@ class PtyEmulator:
         """Serve until ``stop()``: read what the host wrote, step, write the replies."""
         seen = 0
         while not self._stop.is_set():
+            if self.frozen.is_set():
+                time.sleep(self.poll_s)
+                continue
             ready, _, _ = select.select([self.master_fd], [], [], self.poll_s)
             data = self._read() if ready else b""
             with self._lock:

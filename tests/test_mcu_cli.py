@@ -1,0 +1,113 @@
+"""`car mcu emulate`, `car mcu status`, and `car drive --actuator serial`: hardware in the loop
+with the emulator on a pty, the rc controller, and the errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from car.cli import main
+from car.mcu.emulator import Emulator, PtyEmulator, RcSignal
+from car.tub.reader import Tub
+
+FIXTURE = Path(__file__).parent / "fixtures" / "pilot_linear.onnx"
+CAR = [sys.executable, "-m", "car.cli"]
+
+
+@pytest.fixture
+def emu() -> Iterator[PtyEmulator]:
+    with PtyEmulator(Emulator(start_s=time.monotonic(), telemetry_hz=100)) as emulator:
+        yield emulator
+
+
+def test_hardware_in_the_loop_drives_the_sim_with_the_pulses_the_mcu_applied(
+        emu: PtyEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["drive", "--model", str(FIXTURE), "--sim", "oval", "--actuator", "serial",
+            "--port", emu.path, "--duration", "2", "--json", "--record", str(tmp_path / "tub")]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    mcu = summary["mcu"]
+    assert mcu["firmware"] == "car-emulator" and mcu["losses"] == 0 and mcu["telemetry"] > 50
+    assert summary["safety"]["actuator_faults"] == 0
+    assert emu.core.counts.drives >= summary["ticks"] and emu.core.counts.duplicates == 0
+    records = list(Tub(tmp_path / "tub").records())
+    assert max(r["sim/speed"] for r in records) > 0.3  # the MCU's pulses moved the car
+    assert time.monotonic() - emu.emulator.start_s < 60
+    assert emu.core.outputs == (1500, 1500)  # the drive ended neutral
+
+
+def test_the_rc_controller_records_the_transmitter(
+        emu: PtyEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    emu.set_rc(RcSignal.parse("1700,1600"))
+    argv = ["drive", "--model", str(FIXTURE), "--sim", "oval", "--actuator", "serial",
+            "--port", emu.path, "--duration", "1.5", "--json", "--mode", "user",
+            "--controller", "rc", "--record", str(tmp_path / "tub")]
+    assert main(argv) == 0
+    records = list(Tub(tmp_path / "tub").records())[5:]
+    assert [r["user/angle"] for r in records] == pytest.approx([0.4] * len(records))
+    assert [r["user/throttle"] for r in records] == pytest.approx([0.2] * len(records))
+    assert records[-1]["sim/speed"] > 0.2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sim", "oval", "--controller", "rc"], "--controller rc reads the transmitter through "
+                                              "the MCU: add --actuator serial"),
+    (["--camera", "replay:x", "--actuator", "sim"], "--actuator sim needs --sim"),
+    (["--sim", "oval", "--actuator", "serial", "--port", "/dev/ttyNOPE7"],
+     "serial port /dev/ttyNOPE7 does not exist"),
+])
+def test_car_drive_actuator_errors(argv: list[str], message: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drive", "--model", str(FIXTURE), *argv]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_car_mcu_emulate_serves_until_terminated(capsys: pytest.CaptureFixture[str]) -> None:
+    proc = subprocess.Popen([*CAR, "mcu", "emulate", "--rc", "sweep"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = proc.stdout.readline().strip()
+        assert port.startswith("/dev/")
+        assert main(["mcu", "status", "--port", port, "--seconds", "0.3"]) == 0
+        out = capsys.readouterr().out
+        assert "firmware 'car-emulator', protocol v1" in out
+        assert re.search(r"RC \d+/1560 µs, battery 8\.\d\d V, status FAILSAFE CONFIGURED", out)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "1 CONFIG, 1 PING" in err and "FAILSAFE on" in err
+
+
+def test_car_mcu_emulate_detach_returns_the_port_at_once(tmp_path: Path) -> None:
+    log = tmp_path / "emu.log"
+    start = time.monotonic()
+    done = subprocess.run([*CAR, "mcu", "emulate", "--detach", "--log", str(log)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and time.monotonic() - start < 20
+    port = done.stdout.strip()
+    pid = int(re.search(r"pid (\d+)", done.stderr).group(1))  # type: ignore[union-attr]
+    try:
+        assert os.path.exists(port)
+        assert main(["mcu", "status", "--port", port, "--seconds", "0"]) == 0
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "emulator stopped" not in log.read_text():
+        time.sleep(0.05)
+    assert "CONFIGURED on" in log.read_text() and "emulator stopped" in log.read_text()
+
+
+def test_car_mcu_emulate_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["mcu", "emulate", "--rc", "loud"]) == 1
+    assert "expected none, center, sweep or STEER_US,THROTTLE_US" in capsys.readouterr().err
