@@ -13,6 +13,7 @@ import cv2
 from car import __version__
 from car.commands import bench as bench_commands
 from car.commands import build as build_commands
+from car.commands import calibrate as calibrate_commands
 from car.commands import config as config_commands
 from car.commands import drive as drive_commands
 from car.commands import mcu as mcu_commands
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_commands.register(commands)
     build_commands.register(commands)
     mcu_commands.register(commands)
+    calibrate_commands.register(commands)
     return parser
 
 

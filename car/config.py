@@ -378,6 +378,9 @@ def _check_cross_fields(config: Config, where: str) -> None:
              (s.left_us, s.center_us, s.right_us)),
             ("throttle", ("reverse_us", "neutral_us", "forward_us"),
              (t.reverse_us, t.neutral_us, t.forward_us))):
+        if lo == hi:
+            raise ConfigError(f"{where}: {name}.{keys[0]} and {name}.{keys[2]} are both {lo} "
+                              f"µs; the two ends must differ (`car calibrate {name}`)")
         if not (lo < mid < hi or lo > mid > hi):
             raise ConfigError(
                 f"{where}: {name}.{keys[1]} must lie strictly between {name}.{keys[0]} and "

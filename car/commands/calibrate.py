@@ -38,6 +38,7 @@ from car.camera import Camera, EndOfFrames, open_camera
 from car.commands import CtrlC, add_config_options, bounded, config_from_args
 from car.config import DEFAULT_FILE, find_config_file, update_config_file
 
+DEFAULT_VIEWS = 20
 HINT_AFTER_S = 5.0  # live: say how to move the board after this long without a new view
 
 
@@ -51,7 +52,9 @@ def add_calibrate_parser(commands: argparse._SubParsersAction) -> argparse._SubP
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    add_calibrate_parser(commands)
+    from car.commands import calibrate_servo
+
+    calibrate_servo.register(add_calibrate_parser(commands))
 
 
 def register_camera(targets: argparse._SubParsersAction) -> None:
@@ -72,8 +75,8 @@ def register_camera(targets: argparse._SubParsersAction) -> None:
     live = p.add_argument_group("live")
     live.add_argument("--camera", metavar="SPEC", help="usb:INDEX, csi[:SENSOR], gst:PIPELINE "
                       "or replay:TUB (default: camera.source in car.toml)")
-    live.add_argument("--frames", type=bounded(int, MIN_VIEWS, 200), default=20, metavar="N",
-                      help=f"views to collect, {MIN_VIEWS} to 200 (default 20)")
+    live.add_argument("--frames", type=bounded(int, MIN_VIEWS, 200), metavar="N",
+                      help=f"views to collect, {MIN_VIEWS} to 200 (default {DEFAULT_VIEWS})")
     live.add_argument("--size", type=size_arg, metavar="WxH", help="capture size (default: "
                       "[camera] width x height; a multiple of it, e.g. 640x480 for 160x120, "
                       "finds the board more easily)")
@@ -111,6 +114,11 @@ def size_arg(text: str) -> tuple[int, int]:
 
 
 def calibrate_camera(args: argparse.Namespace) -> None:
+    live_only = [flag for flag, value in (("--camera", args.camera), ("--frames", args.frames),
+                                          ("--size", args.size), ("--save", args.save))
+                 if value is not None]
+    if live_only and not args.live:
+        raise CalibrationError(f"{', '.join(live_only)}: for --live only, not with --images")
     if args.live:
         cal, first_view = calibrate_live(args)
     else:
@@ -159,7 +167,8 @@ def collect_views(camera: Camera, args: argparse.Namespace,
         save_dir.mkdir(parents=True, exist_ok=True)
     print(f"show the {args.board[0]}x{args.board[1]} board to the camera: tilt it, move it "
           "to the edges and corners, near and far; Ctrl-C stops early", flush=True)
-    while len(picker.kept) < args.frames and not ctrl.pressed:
+    wanted = args.frames or DEFAULT_VIEWS
+    while len(picker.kept) < wanted and not ctrl.pressed:
         try:
             frame = camera.read()
         except EndOfFrames:
@@ -169,8 +178,8 @@ def collect_views(camera: Camera, args: argparse.Namespace,
             continue
         last_seq = frame.seq
         corners = find_corners(frame.image, args.board)
-        shift = None if corners is None else picker.offer(corners)
-        if shift is None:
+        why = None if corners is None else picker.offer(corners)
+        if why is None:
             if time.monotonic() - last_news > HINT_AFTER_S:
                 what = "no board in view" if corners is None else "the board has not moved"
                 print(f"  {what}: tilt or move it to a new place", flush=True)
@@ -182,8 +191,7 @@ def collect_views(camera: Camera, args: argparse.Namespace,
         if save_dir:
             path = save_dir / f"view_{len(picker.kept):02d}.png"
             cv2.imwrite(str(path), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
-        moved = "first view" if shift == float("inf") else f"moved {shift:.0f} px"
-        print(f"view {len(picker.kept)}/{args.frames} kept ({moved})", flush=True)
+        print(f"view {len(picker.kept)}/{wanted} kept ({why})", flush=True)
     if ctrl.pressed:
         print(f"stopped with {len(picker.kept)} views", flush=True)
     return picker.kept, first_view
@@ -202,7 +210,7 @@ def print_calibration(cal: LensCalibration, board: Board, square_mm: float) -> N
     worst = sorted(zip(cal.image_errors_px, cal.images_used), reverse=True)[:3]
     print("  worst views: " + ", ".join(f"{name} {err:.2f} px" for err, name in worst))
     zoom = Undistorter(cal, *cal.size).zoom
-    print(f"  undistorting enlarges the centre x{zoom:.2f} (no black border)")
+    print(f"  undistorted frames: focal length x{zoom:.2f}, framed with no black border")
     for name, why in cal.images_rejected:
         print(f"  rejected {name}: {why}")
     for note in quality_notes(cal):

@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from calibration.camera import maybe_undistort
 from car.actuator import Actuator, DryRunActuator
 from car.camera import Camera, open_camera
 from car.commands import CtrlC, add_config_options, bounded, config_from_args
@@ -116,6 +117,8 @@ def drive_command(args: argparse.Namespace) -> int:
             c = config.camera
             camera = open_camera(spec, c.width, c.height, c.fps)
             stack.callback(camera.close)
+            if not spec.startswith("replay:"):  # a tub holds frames as the camera stage gave
+                camera = maybe_undistort(camera, config.lens)
         actuator = _actuator(driver, args, config, sim_link)
         stack.callback(actuator.close)
         size = camera.size
