@@ -356,3 +356,21 @@ def test_a_camera_that_goes_silent_fails_instead_of_serving_an_old_frame(monkeyp
             cam.read()
     cam._cap.release()
     cam.close()
+
+
+def test_an_actuator_fault_commands_neutral_until_it_clears(caplog):
+    loop, act, clock = make_loop(FakeEngine(lambda n: (0.3, 0.3)))
+    faults = {2: "MCU link on /dev/ttyACM0 lost: no telemetry for 760 ms; reconnecting",
+              3: "same"}
+
+    def on_tick(result):
+        act.fault = faults.get(loop.ticks)  # what the actuator reports for the next tick
+        return False
+
+    keeper = Ratekeeper(HZ, clock=clock, sleep=clock.sleep)
+    with caplog.at_level(logging.WARNING):
+        loop.run(keeper, max_ticks=6, on_tick=on_tick)
+    assert act.history[:6] == [Command(0.3, 0.3)] * 2 + [NEUTRAL] * 2 + [Command(0.3, 0.3)] * 2
+    assert loop.arbiter.counts.actuator_faults == 2
+    assert loop.summary(keeper, 1.0)["safety"]["actuator_faults"] == 2
+    assert "no telemetry for 760 ms; reconnecting: outputs neutral until it is back" in caplog.text
