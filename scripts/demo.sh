@@ -55,7 +55,23 @@ step car replay "$OUT/sim_tub" --model "$OUT/pilot/pilot.onnx" --update-ref
 step car replay "$OUT/sim_tub" --model "$OUT/pilot/pilot.onnx"
 
 echo
-echo "== 7. Config"
+echo "== 7. Motors over serial: the MCU emulator on a pseudo-terminal, in the loop (the"
+echo "   simulated car follows the pulses the MCU reports applying); then the host goes and"
+echo "   the MCU fails safe"
+PORT=$(car mcu emulate --detach --rc sweep --log "$OUT/mcu_emulator.log" 2>"$OUT/mcu_emulate.txt")
+EMU_PID=$(sed -n 's/.*pid \([0-9]*\).*/\1/p' "$OUT/mcu_emulate.txt")
+trap 'kill "$EMU_PID" 2>/dev/null || true' EXIT
+step car mcu status --port "$PORT" --seconds 0.4
+step car drive --model "$OUT/pilot/pilot.onnx" --sim diyrobocars --duration 10 \
+    --actuator serial --port "$PORT"
+sleep 0.5
+kill "$EMU_PID"
+sleep 0.5
+echo "the emulator's log:"
+cat "$OUT/mcu_emulator.log"
+
+echo
+echo "== 8. Config"
 step car config show --set drive.rate_hz=30
 
 echo "Demo done. Look at $OUT/map.png, $OUT/view.png, $OUT/pilot/loss.png, $OUT/pred.png,"

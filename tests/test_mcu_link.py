@@ -229,3 +229,22 @@ def test_killing_the_host_makes_the_mcu_fail_safe(emu: PtyEmulator) -> None:
         if host.poll() is None:
             host.kill()
             host.wait()
+
+
+def test_a_new_session_never_starts_on_the_last_applied_seq(emu: PtyEmulator,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    first = connect(emu)
+    first.send(Command(0.2, 0.0))
+    first.close()  # its last DRIVE (flags 0) is applied: the MCU's last SEQ
+    assert wait_for(lambda: emu.core.last_seq is not None and emu.core.counts.drives == 2)
+    last = emu.core.last_seq
+    # The next session's PING and CONFIG take two SEQs; its first DRIVE would be `last`.
+    monkeypatch.setattr("car.mcu.link.secrets.randbelow", lambda n: (last - 2) % 256)
+    second = connect(emu)
+    try:
+        second.send(Command(0.5, 0.0))
+        assert wait_for(lambda: emu.core.outputs == (1710, 1500))
+        assert emu.core.counts.duplicates == 0
+    finally:
+        second.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ RETRY_S = 0.5
 PING_EVERY_S = 0.25
 ACK_WAIT_S = 0.3
 ACK_TRIES = 3
+FIRST_TELEMETRY_WAIT_S = 0.1  # 5 periods at 50 Hz
 
 
 @dataclass
@@ -59,7 +61,7 @@ class McuLink:
         self.parser = p.FrameParser(dict(p.MCU_TO_HOST))
         self.on_telemetry: list[Callable[[p.Telemetry], None]] = []
         self._serial: Any = None
-        self._seq = 0
+        self._seq = secrets.randbelow(256)  # a new session rarely repeats the last one's SEQ
         self._write_lock = threading.Lock()
         self._telemetry: p.Telemetry | None = None
         self._telemetry_s: float | None = None
@@ -89,6 +91,9 @@ class McuLink:
                 f"({pong.firmware or 'unnamed firmware'}), this car speaks "
                 f"v{p.PROTOCOL_VERSION}; flash firmware/car_mcu (see firmware/README.md)")
         self._configure(port)
+        last = self._telemetry or self._await(port, p.Telemetry, FIRST_TELEMETRY_WAIT_S)
+        if last is not None and last.last_seq == self._seq:  # the MCU would take our first
+            self._seq = (self._seq + 1) & 0xFF  # DRIVE for a duplicate of a previous session's
         return pong
 
     def _ping(self, port: Any) -> p.Pong:
