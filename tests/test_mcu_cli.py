@@ -111,3 +111,18 @@ def test_car_mcu_emulate_detach_returns_the_port_at_once(tmp_path: Path) -> None
 def test_car_mcu_emulate_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["mcu", "emulate", "--rc", "loud"]) == 1
     assert "expected none, center, sweep or STEER_US,THROTTLE_US" in capsys.readouterr().err
+
+
+def test_hardware_in_the_loop_when_the_mcu_hangs(emu: PtyEmulator, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+
+    threading.Timer(1.0, emu.frozen.set).start()  # the MCU stops answering after 1 s
+    argv = ["drive", "--model", str(FIXTURE), "--sim", "oval", "--actuator", "serial",
+            "--port", emu.path, "--duration", "3.5", "--json", "--record", str(tmp_path / "t")]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["safety"]["actuator_faults"] > 5 and summary["mcu"]["losses"] == 1
+    records = list(Tub(tmp_path / "t").records())
+    assert records[-1]["car/throttle"] == 0.0 and records[-1]["car/steering"] == 0.0
+    assert records[-1]["sim/speed"] < max(r["sim/speed"] for r in records) / 2  # stopping

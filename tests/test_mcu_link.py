@@ -248,3 +248,18 @@ def test_a_new_session_never_starts_on_the_last_applied_seq(emu: PtyEmulator,
         assert emu.core.counts.duplicates == 0
     finally:
         second.close()
+
+
+def test_a_latch_left_by_a_crashed_session_is_cleared_by_the_next(emu: PtyEmulator,
+                                                                  caplog) -> None:
+    with serial.Serial(emu.path, 115200, timeout=0.1) as port:  # a host that dies e-stopped
+        port.write(p.encode(p.Drive(1500, 1500, p.ESTOP), 40))
+        assert wait_for(lambda: emu.core.estop)
+    act = connect(emu)
+    try:
+        assert "e-stop latched from an earlier session" in caplog.text
+        act.send(Command(0.5, 0.0))  # flags 0: clears the latch, neutral
+        act.send(Command(0.5, 0.0))
+        assert wait_for(lambda: emu.core.outputs == (1710, 1500) and not emu.core.estop)
+    finally:
+        act.close()

@@ -17,7 +17,7 @@ from car.config import Config
 from car.controllers import Controller, ScriptedController
 from car.controllers.rc import RcController
 from car.errors import CarError
-from car.frames import Command, Mode
+from car.frames import NEUTRAL, Command, Mode
 from car.loop import STALE_PERIODS, DriveLoop, Ratekeeper, TickResult
 from car.mcu.actuator import SerialActuator
 from car.mcu.protocol import Telemetry
@@ -163,6 +163,8 @@ def drive_command(args: argparse.Namespace) -> int:
                     resets[0] += 1
                 if args.laps is not None and status.lap >= args.laps:
                     return True
+                if actuator is not sim_link.actuator and actuator.fault is not None:
+                    sim_link.actuator.send(NEUTRAL)  # no telemetry: the MCU has failed safe
             return deadline is not None and time.monotonic() >= deadline
 
         with CtrlC(second_raises=True) as ctrl_c:

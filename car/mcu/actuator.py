@@ -39,7 +39,13 @@ class SerialActuator:
         link = McuLink(port or a.port, pulses.config_message(a), baud=a.baud,
                        connect_timeout_s=a.connect_timeout_s)
         link.open()
-        return cls(link.start(), pulses)
+        actuator = cls(link.start(), pulses)
+        t = link.telemetry
+        if t is not None and t.estop:
+            log.warning("the MCU on %s has an e-stop latched from an earlier session; "
+                        "starting this one clears it", link.port)
+            actuator._estop_sent = True  # the first non-stop command sends flags 0
+        return actuator
 
     def send(self, command: Command) -> None:
         if command.estop:
