@@ -13,6 +13,9 @@ Keys (one character each; arrow keys work in a terminal):
 - throttle: ``b`` marks full reverse, ``f`` full forward, ``n`` neutral (stopped); ``x`` plays
   the reverse double-tap most car ESCs need (reverse, neutral, reverse) at the current pulse;
 - ``w`` writes the marks and ends; ``q`` ends without writing; ``?`` shows the keys.
+
+While the MCU link is down (it reconnects by itself) the pulse goes back to the middle and
+stepping and marking keys are refused, so a mark is always a pulse the servo really had.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class ServoSession:
         self.other_neutral_us = other_neutral_us
         self.out = out
         self._lock = threading.Lock()
+        self._faulted = False  # the link was down at the last heartbeat
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name="calibrate", daemon=True)
 
@@ -95,8 +99,18 @@ class ServoSession:
             self.link.send_drive(self.other_neutral_us, pulse, p.ENGAGE)
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        period_s = min(HEARTBEAT_S, self.link.config.timeout_ms / 4000.0)
+        while not self._stop.wait(period_s):
+            fault = self.link.fault
             with self._lock:
+                if fault is not None and not self._faulted:
+                    self._faulted = True  # back to the middle: no surprise on reconnect
+                    self.pulse = self.values[self.spec.keys[1]]
+                    self._say(f"{fault}; the pulse is back at the middle ({self.pulse} µs) "
+                              "and keys wait until the MCU is back")
+                elif fault is None and self._faulted:
+                    self._faulted = False
+                    self._say(f"the MCU is back; pulse {self.pulse} µs")
                 self._drive(self.pulse)
 
     def run(self, keys: Iterable[str]) -> dict[str, int] | None:
@@ -119,6 +133,9 @@ class ServoSession:
     def press(self, key: str) -> tuple[bool, dict[str, int] | None]:
         """One key; (finished, marks to write)."""
         spec = self.spec
+        if (key in STEPS or key in spec.marks or key in "0x") and self.link.fault is not None:
+            self._say(f"ignored {key!r}: {self.link.fault}")
+            return False, None
         if key in STEPS:
             self._set(self.pulse + STEPS[key])
         elif key == "0":

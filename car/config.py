@@ -450,7 +450,8 @@ def update_config_file(path: str | os.PathLike, changes: Mapping[str, Mapping[st
     the new one replaces it atomically. Returns the config as written.
     """
     path = Path(path)
-    if not path.exists():
+    created = not path.exists()
+    if created:
         write_default_config(path)
     text = path.read_text(encoding="utf-8")
     for section, table in changes.items():
@@ -466,7 +467,8 @@ def update_config_file(path: str | os.PathLike, changes: Mapping[str, Mapping[st
         raise ConfigError(str(exc).replace(str(tmp), str(path))) from None
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
-    path.with_name(path.name + ".bak").write_bytes(path.read_bytes())
+    if not created:
+        path.with_name(path.name + ".bak").write_bytes(path.read_bytes())
     os.replace(tmp, path)
     return dataclasses.replace(config, source=str(path))
 
@@ -477,7 +479,7 @@ def _set_toml_key(text: str, section: str, key: str, value: str) -> str:
     lines = text.splitlines()
     start = None
     for i, line in enumerate(lines):
-        if line.strip() == f"[{section}]":
+        if line.split("#", 1)[0].strip() == f"[{section}]":
             start = i
             break
     if start is None:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from car.actuator import Actuator, ActuatorError
 from car.camera import Camera, CameraError, EndOfFrames
 from car.controllers import Controller
-from car.frames import NEUTRAL, Frame, Mode
+from car.frames import ESTOP, NEUTRAL, Command, Frame, Mode
 from car.latency import LatencyHistogram
 from car.modes import Arbiter, Decision, LimitedLog
 from deploy.engine import Engine
@@ -221,7 +221,8 @@ class DriveLoop:
         for that long (a stage that hangs), until the loop ticks again.
         """
         reason = "stopped"
-        watchdog = TickWatchdog(self.actuator, watchdog_s) if watchdog_s else None
+        watchdog = TickWatchdog(self.actuator, watchdog_s, safe=self.safe_command) \
+            if watchdog_s else None
         try:
             if watchdog is not None:
                 watchdog.start()
@@ -250,10 +251,15 @@ class DriveLoop:
             if watchdog is not None:
                 watchdog.stop()
             try:
-                self.actuator.send(NEUTRAL)
+                self.actuator.send(self.safe_command())
             except ActuatorError as exc:
                 log.error("could not send the final neutral command: %s", exc)
         return reason
+
+    def safe_command(self) -> Command:
+        """Neutral, keeping an e-stop an e-stop (the MCU's latch must not be released by a
+        stop that was not the user's clear)."""
+        return ESTOP if self.arbiter.estopped else NEUTRAL
 
     def summary(self, ratekeeper: Ratekeeper, elapsed_s: float) -> dict[str, Any]:
         """Loop rate, overruns, per-stage latency and safety counts, as plain data."""
@@ -282,8 +288,10 @@ class TickWatchdog:
     ``timeout_s``: a hung camera, model or disk must not leave the car on its last command.
     The actuator's ``send`` must therefore be safe to call from another thread."""
 
-    def __init__(self, actuator: Actuator, timeout_s: float, clock: Clock = time.monotonic):
+    def __init__(self, actuator: Actuator, timeout_s: float, clock: Clock = time.monotonic,
+                 safe: Callable[[], Command] = lambda: NEUTRAL):
         self.actuator = actuator
+        self.safe = safe
         self.timeout_s = timeout_s
         self.clock = clock
         self.trips = 0
@@ -311,7 +319,7 @@ class TickWatchdog:
                 log.error("no tick for %.0f ms (a stage is hung): outputs neutral",
                           silent_s * 1000)
                 try:
-                    self.actuator.send(NEUTRAL)
+                    self.actuator.send(self.safe())
                 except Exception as exc:  # the loop's own error handling reports it too
                     log.error("the watchdog could not send neutral: %s", exc)
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from calibration.servo import STEERING, ServoSession
 from car.cli import main
-from car.config import load_config
+from car.config import SteeringConfig, load_config
+from car.mcu import protocol as p
 from car.mcu.emulator import Emulator, PtyEmulator
 
 
@@ -58,6 +60,8 @@ def test_throttle_by_keys_with_the_double_tap(emu: PtyEmulator, toml: Path,
     assert main(["calibrate", "throttle", "--port", emu.path]) == 0
     out = capsys.readouterr()
     assert "double tap: 1350 / 1500 / 1350 µs" in out.out
+    throttle = [thr for _, (_, thr) in emu.emulator.outputs]
+    assert _contains(throttle, [1350, 1500, 1350])  # on the wire, in that order
     assert "LIFT THE DRIVEN WHEELS" in out.err
     t = load_config(toml).throttle
     assert (t.reverse_us, t.neutral_us, t.forward_us) == (1350, 1510, 1700)
@@ -106,3 +110,37 @@ def test_a_missing_port_is_one_clear_line(toml: Path, capsys: pytest.CaptureFixt
                                           ) -> None:
     assert main(["calibrate", "steering", "--port", "/dev/ttyNOPE3"]) == 1
     assert "serial port /dev/ttyNOPE3 does not exist" in capsys.readouterr().err
+
+
+def _contains(seq: list[int], run: list[int]) -> bool:
+    return any(seq[i:i + len(run)] == run for i in range(len(seq)))
+
+
+class _DownLink:
+    """A link that is down: what a session sees while the MCU reconnects."""
+
+    fault = "MCU link on /dev/ttyACM0 lost: no telemetry for 800 ms; reconnecting"
+    config = p.Config(250, 1000, 1500, 2000, 1000, 1500, 2000)
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int, int]] = []
+
+    def send_drive(self, steering_us: int, throttle_us: int, flags: int) -> bool:
+        self.sent.append((steering_us, throttle_us, flags))
+        return False
+
+
+def test_keys_wait_while_the_link_is_down() -> None:
+    out = io.StringIO()
+    session = ServoSession(_DownLink(), STEERING, SteeringConfig(), 1500, out)  # type: ignore[arg-type]
+    assert session.press("d") == (False, None) and session.pulse == 1500
+    assert session.press("l") == (False, None) and session.values["left_us"] == 1000
+    assert "ignored 'd': MCU link on /dev/ttyACM0 lost" in out.getvalue()
+    assert session.press("q") == (True, None)  # quitting still works
+
+
+def test_calibrate_refuses_the_other_channels_keys(toml: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calibrate", "steering", "--set", "throttle.forward_us=1900"]) == 1
+    assert "`car calibrate steering` writes [steering]; use `car calibrate throttle`" in \
+        capsys.readouterr().err

@@ -153,3 +153,7 @@ def test_update_config_file_keeps_comments_and_refuses_bad_values(tmp_path: Path
     assert load_config(path) == config  # nothing written
     fresh = update_config_file(tmp_path / "new" / "car.toml", {"lens": {"fx": 100.5}})
     assert fresh.lens.fx == 100.5 and fresh.steering.center_us == 1500
+    assert not (tmp_path / "new" / "car.toml.bak").exists()  # nothing to back up
+    path.write_text("[steering]  # my servo\nleft_us = 1100\n")
+    assert update_config_file(path, {"steering": {"left_us": 1000}}).steering.left_us == 1000
+    assert path.read_text().count("[steering]") == 1

@@ -209,3 +209,11 @@ def test_car_bench_lists_every_engine(capsys):
     out = capsys.readouterr().out
     assert "CPUExecutionProvider" in out
     assert "cuda" in out  # benched, or skipped with the reason
+
+
+def test_car_drive_on_a_replayed_tub_moves_no_motors(capsys, sim_tub_pristine):
+    code = main(["drive", "--model", str(FIXTURE), "--camera", f"replay:{sim_tub_pristine}",
+                 "--json", "--hz", "200"])
+    captured = capsys.readouterr()
+    assert code == 0 and "dry run" in captured.err  # not the MCU on actuator.port
+    assert json.loads(captured.out)["stop_reason"] == "end of frames"

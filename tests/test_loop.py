@@ -17,7 +17,7 @@ from car.config import DriveConfig, RecordConfig
 from car.controllers import ScriptedController
 from car.frames import ESTOP, NEUTRAL, Command, Mode, UserInput
 from car.latency import LatencyHistogram
-from car.loop import DriveLoop, Ratekeeper
+from car.loop import DriveLoop, Ratekeeper, TickWatchdog
 from car.modes import Arbiter
 from car.recorder import DriveRecorder
 from car.reload import ModelWatcher
@@ -374,3 +374,22 @@ def test_an_actuator_fault_commands_neutral_until_it_clears(caplog):
     assert loop.arbiter.counts.actuator_faults == 2
     assert loop.summary(keeper, 1.0)["safety"]["actuator_faults"] == 2
     assert "no telemetry for 760 ms; reconnecting: outputs neutral until it is back" in caplog.text
+
+
+def test_an_estopped_loop_ends_and_watchdogs_with_the_estop_kept():
+    ticks = iter(range(100))
+    loop, act, clock = make_loop(controller=ScriptedController(
+        script=lambda now: UserInput(estop=next(ticks) == 1)))
+    run_ticks(loop, clock, 3)
+    assert act.last == ESTOP  # the final command keeps the MCU's latch
+    assert loop.safe_command() == ESTOP
+    loop.arbiter.clear_estop()
+    assert loop.safe_command() == NEUTRAL
+    watchdog = TickWatchdog(act, 0.01, safe=lambda: ESTOP)
+    watchdog.start()
+    deadline = time.monotonic() + 2
+    act.last = NEUTRAL
+    while act.last != ESTOP and time.monotonic() < deadline:
+        time.sleep(0.005)
+    watchdog.stop()
+    assert act.last == ESTOP and watchdog.trips == 1

@@ -250,16 +250,59 @@ def test_a_new_session_never_starts_on_the_last_applied_seq(emu: PtyEmulator,
         second.close()
 
 
-def test_a_latch_left_by_a_crashed_session_is_cleared_by_the_next(emu: PtyEmulator,
-                                                                  caplog) -> None:
-    with serial.Serial(emu.path, 115200, timeout=0.1) as port:  # a host that dies e-stopped
+def latch_and_leave(emu: PtyEmulator) -> None:
+    """A host that e-stops and dies: the MCU keeps the latch."""
+    with serial.Serial(emu.path, 115200, timeout=0.1) as port:
         port.write(p.encode(p.Drive(1500, 1500, p.ESTOP), 40))
         assert wait_for(lambda: emu.core.estop)
+
+
+def test_a_latch_left_by_a_crashed_session_is_kept_until_the_user_clears_it(
+        emu: PtyEmulator) -> None:
+    latch_and_leave(emu)
     act = connect(emu)
     try:
-        assert "e-stop latched from an earlier session" in caplog.text
-        act.send(Command(0.5, 0.0))  # flags 0: clears the latch, neutral
+        assert act.latched_at_connect
+        act.send(ESTOP)  # what the loop sends while its e-stop is on
+        assert wait_for(lambda: emu.core.counts.drives >= 2) and emu.core.estop
+        act.send(Command(0.5, 0.0))  # the user's clear: flags 0 releases the latch
         act.send(Command(0.5, 0.0))
         assert wait_for(lambda: emu.core.outputs == (1710, 1500) and not emu.core.estop)
     finally:
         act.close()
+
+
+def test_an_estop_survives_the_end_of_the_session_and_a_link_loss(emu: PtyEmulator) -> None:
+    act = connect(emu)
+    act.send(ESTOP)
+    act.close()  # the last DRIVE keeps ESTOP: the latch stays
+    assert wait_for(lambda: emu.core.counts.drives == 2) and emu.core.estop
+    act = connect(emu)
+    try:
+        assert act.latched_at_connect
+        emu.frozen.set()
+        assert wait_for(lambda: act.link.stats.losses == 1)
+        act.send(Command(0.2, 0.0))  # the user clears while the link is down: skipped
+        assert act.link.stats.send_skipped == 1
+        emu.frozen.clear()
+        assert wait_for(lambda: act.fault is None)
+        assert emu.core.estop  # still latched after the reconnect
+        act.send(Command(0.2, 0.0))  # now the release goes out, then ENGAGE
+        act.send(Command(0.2, 0.0))
+        assert wait_for(lambda: emu.core.outputs == (1596, 1500) and not emu.core.estop)
+    finally:
+        act.close()
+
+
+def test_close_during_a_reconnect_leaves_no_port_open(emu: PtyEmulator) -> None:
+    act = connect(emu, "actuator.connect_timeout_s=10")
+    emu.frozen.set()
+    assert wait_for(lambda: act.link.stats.losses == 1)
+    time.sleep(0.7)  # the reader is inside a reconnect, waiting for PONG
+    start = time.monotonic()
+    act.close()
+    assert time.monotonic() - start < 1.5
+    emu.frozen.clear()
+    time.sleep(0.3)
+    with serial.Serial(emu.path, exclusive=True):  # nobody holds the port
+        pass

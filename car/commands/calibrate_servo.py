@@ -15,6 +15,7 @@ from typing import Any
 from calibration.servo import SPECS, ServoSession, check_marks, read_keys, session_config
 from car.commands import add_config_options, config_from_args
 from car.config import DEFAULT_FILE, find_config_file, parse_override, update_config_file
+from car.errors import CarError
 from car.mcu import protocol as p
 from car.mcu.link import McuLink
 
@@ -41,6 +42,9 @@ def calibrate_servo(args: argparse.Namespace) -> int:
         name, key, _ = parse_override(item)
         if name == spec.section:
             given[key] = getattr(section, key)  # the checked, typed value
+        elif name in SPECS:
+            raise CarError(f"--set {item!r}: `car calibrate {spec.section}` writes "
+                           f"[{spec.section}]; use `car calibrate {name}` for [{name}]")
     if given:
         check_marks(spec, {k: getattr(section, k) for k in spec.keys})
         return _write(path, spec.section, given)

@@ -27,6 +27,7 @@ from car.reload import ModelWatcher
 from deploy.engine import Engine, EngineError, load_engine
 
 DEFAULT_TRACK = "diyrobocars"
+WATCHDOG_PERIODS = 2.5  # the MCU's timeout must span this many loop periods
 SIM_RECORD_FIELDS = (("sim/cte", "float"), ("sim/speed", "float"), ("sim/x", "float"),
                      ("sim/y", "float"), ("sim/yaw", "float"), ("sim/lap", "int"))
 
@@ -85,6 +86,15 @@ def loop_rate(args: argparse.Namespace, config: Config) -> float:
     return hz
 
 
+def check_watchdog_fits(timeout_ms: int, hz: float) -> None:
+    """The MCU must not fail safe between two ticks of a healthy loop."""
+    if timeout_ms < WATCHDOG_PERIODS * 1000.0 / hz:
+        raise CarError(f"actuator.timeout_ms = {timeout_ms} is shorter than "
+                       f"{WATCHDOG_PERIODS:g} loop periods at {hz:g} Hz "
+                       f"({WATCHDOG_PERIODS * 1000.0 / hz:.0f} ms): the MCU would fail safe "
+                       "between ticks; raise actuator.timeout_ms or the loop rate")
+
+
 def check_frame_size(engine: Engine, width: int, height: int) -> None:
     p = engine.manifest.preprocess
     if (p.source_width, p.source_height) != (width, height):
@@ -100,9 +110,14 @@ def drive_command(args: argparse.Namespace) -> int:
     use_sim = args.sim is not None or spec == "sim"
     if args.laps and not use_sim:
         raise CarError("--laps needs --sim; on the car, stop with --duration or Ctrl-C")
-    driver = args.actuator or ("sim" if use_sim else config.actuator.driver)
+    # A replayed tub never moves the motors unless asked to.
+    default = "sim" if use_sim else "dry" if spec.startswith("replay:") else \
+        config.actuator.driver
+    driver = args.actuator or default
     if driver == "sim" and not use_sim:
         raise CarError("--actuator sim needs --sim")
+    if driver == "serial":
+        check_watchdog_fits(config.actuator.timeout_ms, hz)
     if args.controller == "rc" and driver != "serial":
         raise CarError("--controller rc reads the transmitter through the MCU: add "
                        "--actuator serial")
@@ -128,6 +143,11 @@ def drive_command(args: argparse.Namespace) -> int:
         if recorder is not None:
             stack.callback(lambda: stats.append(recorder.close()))
         arbiter = Arbiter(config.drive, hz, Mode(args.mode))
+        if isinstance(actuator, SerialActuator) and actuator.latched_at_connect:
+            arbiter.estop()
+            print(f"car: warning: the MCU on {actuator.link.port} has an e-stop latched from an "
+                  "earlier session: the car stays neutral until the e-stop is cleared (`car "
+                  f"mcu status --port {actuator.link.port} --clear-estop`)", file=sys.stderr)
         controller: Controller = ScriptedController(Mode(args.mode))
         if args.controller == "rc":
             assert isinstance(actuator, SerialActuator)
@@ -163,7 +183,8 @@ def drive_command(args: argparse.Namespace) -> int:
                     resets[0] += 1
                 if args.laps is not None and status.lap >= args.laps:
                     return True
-                if actuator is not sim_link.actuator and actuator.fault is not None:
+                if isinstance(actuator, SerialActuator) and actuator.link.telemetry_age_s() \
+                        > config.actuator.timeout_ms / 1000.0:
                     sim_link.actuator.send(NEUTRAL)  # no telemetry: the MCU has failed safe
             return deadline is not None and time.monotonic() >= deadline
 

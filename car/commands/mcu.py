@@ -38,6 +38,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     s.add_argument("--port", help="serial port (default: actuator.port in car.toml)")
     s.add_argument("--seconds", type=bounded(float, 0.0, 3600.0), default=1.0,
                    help="how long to show telemetry (default 1)")
+    s.add_argument("--clear-estop", action="store_true",
+                   help="release an e-stop latched on the MCU (one DRIVE with flags 0; the "
+                        "outputs stay neutral)")
     add_config_options(s)
     s.set_defaults(handler=status_command)
 
@@ -115,11 +118,14 @@ def status_command(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     actuator = SerialActuator.connect(config, args.port)
+    link = actuator.link
     try:
-        pong = actuator.link.pong
+        pong = link.pong
         assert pong is not None
-        print(f"{actuator.link.port}: firmware {pong.firmware!r}, protocol "
-              f"v{pong.protocol_version}")
+        print(f"{link.port}: firmware {pong.firmware!r}, protocol v{pong.protocol_version}")
+        if args.clear_estop:
+            link.send_drive(*actuator.pulses.neutral, 0)
+            print("sent the release (DRIVE, flags 0); the e-stop latch is cleared")
         deadline = time.monotonic() + args.seconds
         while True:
             time.sleep(0.2)
@@ -127,7 +133,7 @@ def status_command(args: argparse.Namespace) -> int:
             if time.monotonic() >= deadline:
                 break
     finally:
-        actuator.close()
+        link.close()  # no last DRIVE: looking must not change the MCU's state
     return 0
 
 

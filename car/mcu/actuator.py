@@ -1,9 +1,11 @@
 """SerialActuator: the drive loop's Actuator for the MCU, over ``McuLink``.
 
 Commands are mapped to pulses through the calibration (``PulseMap``) and sent as one DRIVE
-per tick with ENGAGE set; an e-stop command is sent with ESTOP, which the MCU latches. When
-the loop clears its e-stop, one DRIVE with flags 0 releases the MCU's latch (the only way
-the protocol allows) before ENGAGE resumes. ``close()`` ends with a disengaged DRIVE.
+per tick with ENGAGE set; an e-stop command is sent with ESTOP, which the MCU latches. Only
+the user's clear releases the latch: the loop sends e-stop commands (its watchdog and its
+last command included) for as long as its e-stop is on, and the first other command after
+them goes out as a DRIVE with flags 0, the release the protocol allows, before ENGAGE
+resumes. ``close()`` ends with a disengaged DRIVE, or ESTOP while stopped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class SerialActuator:
         self.link = link
         self.pulses = pulses
         self.sent = 0
+        self.latched_at_connect = False  # the MCU reported an e-stop latch when we connected
         self._estop_sent = False
         self._log = LimitedLog(log)
 
@@ -41,25 +44,25 @@ class SerialActuator:
         link.open()
         actuator = cls(link.start(), pulses)
         t = link.telemetry
-        if t is not None and t.estop:
-            log.warning("the MCU on %s has an e-stop latched from an earlier session; "
-                        "starting this one clears it", link.port)
-            actuator._estop_sent = True  # the first non-stop command sends flags 0
+        if t is not None and t.estop:  # a session that ended e-stopped (a crash, a kill)
+            actuator.latched_at_connect = True
+            actuator._estop_sent = True  # the user's clear will send flags 0
         return actuator
 
     def send(self, command: Command) -> None:
         if command.estop:
             self._estop_sent = True
             flags = p.ESTOP
-        elif self._estop_sent:  # release the MCU's latch: a DRIVE with flags == 0
-            self._estop_sent = False
-            flags = 0
+        elif self._estop_sent:  # the user cleared the stop: release the MCU's latch with
+            flags = 0  # a DRIVE with flags == 0 (neutral); ENGAGE follows next tick
         else:
             flags = p.ENGAGE
         steering_us = self.pulses.steering.to_us(command.steering)
         throttle_us = self.pulses.throttle.to_us(command.throttle)
         if self.link.send_drive(steering_us, throttle_us, flags):
             self.sent += 1
+            if flags == 0:
+                self._estop_sent = False  # only once the release really went out
         t = self.link.telemetry
         if t is not None and t.failsafe and self.sent > 10:
             self._log.warning("failsafe", self.link.clock(), "the MCU on %s reports FAILSAFE "
@@ -94,6 +97,7 @@ class SerialActuator:
         }
 
     def close(self) -> None:
-        """A disengaged DRIVE (outputs neutral, the MCU's watchdog then fails safe), then
-        the port is closed."""
-        self.link.close(final=p.Drive(*self.pulses.neutral, 0))
+        """A last DRIVE, disengaged (or ESTOP while e-stopped: the latch stays), then the
+        port is closed; the MCU's watchdog then fails safe."""
+        flags = p.ESTOP if self._estop_sent else 0
+        self.link.close(final=p.Drive(*self.pulses.neutral, flags))

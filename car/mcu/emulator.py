@@ -17,6 +17,7 @@ import select
 import threading
 import time
 import tty
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -88,6 +89,7 @@ class Emulator:
         self._next_telemetry_ms = 0
         self._last_status = -1
         self.events: list[tuple[float, str]] = []  # (time, what changed), for logs and tests
+        self.outputs: deque[tuple[float, tuple[int, int]]] = deque(maxlen=10_000)  # changes
         self.sent_telemetry = 0
 
     def now_ms(self, now_s: float) -> int:
@@ -102,7 +104,10 @@ class Emulator:
         core.rc = self.rc.at(t)
         out = bytearray(core.receive(received, now_ms) if received else b"")
         core.tick(now_ms)
-        core.battery_mv = self.battery.at(t, core.outputs[1], core.limits.thr[1])
+        outputs = core.outputs
+        if not self.outputs or self.outputs[-1][1] != outputs:
+            self.outputs.append((now_s, outputs))
+        core.battery_mv = self.battery.at(t, outputs[1], core.limits.thr[1])
         self._note_status(now_s)
         if now_ms >= self._next_telemetry_ms:
             out += core.telemetry()

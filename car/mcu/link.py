@@ -9,6 +9,7 @@ it tries every ``RETRY_S``; the MCU's own watchdog has long put the outputs to n
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import secrets
 import threading
@@ -30,6 +31,7 @@ PING_EVERY_S = 0.25
 ACK_WAIT_S = 0.3
 ACK_TRIES = 3
 FIRST_TELEMETRY_WAIT_S = 0.1  # 5 periods at 50 Hz
+WRITE_TIMEOUT_S = 0.1  # a write blocked longer (the MCU stopped reading) loses the link
 
 
 @dataclass
@@ -98,7 +100,7 @@ class McuLink:
 
     def _ping(self, port: Any) -> p.Pong:
         deadline = self.clock() + self.connect_timeout_s
-        while self.clock() < deadline:
+        while self.clock() < deadline and not self._stop.is_set():
             self._write(port, p.Ping())
             reply = self._await(port, p.Pong, min(PING_EVERY_S, deadline - self.clock()))
             if reply is not None:
@@ -130,7 +132,7 @@ class McuLink:
             for message in self._read_messages(port):
                 if isinstance(message, kind) and accept(message):
                     return message
-            if self.clock() >= deadline:
+            if self.clock() >= deadline or self._stop.is_set():  # closing: give up at once
                 return None
 
     def _read_messages(self, port: Any) -> list[p.Message]:
@@ -143,12 +145,17 @@ class McuLink:
             messages.append(message)
         return messages
 
-    def _publish(self, port: Any, pong: p.Pong) -> None:
+    def _publish(self, port: Any, pong: p.Pong) -> bool:
+        """Make ``port`` the link's; False (and the port closed) if the link is closing."""
         with self._write_lock:
+            if self._stop.is_set():
+                port.close()
+                return False
             self._serial = port
             self.pong = pong
             self._fault = None
             self._telemetry_s = self.clock()  # the silence clock starts now
+        return True
 
     # ------------------------------------------------------------------ running
 
@@ -174,6 +181,10 @@ class McuLink:
             except (serial.SerialException, OSError) as exc:
                 self._lose(f"the serial port failed ({exc})")
                 continue
+            except Exception as exc:  # a bug must not end the thread that reconnects
+                log.exception("MCU link reader failed")
+                self._lose(f"the reader failed ({type(exc).__name__}: {exc})")
+                continue
             silent_s = self.clock() - (self._telemetry_s or 0.0)
             if silent_s > self.lost_after_s:
                 self._lose(f"no telemetry from the MCU for {silent_s * 1000:.0f} ms")
@@ -189,7 +200,8 @@ class McuLink:
             log.debug("reconnect to %s failed: %s", self.port, exc)
             port.close()
             return
-        self._publish(port, pong)
+        if not self._publish(port, pong):
+            return
         self.stats.reconnects += 1
         log.warning("MCU on %s reconnected (%s)", self.port, pong.firmware)
 
@@ -199,6 +211,7 @@ class McuLink:
             if port is None:  # already lost (the reader and a writer both noticed)
                 return
             self._fault = f"MCU link on {self.port} lost: {why}; reconnecting"
+            self._telemetry = None  # nothing from before the loss passes for current
         self.stats.losses += 1
         log.error("%s", self._fault)
         with contextlib.suppress(serial.SerialException, OSError):
@@ -224,7 +237,10 @@ class McuLink:
         self._telemetry_s = self.clock()
         self.stats.telemetry += 1
         for callback in self.on_telemetry:
-            callback(message)
+            try:
+                callback(message)
+            except Exception:  # a listener's bug is not a link failure
+                log.exception("a telemetry listener failed")
 
     @property
     def telemetry(self) -> p.Telemetry | None:
@@ -276,9 +292,8 @@ class McuLink:
             if port is None:
                 return
             try:
-                if final is not None:
+                if final is not None:  # the OS sends it before the port really closes
                     self._write_locked(port, final)
-                    port.flush()
             except (serial.SerialException, OSError) as exc:
                 log.warning("could not send the final neutral to %s: %s", self.port, exc)
             finally:
@@ -288,22 +303,25 @@ class McuLink:
 def _open_serial(port: str, baud: int) -> Any:
     """Open ``port`` 8N1 for exclusive use; errors say what is wrong and what to do."""
     try:
-        return serial.Serial(port, baud, timeout=0.02, write_timeout=0.5, exclusive=True)
+        return serial.Serial(port, baud, timeout=0.02, write_timeout=WRITE_TIMEOUT_S,
+                             exclusive=True)
     except serial.SerialException as exc:
-        text = str(exc)
-        if "No such file" in text or ("could not open port" in text and "Errno 2" in text):
-            raise ActuatorError(
-                f"serial port {port} does not exist; is the MCU plugged in? List ports with "
-                "`ls /dev/ttyACM* /dev/ttyUSB*` and set actuator.port or --port") from None
-        if "lock" in text or "busy" in text.lower() or "Errno 16" in text:
-            raise ActuatorError(
-                f"serial port {port} is busy: another program has it open (find it with "
-                f"`fuser {port}`), stop it and try again") from None
-        if "Inappropriate ioctl" in text:
-            raise ActuatorError(f"{port} is not a serial port; set actuator.port or --port to "
-                                "the MCU's (e.g. /dev/ttyACM0)") from None
-        if "Permission denied" in text or "Errno 13" in text:
-            raise ActuatorError(
-                f"no permission to open {port}: add yourself to the dialout group (`sudo "
-                "usermod -aG dialout $USER`, then log in again)") from None
-        raise ActuatorError(f"cannot open serial port {port}: {text}") from None
+        raise ActuatorError(_open_error(port, exc)) from None
+
+
+def _open_error(port: str, exc: serial.SerialException) -> str:
+    code = exc.errno if isinstance(exc.errno, int) else None
+    text = str(exc)
+    if code in (errno.ENOENT, errno.ENXIO, errno.ENODEV):
+        return (f"serial port {port} does not exist; is the MCU plugged in? List ports with "
+                "`ls /dev/ttyACM* /dev/ttyUSB*` and set actuator.port or --port")
+    if code in (errno.EAGAIN, errno.EBUSY) or "exclusively lock" in text:
+        return (f"serial port {port} is busy: another program has it open (find it with "
+                f"`fuser {port}`), stop it and try again")
+    if code in (errno.EACCES, errno.EPERM):
+        return (f"no permission to open {port}: add yourself to the dialout group (`sudo "
+                "usermod -aG dialout $USER`, then log in again)")
+    if code in (errno.EISDIR, errno.ENOTTY) or "Inappropriate ioctl" in text:
+        return (f"{port} is not a serial port; set actuator.port or --port to the MCU's "
+                "(e.g. /dev/ttyACM0)")
+    return f"cannot open serial port {port}: {text}"
