@@ -136,3 +136,27 @@ def test_hardware_in_the_loop_when_the_mcu_hangs(emu: PtyEmulator, tmp_path: Pat
     records = list(Tub(tmp_path / "t").records())
     assert records[-1]["car/throttle"] == 0.0 and records[-1]["car/steering"] == 0.0
     assert records[-1]["sim/speed"] < max(r["sim/speed"] for r in records) / 2  # stopping
+
+
+def test_a_latched_mcu_starts_the_drive_estopped_until_cleared(
+        emu: PtyEmulator, capsys: pytest.CaptureFixture[str]) -> None:
+    import serial
+
+    from car.mcu import protocol as p
+
+    with serial.Serial(emu.path, 115200, timeout=0.1) as port:  # a session that died stopped
+        port.write(p.encode(p.Drive(1500, 1500, p.ESTOP), 40))
+        assert wait_for(lambda: emu.core.estop)
+    argv = ["drive", "--model", str(FIXTURE), "--sim", "oval", "--actuator", "serial",
+            "--port", emu.path, "--duration", "1", "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["safety"]["estop_ticks"] == summary["ticks"]
+    assert "has an e-stop latched from an earlier session" in captured.err
+    assert wait_for(lambda: emu.core.counts.drives > summary["ticks"]) and emu.core.estop
+    assert main(["mcu", "status", "--port", emu.path, "--seconds", "0"]) == 0
+    assert emu.core.estop  # looking changes nothing
+    assert main(["mcu", "status", "--port", emu.path, "--seconds", "0", "--clear-estop"]) == 0
+    assert "the e-stop latch is cleared" in capsys.readouterr().out
+    assert wait_for(lambda: not emu.core.estop) and emu.core.outputs == (1500, 1500)
