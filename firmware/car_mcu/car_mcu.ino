@@ -4,7 +4,13 @@
  * this sketch drives the steering servo and the ESC, measures the RC receiver and the
  * battery, and sends TELEMETRY at 50 Hz. Every rule (failsafe, watchdog, e-stop latch,
  * passthrough, CONFIG checks) lives in the portable core in src/, tested on the host by
- * tests/test_firmware.py; this file is only the board's I/O around it.
+ * tests/test_firmware.py; this file is only the board's I/O around it, plus two guards of its
+ * own that keep loop() running (see "Safety behaviour" in firmware/README.md):
+ * - serial writes never wait: a frame is written only whole and only when the transmit buffer
+ *   has room for it now, otherwise it is dropped and counted (core.counts.tx_dropped). A host
+ *   that stops reading a native-USB port (RP2040, Teensy, ESP32-S2/S3 USB CDC, Leonardo) would
+ *   otherwise stall loop() inside Serial.write(), and with it the protocol watchdog;
+ * - a hardware watchdog resets the board, which boots to neutral, if loop() stops anyway.
  *
  * Targets: AVR (Uno, Nano), RP2040 (arduino-pico core), ESP32 (ESP32Servo library), Teensy.
  * Pins per board are below and in firmware/README.md.
@@ -14,6 +20,41 @@
 #include <ESP32Servo.h>
 #else
 #include <Servo.h>
+#endif
+
+/* The hardware watchdog, per board, in the order of the pins below; firmware/README.md lists
+ * each one's timeout. */
+#if defined(TEENSYDUINO)
+/* Teensy 4.x: WDOG1 through the WDT_T4 library (Watchdog_t4.h); 0.5 s is its shortest
+ * timeout. Set CAR_MCU_WDT_T4 to 1 once the library is installed: a missing library then
+ * stops the build. At 0 the header is used only if it is already on the include path
+ * (PlatformIO's lib_deps): Arduino's library discovery adds a library only for an #include
+ * it sees fail, so under arduino-cli and the IDE a __has_include() test never finds it.
+ * Other Teensys, or without the library: no hardware watchdog. */
+#ifndef CAR_MCU_WDT_T4
+#define CAR_MCU_WDT_T4 0
+#endif
+#if defined(__IMXRT1062__)
+#if CAR_MCU_WDT_T4
+#include <Watchdog_t4.h>
+#define HW_WATCHDOG_WDT_T4
+#elif defined(__has_include)
+#if __has_include(<Watchdog_t4.h>)
+#include <Watchdog_t4.h>
+#define HW_WATCHDOG_WDT_T4
+#endif
+#endif
+#endif
+#if defined(HW_WATCHDOG_WDT_T4)
+#define HW_WATCHDOG_S 0.5
+#else
+#warning "car_mcu: no hardware watchdog on this Teensy (Teensy 4.x: install WDT_T4, set CAR_MCU_WDT_T4 to 1)"
+#endif
+#elif defined(ARDUINO_ARCH_AVR)
+#include <avr/wdt.h>
+#define HW_WATCHDOG_AVR_TIMEOUT WDTO_250MS
+#elif defined(ARDUINO_ARCH_RP2040)
+#define HW_WATCHDOG_MS 250u
 #endif
 
 #include "src/mcu_core.h"
@@ -94,6 +135,9 @@ static Servo esc;
 static RcChannel rc_steering = {RC_STEERING_IN_PIN, 0, 0, 0, 0, 0, 0};
 static RcChannel rc_throttle = {RC_THROTTLE_IN_PIN, 0, 0, 0, 0, 0, 0};
 static uint32_t telemetry_ms; /* when the last TELEMETRY was due */
+#if defined(HW_WATCHDOG_WDT_T4)
+static WDT_T4<WDT1> hw_watchdog;
+#endif
 
 /* ---------------------------------------------------------------------------- RC input */
 
@@ -182,7 +226,34 @@ static void apply_outputs()
     esc.writeMicroseconds(out.throttle_us);
 }
 
-/* ---------------------------------------------------------------------------- serial */
+/* ---------------------------------------------------------------------------- serial
+ *
+ * Serial.write() waits while the transmit buffer is full: for a byte time on a UART, but on a
+ * native-USB port whose host has stopped reading, for as long as its core's timeout, or for
+ * ever. So every frame goes through tx_room(): the core writes a frame only whole and only
+ * when it fits in the room given, and counts one that does not in core.counts.tx_dropped,
+ * without spending a SEQ on it (the host sees no gap for a frame never sent). TELEMETRY and
+ * replies are both droppable: the next TELEMETRY follows 20 ms later, and the host retries a
+ * CONFIG or a PING that got no answer. */
+
+/* On the ATmega32U4's USB core (Leonardo, Micro) a write that exactly fills the endpoint bank
+ * then waits up to 250 ms for room to send a zero-length packet: keep one byte spare there. */
+#if defined(ARDUINO_ARCH_AVR) && defined(USBCON) && !defined(TEENSYDUINO)
+#define TX_SPARE_BYTES 1
+#else
+#define TX_SPARE_BYTES 0
+#endif
+
+/* The bytes Serial.write() takes now without waiting, at most cap. */
+static size_t tx_room(size_t cap)
+{
+    const int room = Serial.availableForWrite() - TX_SPARE_BYTES;
+
+    if (room <= 0) {
+        return 0;
+    }
+    return (size_t)room < cap ? (size_t)room : cap;
+}
 
 static void receive_from_host(uint32_t now_ms)
 {
@@ -191,7 +262,8 @@ static void receive_from_host(uint32_t now_ms)
 
     for (count = 0; count < RX_BYTES_PER_LOOP && Serial.available() > 0; count++) {
         const uint8_t byte = (uint8_t)Serial.read();
-        const size_t len = mcu_core_receive(&core, &byte, 1, now_ms, tx, sizeof tx);
+        /* Asked before every byte: the replies to it must fit in what is free now. */
+        const size_t len = mcu_core_receive(&core, &byte, 1, now_ms, tx, tx_room(sizeof tx));
         if (len > 0) {
             Serial.write(tx, len);
         }
@@ -201,24 +273,96 @@ static void receive_from_host(uint32_t now_ms)
 static void send_telemetry_when_due(uint32_t now_ms)
 {
     uint8_t frame[MCU_TELEMETRY_SIZE];
+    size_t len;
 
     if (now_ms - telemetry_ms < TELEMETRY_PERIOD_MS) {
         return;
     }
     /* Step by the period to keep 50 Hz on average through loop jitter; after a stall,
-     * start again from now rather than send a burst. */
+     * start again from now rather than send a burst. A dropped frame is not retried: the
+     * next one is due a period later, as if it had been sent. */
     telemetry_ms += TELEMETRY_PERIOD_MS;
     if (now_ms - telemetry_ms >= TELEMETRY_PERIOD_MS) {
         telemetry_ms = now_ms;
     }
     mcu_core_set_battery(&core, read_battery_mv());
-    Serial.write(frame, mcu_core_make_telemetry(&core, frame, sizeof frame));
+    len = mcu_core_make_telemetry(&core, frame, tx_room(sizeof frame)); /* 0: dropped */
+    if (len > 0) {
+        Serial.write(frame, len);
+    }
+}
+
+/* ---------------------------------------------------------------------------- hardware watchdog
+ *
+ * The second layer behind the core's protocol watchdog, which runs only while loop() does:
+ * if loop() stops (a library hanging, a write that waits after all), the Servo and PWM
+ * hardware keep putting out the last pulses. The hardware watchdog then resets the board,
+ * and it boots to FAILSAFE with neutral pulses. */
+
+/* First thing in setup(). AVR: a watchdog reset leaves the watchdog running, at its shortest
+ * timeout (16 ms), until WDRF in MCUSR is cleared; do so before anything slow. */
+static void hw_watchdog_stop_at_boot()
+{
+#if defined(TEENSYDUINO)
+    /* nothing: WDT_T4's WDOG1 is started only by hw_watchdog_start() */
+#elif defined(ARDUINO_ARCH_AVR)
+    MCUSR = 0;
+    wdt_disable();
+#endif
+}
+
+/* Last thing in setup(), once the outputs put out neutral. */
+static void hw_watchdog_start()
+{
+#if defined(TEENSYDUINO)
+#if defined(HW_WATCHDOG_WDT_T4)
+    WDT_timings_t config;
+    config.timeout = HW_WATCHDOG_S; /* seconds: 0.5 to 128 */
+    config.trigger = 0;             /* no early-warning interrupt before the reset */
+    config.callback = nullptr;
+    hw_watchdog.begin(config);
+#endif
+#elif defined(ARDUINO_ARCH_AVR)
+    wdt_enable(HW_WATCHDOG_AVR_TIMEOUT);
+#elif defined(ARDUINO_ARCH_RP2040)
+    rp2040.wdt_begin(HW_WATCHDOG_MS);
+#elif defined(ARDUINO_ARCH_ESP32)
+    /* Adds loopTask to the task watchdog, which arduino-esp32 builds to panic and reboot
+     * (its 2.x sdkconfig: CONFIG_ESP_TASK_WDT_PANIC) after CONFIG_ESP_TASK_WDT_TIMEOUT_S,
+     * 5 s by default: a last resort, far slower than the 250 ms protocol watchdog. */
+    enableLoopWDT();
+#endif
+}
+
+/* Every loop(). */
+static void hw_watchdog_feed()
+{
+#if defined(TEENSYDUINO)
+#if defined(HW_WATCHDOG_WDT_T4)
+    hw_watchdog.feed();
+#endif
+#elif defined(ARDUINO_ARCH_AVR)
+#if defined(USBCON)
+    /* The 32U4's USB core asks for the bootloader (an upload) by closing the port at 1200
+     * baud, which arms the watchdog at 120 ms: let it fire rather than feed it. Otherwise
+     * the board could not be flashed without the reset button. */
+    if (Serial.baud() == 1200 && !Serial.dtr()) {
+        return;
+    }
+#endif
+    wdt_reset();
+#elif defined(ARDUINO_ARCH_RP2040)
+    rp2040.wdt_reset();
+#elif defined(ARDUINO_ARCH_ESP32)
+    feedLoopWDT();
+#endif
 }
 
 /* ---------------------------------------------------------------------------- main */
 
 void setup()
 {
+    hw_watchdog_stop_at_boot();
     mcu_core_init(&core, FIRMWARE_NAME);
     const mcu_pulses_t neutral = mcu_core_outputs(&core); /* boot: FAILSAFE, neutral */
     attach_at_neutral(steering_servo, STEERING_OUT_PIN, neutral.steering_us);
@@ -228,12 +372,14 @@ void setup()
     rc_begin(rc_throttle, on_rc_throttle_edge);
     Serial.begin(SERIAL_BAUD);
     telemetry_ms = millis();
+    hw_watchdog_start();
 }
 
 void loop()
 {
     const uint32_t now_ms = millis();
 
+    hw_watchdog_feed();
     mcu_core_set_rc(&core, rc_read(rc_steering, now_ms), rc_read(rc_throttle, now_ms));
     receive_from_host(now_ms);
     mcu_core_tick(&core, now_ms);
