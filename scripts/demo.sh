@@ -58,6 +58,7 @@ echo
 echo "== 7. Motors over serial: the MCU emulator on a pseudo-terminal, in the loop (the"
 echo "   simulated car follows the pulses the MCU reports applying); then the host goes and"
 echo "   the MCU fails safe"
+rm -f "$OUT/mcu_emulator.log"
 PORT=$(car mcu emulate --detach --rc sweep --log "$OUT/mcu_emulator.log" 2>"$OUT/mcu_emulate.txt")
 EMU_PID=$(sed -n 's/.*pid \([0-9]*\).*/\1/p' "$OUT/mcu_emulate.txt")
 trap 'kill "$EMU_PID" 2>/dev/null || true' EXIT
