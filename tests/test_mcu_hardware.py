@@ -1,5 +1,6 @@
 """The host driver against a real board running firmware/car_mcu, on the bench with the
-wheels off the ground, at the default calibration (1000/1500/2000 µs). Skipped unless CAR_MCU_PORT names a port where an MCU answers PING:
+wheels off the ground, at the default calibration (1000/1500/2000 µs). Skipped unless
+CAR_MCU_PORT names a port where an MCU answers PING:
 
     CAR_MCU_PORT=/dev/ttyACM0 pytest -m hardware tests/test_mcu_hardware.py
 """
