@@ -158,6 +158,55 @@ class RecordConfig:
     )
     catalog_max_len: int = _field(1000, "Records per catalog file (donkeycar uses 1000).",
                                   min=1, max=1_000_000)
+    auto_record_throttle: float = _field(
+        0.05, "While recording is on, keep only ticks whose throttle magnitude exceeds this "
+        "(donkeycar's auto-record on throttle); 0 keeps every tick.", min=0, max=1)
+    erase_count: int = _field(100, "Records the 'erase last' button or key soft-deletes "
+                              "(restorable with `car tub restore`).", min=1, max=100_000)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The web controller: a page on the car that streams video and takes the user's input."""
+
+    host: str = _field("0.0.0.0", "Address to bind: 0.0.0.0 for every network (a phone on "
+                       "the car's Wi-Fi), 127.0.0.1 for this computer only.")
+    port: int = _field(8887, "TCP port of the page (donkeycar uses 8887).", min=1, max=65535)
+    token: str = _field("", "Access token every request must carry; empty: a new random "
+                        "token at each start, printed in the URL.")
+    failsafe_ms: int = _field(250, "Neutral when no control message came for this long.",
+                              min=50, max=2000)
+    jpeg_quality: int = _field(70, "JPEG quality of the video sent to the page.", min=10,
+                               max=100)
+
+
+@dataclass(frozen=True)
+class GamepadConfig:
+    """A gamepad on the Linux joystick interface (`car gamepad test` shows its numbers)."""
+
+    device: str = _field("/dev/input/js0", "Joystick device.")
+    layout: str = _field("xbox", "Button and axis layout: xbox, ps4, ps5 (DualSense) or "
+                         "custom (every number below must then be set).",
+                         choices=("xbox", "ps4", "ps5", "custom"))
+    steering_axis: int = _field(-1, "Axis for steering; -1: the layout's.", min=-1, max=63)
+    throttle_axis: int = _field(-1, "Axis for throttle; -1: the layout's.", min=-1, max=63)
+    invert_steering: bool = _field(False, "Reverse the steering axis.")
+    invert_throttle: bool = _field(False, "Reverse the throttle axis (stick up is forward "
+                                   "by default).")
+    deadzone: float = _field(0.05, "Axis values closer to centre than this read 0.", min=0,
+                             max=0.5)
+    expo: float = _field(0.3, "Expo: 0 is linear; toward 1 softer around centre, same ends.",
+                         min=0, max=1)
+    button_mode: int = _field(-1, "Button cycling the mode user → local_angle → local; -1: "
+                              "the layout's.", min=-1, max=63)
+    button_record: int = _field(-1, "Button toggling recording; -1: the layout's.", min=-1,
+                                max=63)
+    button_erase: int = _field(-1, "Button erasing the last records; -1: the layout's.",
+                               min=-1, max=63)
+    button_estop: int = _field(-1, "Button for the emergency stop; -1: the layout's.", min=-1,
+                               max=63)
+    button_clear_estop: int = _field(-1, "Button clearing the emergency stop; -1: the "
+                                     "layout's.", min=-1, max=63)
 
 
 @dataclass(frozen=True)
@@ -212,6 +261,8 @@ class Config:
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
     lens: LensConfig = field(default_factory=LensConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    gamepad: GamepadConfig = field(default_factory=GamepadConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     source: str = field(default="defaults", compare=False)  # where it was read from

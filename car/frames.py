@@ -52,8 +52,9 @@ ESTOP = Command(estop=True)
 class UserInput:
     """What a controller (web page, gamepad, RC transmitter, script) says this tick.
 
-    ``mode`` and ``recording`` are requests (None: no change); ``estop`` latches the
-    emergency stop, ``clear_estop`` releases it.
+    ``mode``, ``recording`` and ``throttle_limit`` are requests (None: no change); ``estop``
+    latches the emergency stop, ``clear_estop`` releases it; ``erase_last`` > 0 soft-deletes
+    that many of the last records.
     """
 
     steering: float = 0.0
@@ -62,3 +63,5 @@ class UserInput:
     estop: bool = False
     clear_estop: bool = False
     recording: bool | None = None
+    erase_last: int = 0
+    throttle_limit: float | None = None

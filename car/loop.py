@@ -94,6 +94,8 @@ class DriveLoop:
         self.engine = engine
         self.recorder = recorder
         self.recording = recorder is not None
+        self.auto_record_throttle = -1.0  # record ticks with |throttle| above this
+        self.erased = 0
         self.clock = clock
         self.timer = timer
         self.period_s = arbiter.period_s
@@ -146,6 +148,10 @@ class DriveLoop:
             self.engine.reset()  # temporal state belongs to one stretch of one mode
         if user.recording is not None and self.recorder is not None:
             self.recording = user.recording
+        if user.throttle_limit is not None:
+            self.arbiter.set_throttle_limit(user.throttle_limit)
+        if user.erase_last > 0 and self.recorder is not None:
+            self.erase_last(user.erase_last)
         if repeated and not stale:  # the same image again: the pilot's answer stands, and
             self.repeated_frames += 1  # temporal state must not take it as a new frame
             pilot, ran = self._last_pilot, False
@@ -161,7 +167,8 @@ class DriveLoop:
         t4 = timer()
         self.actuator.send(decision.command)
         t5 = timer()
-        if self.recording and self.recorder is not None:
+        if self.recording and self.recorder is not None and \
+                abs(decision.command.throttle) > self.auto_record_throttle:
             self._record(frame, decision)
         t6 = timer()
         latency_s = max(0.0, age_s) + (t5 - t1)
@@ -176,6 +183,18 @@ class DriveLoop:
             self.stats[name].add(seconds)
         self.ticks += 1
         return TickResult(frame, decision, stale, latency_s)
+
+    def erase_last(self, count: int) -> None:
+        """Soft-delete the last ``count`` records (restorable), without waiting for the disk."""
+        erase = getattr(self.recorder, "erase_last", None)
+        if erase is None:
+            return
+        try:
+            erase(count)
+            self.erased += count
+            log.warning("erased the last %d records (restore with `car tub restore`)", count)
+        except Exception as exc:
+            log.error("could not erase the last %d records: %s", count, exc)
 
     def _record(self, frame: Frame, decision: Decision) -> None:
         assert self.recorder is not None

@@ -6,7 +6,8 @@ makes a command. In order:
 
 1. mode: ``user`` drives from the controller; ``local_angle`` takes the pilot's steering
    and the user's throttle; ``local`` takes both from the pilot. The pilot's throttle is
-   scaled by ``ai_throttle_mult`` and capped at ``max_throttle``, forward and reverse;
+   scaled by ``ai_throttle_mult`` and capped at ``max_throttle``, forward and reverse; any
+   throttle is capped at ``throttle_limit`` (1 unless the user lowers it live);
 2. neutral, at once and without rate limits, on an e-stop (latched until cleared), an
    actuator fault (a lost MCU link), a stale frame, or a pilot output that is NaN or
    infinite (or a pilot that failed this tick);
@@ -56,6 +57,7 @@ class Arbiter:
         self.period_s = 1.0 / rate_hz
         self.mode = Mode(mode or drive.start_mode)
         self.estopped = False
+        self.throttle_limit = 1.0  # everyone's throttle, set live (the page's slider)
         self.counts = SafetyCounts()
         self._last = NEUTRAL
         self._last_s: float | None = None  # loop time of the last decision
@@ -70,6 +72,13 @@ class Arbiter:
         self.mode = mode
         self.counts.mode_changes += 1
         return True
+
+    def set_throttle_limit(self, limit: float) -> None:
+        """Cap every throttle, the user's too, at ±``limit`` (clamped to [0, 1])."""
+        limit = max(0.0, min(1.0, limit)) if math.isfinite(limit) else 0.0
+        if limit != self.throttle_limit:
+            log.info("throttle limit %.2f", limit)
+        self.throttle_limit = limit
 
     def estop(self) -> None:
         if not self.estopped:
@@ -118,6 +127,8 @@ class Arbiter:
             self._last, self._last_s = NEUTRAL, now_s
             return Decision(ESTOP if reason == "estop" else NEUTRAL, reason, user, pilot)
         steering, throttle = self._by_mode(user, pilot)
+        if abs(throttle) > self.throttle_limit:
+            throttle = math.copysign(self.throttle_limit, throttle)
         # Rate limits over the time since the last command (longer after an overrun).
         dt = self.period_s if self._last_s is None else \
             min(1.0, max(self.period_s, now_s - self._last_s))

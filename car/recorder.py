@@ -62,6 +62,10 @@ class DriveRecorder:
             record.update(self._extras())
         self.writer.write(record, capture_time=frame.time_s)
 
+    def erase_last(self, count: int) -> None:
+        """Soft-delete the last ``count`` records (on the writer's thread; restorable)."""
+        self.writer.delete_last(count)
+
     def close(self) -> WriterStats:
         return self.writer.close()
 
