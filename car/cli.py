@@ -17,6 +17,7 @@ from car.commands import calibrate as calibrate_commands
 from car.commands import config as config_commands
 from car.commands import drive as drive_commands
 from car.commands import mcu as mcu_commands
+from car.commands import record as record_commands
 from car.commands import sim as sim_commands
 from car.commands import train as train_commands
 from car.commands import tub as tub_commands
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_commands.register(commands)
     train_commands.register(commands)
     drive_commands.register(commands)
+    record_commands.register(commands)
     bench_commands.register(commands)
     build_commands.register(commands)
     mcu_commands.register(commands)

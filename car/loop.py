@@ -95,6 +95,7 @@ class DriveLoop:
         self.recorder = recorder
         self.recording = recorder is not None
         self.auto_record_throttle = -1.0  # record ticks with |throttle| above this
+        self.recorded = 0
         self.erased = 0
         self.clock = clock
         self.timer = timer
@@ -200,6 +201,7 @@ class DriveLoop:
         assert self.recorder is not None
         try:
             self.recorder.write(frame, decision, self.arbiter.mode)
+            self.recorded += 1
         except Exception as exc:  # a full disk must not stop the car; what was written stays
             self.record_errors += 1
             self.recording = False

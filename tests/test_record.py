@@ -1,0 +1,72 @@
+"""`car record`: a person's driving into a tub, with a scripted person standing in (the web
+page, gamepad and RC controllers have their own tests)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from car.cli import main
+from car.controllers import ScriptedController
+from car.frames import UserInput
+from car.tub.check import check_tub
+from car.tub.reader import Tub
+from training.records import load_records
+
+
+class Person(ScriptedController):
+    """Drives a gentle left curve; erases the last 5 records at tick 20, stops recording at
+    tick 30 and starts again at tick 35."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks = 0
+
+    def poll(self, now_s: float) -> UserInput:
+        self.ticks += 1
+        n = self.ticks
+        throttle = 0.0 if n <= 3 else 0.4  # standing still first: not recorded
+        return UserInput(-0.2 + 0.1 * math.sin(n / 5), throttle,
+                         erase_last=5 if n == 20 else 0,
+                         recording=False if n == 30 else True if n == 35 else None)
+
+
+@pytest.fixture
+def person(monkeypatch: pytest.MonkeyPatch) -> Person:
+    person = Person()
+    monkeypatch.setattr("car.commands.session.Session._controller", lambda self: person)
+    return person
+
+
+def test_car_record_in_the_simulator_writes_a_tub_car_train_accepts(
+        tmp_path: Path, person: Person, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tub"
+    argv = ["record", "--sim", "oval", "--out", str(out), "--duration", "2.5", "--json",
+            "--controller", "none", "--hz", "20"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    ticks = summary["ticks"]
+    assert ticks >= 40 and summary["mode"] == "user"
+    record = summary["record"]
+    # Ticks 1-3 stand still (auto-record keeps none), 30-34 are paused.
+    assert record["written"] == ticks - 3 - 5 and record["erased"] == 5
+    tub = Tub(out)
+    records = list(tub.records())
+    assert len(records) == record["written"] - 5  # the soft-deleted ones are hidden
+    assert all(r["user/throttle"] == pytest.approx(0.4) for r in records)
+    assert all(r["user/mode"] == "user" for r in records)
+    assert records[-1]["sim/speed"] > 0.5
+    assert check_tub(out).problems == []
+    assert len(load_records([out])) == len(records)  # what `car train` reads
+    assert main(argv) == 0  # again: a second session in the same tub
+    capsys.readouterr()
+    assert len(Tub(out).manifest.sessions["all_full_ids"]) == 2  # a new session id
+
+
+def test_car_record_refuses_rc_without_the_mcu(capsys: pytest.CaptureFixture[str],
+                                               tmp_path: Path) -> None:
+    assert main(["record", "--sim", "--out", str(tmp_path / "t"), "--controller", "rc"]) == 1
+    assert "--controller rc reads the transmitter through the MCU" in capsys.readouterr().err
