@@ -16,6 +16,7 @@ from car.commands import build as build_commands
 from car.commands import calibrate as calibrate_commands
 from car.commands import config as config_commands
 from car.commands import drive as drive_commands
+from car.commands import gamepad as gamepad_commands
 from car.commands import mcu as mcu_commands
 from car.commands import record as record_commands
 from car.commands import sim as sim_commands
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     build_commands.register(commands)
     mcu_commands.register(commands)
     calibrate_commands.register(commands)
+    gamepad_commands.register(commands)
     return parser
 
 

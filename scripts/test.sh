@@ -3,6 +3,7 @@
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k tub -x`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
+source "$ROOT/scripts/chromium.sh"
 cd "$ROOT"
 ruff check .
 python -m pytest "$@"

@@ -52,7 +52,7 @@ JS_EVENT_INIT = 0x80  # or-ed into the synthetic events that report the state at
 AXIS_MAX = 32767
 JSIOCGNAME = (2 << 30) | (128 << 16) | (ord("j") << 8) | 0x13  # _IOC(READ, 'j', 0x13, 128)
 RETRY_S = 0.5  # how often a lost or missing gamepad is looked for
-READ_WAIT_S = 0.1  # the reader's longest wait, so close() is prompt
+READ_WAIT_S = 0.1  # the longest wait in select, so a stop request is seen promptly
 MODE_CYCLE = (Mode.USER, Mode.LOCAL_ANGLE, Mode.LOCAL)
 AXIS_KEYS = ("steering_axis", "throttle_axis")
 BUTTON_KEYS = ("button_mode", "button_record", "button_erase", "button_estop",
@@ -225,10 +225,10 @@ class Controls:
         layout = self.layout
         buttons = ", ".join(f"{key.removeprefix('button_')} "
                             f"{layout.button_label(getattr(layout, key))}" for key in BUTTON_KEYS)
-        return (f"layout {layout.name}: steering axis {layout.axis_label(layout.steering_axis)}"
-                f"{' reversed' if layout.invert_steering else ''}, throttle axis "
-                f"{layout.axis_label(layout.throttle_axis)} (forward = "
-                f"{'negative' if layout.invert_throttle else 'positive'}); buttons: {buttons}; "
+        return (f"layout {layout.name}: steering axis {layout.axis_label(layout.steering_axis)}, "
+                f"right = {'negative' if layout.invert_steering else 'positive'}; throttle axis "
+                f"{layout.axis_label(layout.throttle_axis)}, forward = "
+                f"{'negative' if layout.invert_throttle else 'positive'}; buttons: {buttons}; "
                 f"deadzone {self.deadzone:g}, expo {self.expo:g}")
 
 
@@ -260,12 +260,13 @@ def device_name(file: IO[bytes]) -> str | None:
 
 class GamepadController:
     """``poll`` → the sticks' steering and throttle and the buttons' requests, each press
-    delivered once. ``recording``: whether the loop starts recording (the toggle's start);
-    ``start_mode`` is requested on the first poll and starts the mode cycle. A reader thread
-    follows the device; ``connected`` and ``fault`` say whether it is there."""
+    delivered once. ``start_mode`` is requested on the first poll and starts the mode cycle;
+    ``recording`` starts the record toggle (the loop records from the start when it has a
+    recorder). A reader thread follows the device; ``connected`` and ``fault`` say whether
+    it is there."""
 
     def __init__(self, config: GamepadConfig, *, erase_count: int = 100,
-                 start_mode: Mode | None = None, recording: bool = False,
+                 start_mode: Mode | None = None, recording: bool = True,
                  clock: Callable[[], float] = time.monotonic,
                  open_device: Callable[[str], IO[bytes]] | None = None,
                  retry_s: float = RETRY_S):
@@ -277,6 +278,7 @@ class GamepadController:
         self._open = open_device or open_joystick
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()  # close() wakes the reader's select with it
         self._state = JoystickState()
         self._presses: Counter[str] = Counter()
         self._mode = Mode(start_mode or Mode.USER)
@@ -316,9 +318,14 @@ class GamepadController:
 
     def close(self) -> None:
         """Stop the reader thread (it closes the device)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+        os.write(self._wake_w, b"x")
+        if self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
 
     def __enter__(self) -> GamepadController:
         return self
@@ -332,7 +339,8 @@ class GamepadController:
         try:
             file = self._open(self.path)
         except OSError as exc:
-            self.fault = open_problem(self.path, exc)
+            if self.fault is None:  # the first problem stands (a loss keeps its reason)
+                self.fault = open_problem(self.path, exc)
             return False
         name = device_name(file)
         with self._lock:
@@ -360,7 +368,7 @@ class GamepadController:
     def _read(self, file: IO[bytes]) -> None:
         fd = file.fileno()
         try:
-            if not select.select([fd], [], [], READ_WAIT_S)[0]:
+            if fd not in select.select([fd, self._wake_r], [], [], READ_WAIT_S)[0]:
                 return
             data = os.read(fd, 64 * EVENT.size)
         except OSError as exc:
