@@ -1,0 +1,333 @@
+// The car's page: video in, control out, over one WebSocket. No build step, no libraries.
+// Steering and throttle are in [-1, 1]; steering +1 is full right, throttle +1 full forward.
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const SEND_MS = 40; // 25 Hz: the control message is also the heartbeat the failsafe watches
+  const token = new URLSearchParams(location.search).get("token") || "";
+  const page = (window.carPage = {
+    frames: 0, statuses: 0, sent: 0, connected: false, owner: false, failsafe: false,
+    failsafeSeen: 0,
+    hello: "", lastError: "", steering: 0, throttle: 0, source: "none", gamepad: "",
+  });
+  let ws = null;
+  let retryMs = 500;
+  let status = {};
+  let eraseCount = 100;
+
+  // ------------------------------------------------------------------ connection
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const sock = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}`);
+    sock.binaryType = "blob";
+    sock.onopen = () => { retryMs = 500; setConnected(true); };
+    sock.onmessage = (ev) => {
+      if (typeof ev.data !== "string") { showFrame(ev.data); return; }
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch { return; }
+      if (msg.type === "status") onStatus(msg);
+      else if (msg.type === "hello") onHello(msg);
+      else if (msg.type === "error") say(msg.message, true);
+    };
+    sock.onclose = () => {
+      if (ws === sock) ws = null;
+      setConnected(false);
+      setTimeout(connect, retryMs);
+      retryMs = Math.min(3000, retryMs * 2);
+    };
+    ws = sock;
+  }
+
+  function send(msg) {
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  function setConnected(on) {
+    page.connected = on;
+    $("conn").textContent = on ? "connected" : "offline";
+    $("conn").className = "pill " + (on ? "on" : "off");
+    $("banner-conn").hidden = on;
+    if (!on) setOwner(false, true);
+  }
+
+  function setOwner(owner, unknown) {
+    page.owner = owner;
+    $("role").textContent = unknown ? "…" : owner ? "driving" : "view only";
+    $("role").className = "pill " + (owner ? "on" : unknown ? "" : "warn");
+    $("banner-view").hidden = owner || unknown;
+    document.body.classList.toggle("viewer", !owner && !unknown);
+  }
+
+  function onHello(msg) {
+    page.hello = msg.message;
+    eraseCount = msg.erase_count || eraseCount;
+    $("erase").textContent = `Erase last ${eraseCount}`;
+    if (msg.failsafe_ms) {
+      $("banner-failsafe").textContent =
+        `FAILSAFE: no control for ${msg.failsafe_ms} ms — car neutral`;
+    }
+    setOwner(!!msg.owner, false);
+    say(msg.message, false);
+  }
+
+  let sayTimer = 0;
+  function say(text, error) {
+    if (error) page.lastError = text;
+    const el = $("message");
+    el.textContent = text;
+    el.className = "message" + (error ? " error" : "");
+    clearTimeout(sayTimer);
+    sayTimer = setTimeout(() => { el.textContent = ""; }, error ? 6000 : 4000);
+  }
+
+  // ------------------------------------------------------------------ video
+  const video = $("video");
+  let shownUrl = null;
+  let loadingUrl = null;
+  const frameTimes = [];
+  function showFrame(blob) {
+    const url = URL.createObjectURL(blob);
+    if (loadingUrl) URL.revokeObjectURL(loadingUrl); // a newer frame replaces one still decoding
+    loadingUrl = url;
+    video.src = url;
+  }
+  video.addEventListener("load", () => {
+    if (!loadingUrl || video.src !== loadingUrl) return;
+    if (shownUrl) URL.revokeObjectURL(shownUrl);
+    shownUrl = loadingUrl;
+    loadingUrl = null;
+    page.frames += 1;
+    $("novideo").hidden = true;
+    const now = performance.now();
+    frameTimes.push(now);
+    while (frameTimes.length && now - frameTimes[0] > 2000) frameTimes.shift();
+  });
+
+  // ------------------------------------------------------------------ status panel
+  const fmt = (v, digits) => (typeof v === "number" ? v.toFixed(digits) : String(v));
+  const has = (v) => v !== undefined && v !== null;
+  const WIDE = new Set(["Model", "Command", "Rejected", "Gamepad"]); // rows given two columns
+  const ROWS = [
+    ["Loop", (s) => has(s.hz) ? `${fmt(s.hz, 1)} Hz` : null],
+    ["Latency", (s) => has(s.latency_ms) ? `${fmt(s.latency_ms, 0)} ms` : null],
+    ["Video", () => {
+      const n = frameTimes.length;
+      return n > 1 ? `${((n - 1) * 1000 / (frameTimes[n - 1] - frameTimes[0])).toFixed(0)} fps`
+        : null;
+    }],
+    ["Mode", (s) => has(s.mode) ? s.mode : null],
+    ["Records", (s) => has(s.records) ? `${s.records}${s.recording ? " ●" : ""}` : null],
+    ["Model", (s) => has(s.model) ? s.model : null],
+    ["Battery", (s) => has(s.battery_v) ? `${fmt(s.battery_v, 2)} V` : null],
+    ["MCU", (s) => !s.mcu ? null : s.mcu_fault ? `fault: ${s.mcu_fault}`
+      : s.mcu_failsafe ? "FAILSAFE" : "ok"],
+    ["Command", (s) => has(s.steering) && has(s.throttle)
+      ? `${fmt(s.steering, 2)} / ${fmt(s.throttle, 2)}${s.reason && s.reason !== "ok"
+        ? ` (${s.reason})` : ""}` : null],
+    ["Viewers", (s) => has(s.viewers) ? String(s.viewers) : null],
+    ["Gamepad", () => !navigator.getGamepads ? "needs https here" : page.gamepad || null],
+    ["Rejected", (s) => {
+      const r = s.rejected || {};
+      const parts = Object.entries(r).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
+      return parts.length ? parts.join(", ") : null;
+    }],
+  ];
+  const statusEl = $("status");
+  const cells = ROWS.map(([label]) => {
+    const row = document.createElement("div");
+    row.className = WIDE.has(label) ? "row wide" : "row";
+    row.hidden = true;
+    const dt = document.createElement("dt");
+    dt.textContent = label;
+    const dd = document.createElement("dd");
+    row.append(dt, dd);
+    statusEl.append(row);
+    return { row, dd };
+  });
+
+  let modeChangedAt = -1e9;
+  let limitHeld = false;
+  function onStatus(s) {
+    status = s;
+    page.statuses += 1;
+    page.failsafe = !!s.failsafe;
+    if (s.failsafe) page.failsafeSeen += 1;
+    ROWS.forEach(([, get], i) => {
+      const text = get(s);
+      cells[i].row.hidden = text === null;
+      if (text !== null && cells[i].dd.textContent !== text) {
+        cells[i].dd.textContent = text;
+        cells[i].dd.title = text; // the whole text, where a narrow cell cuts it
+      }
+    });
+    if (has(s.owner) && s.owner !== page.owner) setOwner(s.owner, false);
+    $("banner-failsafe").hidden = !s.failsafe;
+    $("banner-estop").hidden = !s.estop;
+    $("rec").hidden = !s.recording;
+    const rec = $("record");
+    rec.textContent = s.recording ? "Stop recording" : "Record";
+    rec.classList.toggle("active", !!s.recording);
+    const noRecorder = "records" in s && s.records === null;
+    rec.disabled = noRecorder;
+    $("erase").disabled = noRecorder;
+    if (has(s.mode) && performance.now() - modeChangedAt > 1000 &&
+        document.activeElement !== $("mode")) $("mode").value = s.mode;
+    if (has(s.throttle_limit) && !limitHeld) setLimitLabel(Math.round(s.throttle_limit * 100));
+  }
+
+  // ------------------------------------------------------------------ buttons and settings
+  $("estop").addEventListener("pointerdown", () => send({ type: "estop" }));
+  $("estop").addEventListener("keydown", (e) => {
+    if (e.key === "Enter") send({ type: "estop" });
+  });
+  $("clear").addEventListener("click", () => send({ type: "clear_estop" }));
+  $("record").addEventListener("click", () => send({ type: "record", on: !status.recording }));
+  let eraseArmed = 0;
+  $("erase").addEventListener("click", () => {
+    const el = $("erase");
+    if (!eraseArmed) { // two taps: the erase must not come from a stray touch while driving
+      el.textContent = `Tap again to erase ${eraseCount}`;
+      el.classList.add("armed");
+      eraseArmed = setTimeout(disarm, 3000);
+      return;
+    }
+    disarm();
+    if (send({ type: "erase" })) say(`erasing the last ${eraseCount} records`, false);
+  });
+  function disarm() {
+    clearTimeout(eraseArmed);
+    eraseArmed = 0;
+    $("erase").textContent = `Erase last ${eraseCount}`;
+    $("erase").classList.remove("armed");
+  }
+  $("mode").addEventListener("change", (e) => {
+    modeChangedAt = performance.now();
+    send({ type: "mode", mode: e.target.value });
+    e.target.blur(); // the arrow keys drive, they do not change the mode
+  });
+  const limit = $("limit");
+  function setLimitLabel(pct) {
+    limit.value = String(pct);
+    $("limit-out").textContent = `${pct} %`;
+  }
+  limit.addEventListener("pointerdown", () => { limitHeld = true; });
+  limit.addEventListener("input", () => { $("limit-out").textContent = `${limit.value} %`; });
+  limit.addEventListener("change", () => {
+    limitHeld = false;
+    send({ type: "throttle_limit", value: Number(limit.value) / 100 });
+    limit.blur();
+  });
+
+  // ------------------------------------------------------------------ joystick pad
+  const pad = $("pad");
+  const knob = $("knob");
+  const joy = { id: null, steering: 0, throttle: 0 };
+  const clamp = (v) => Math.max(-1, Math.min(1, v));
+  function joyMove(e) {
+    const r = pad.getBoundingClientRect();
+    const half = (r.width - knob.offsetWidth) / 2;
+    joy.steering = clamp((e.clientX - (r.left + r.width / 2)) / half);
+    joy.throttle = clamp(((r.top + r.height / 2) - e.clientY) / half);
+  }
+  pad.addEventListener("pointerdown", (e) => {
+    e.preventDefault();
+    pad.setPointerCapture(e.pointerId);
+    joy.id = e.pointerId;
+    joyMove(e);
+  });
+  pad.addEventListener("pointermove", (e) => { if (e.pointerId === joy.id) joyMove(e); });
+  const joyEnd = (e) => {
+    if (e.pointerId !== joy.id) return;
+    joy.id = null; // released: back to the centre
+    joy.steering = 0;
+    joy.throttle = 0;
+  };
+  for (const ev of ["pointerup", "pointercancel", "lostpointercapture"]) {
+    pad.addEventListener(ev, joyEnd);
+  }
+
+  // ------------------------------------------------------------------ keyboard
+  // Held keys ramp toward full (steering in 0.2 s, throttle in 0.4 s); releasing the
+  // throttle key (or pressing the other way) cuts throttle to 0 at once; steering re-centres
+  // at the same rate it moved.
+  const KEYS = {
+    ArrowUp: "up", KeyW: "up", ArrowDown: "down", KeyS: "down",
+    ArrowLeft: "left", KeyA: "left", ArrowRight: "right", KeyD: "right",
+  };
+  const held = new Set();
+  const kb = { steering: 0, throttle: 0 };
+  window.addEventListener("keydown", (e) => {
+    if (e.code === "Space") { e.preventDefault(); send({ type: "estop" }); return; }
+    const dir = KEYS[e.code];
+    if (!dir) return;
+    e.preventDefault(); // no scrolling, no slider or select moving
+    held.add(dir);
+  }, true);
+  window.addEventListener("keyup", (e) => {
+    const dir = KEYS[e.code];
+    if (dir) { e.preventDefault(); held.delete(dir); }
+  }, true);
+  window.addEventListener("blur", () => held.clear());
+  const toward = (v, target, step) => (v < target ? Math.min(target, v + step)
+    : Math.max(target, v - step));
+  function keyboardStep(dt) {
+    const s = (held.has("right") ? 1 : 0) - (held.has("left") ? 1 : 0);
+    const t = (held.has("up") ? 1 : 0) - (held.has("down") ? 1 : 0);
+    kb.steering = toward(kb.steering, s, 5 * dt);
+    kb.throttle = t === 0 || Math.sign(t) !== Math.sign(kb.throttle) && kb.throttle !== 0
+      ? 0 : toward(kb.throttle, t, 2.5 * dt);
+    return held.size > 0 || kb.steering !== 0 || kb.throttle !== 0;
+  }
+
+  // ------------------------------------------------------------------ gamepad (standard mapping)
+  const dead = (v) => (Math.abs(v) < 0.1 ? 0 : v);
+  const pressedBefore = {};
+  function readGamepad() {
+    if (!navigator.getGamepads) return null;
+    const pads = navigator.getGamepads();
+    const gp = Array.from(pads || []).find((p) => p && p.connected);
+    page.gamepad = gp ? gp.id : "";
+    if (!gp) return null;
+    const button = (i) => (gp.buttons[i] ? gp.buttons[i].value : 0);
+    for (const [i, action] of [[1, () => send({ type: "estop" })],
+      [3, () => send({ type: "record", on: !status.recording })]]) {
+      const down = button(i) > 0.5;
+      if (down && !pressedBefore[i]) action();
+      pressedBefore[i] = down;
+    }
+    const rt = button(7);
+    const lt = button(6);
+    const steering = dead(gp.axes[0] || 0);
+    const throttle = rt > 0.05 || lt > 0.05 ? rt - lt : -dead(gp.axes[3] || 0);
+    return { steering: clamp(steering), throttle: clamp(throttle) };
+  }
+
+  // ------------------------------------------------------------------ the 25 Hz control tick
+  let lastTick = performance.now();
+  function tick() {
+    const now = performance.now();
+    const dt = Math.min(0.2, (now - lastTick) / 1000);
+    lastTick = now;
+    const keyboard = keyboardStep(dt);
+    const gp = readGamepad();
+    let steering = 0;
+    let throttle = 0;
+    let source = "none";
+    if (joy.id !== null) {
+      [steering, throttle, source] = [joy.steering, joy.throttle, "joystick"];
+    } else if (keyboard) {
+      [steering, throttle, source] = [kb.steering, kb.throttle, "keyboard"];
+    } else if (gp) {
+      [steering, throttle, source] = [gp.steering, gp.throttle, "gamepad"];
+    }
+    Object.assign(page, { steering, throttle, source });
+    const half = (pad.clientWidth - knob.offsetWidth) / 2;
+    knob.style.transform = `translate(${steering * half}px, ${-throttle * half}px)`;
+    if (page.owner && send({ type: "control", steering, throttle })) page.sent += 1;
+  }
+  setInterval(tick, SEND_MS); // not requestAnimationFrame: it must run in every frame state
+
+  connect();
+})();

@@ -1,0 +1,322 @@
+"""The web page in a real browser: Debian's headless Chromium driven by Playwright.
+
+A fake loop thread polls the WebController at 20 Hz, keeps every UserInput it got, and
+publishes a moving synthetic picture and a status, as the drive loop does. The controller's
+clock can be frozen, so that "the page closed, the loop went neutral" is told apart from
+the 250 ms failsafe.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from car.config import WebConfig
+from car.controllers.web import WebController
+from car.frames import Frame, Mode, UserInput
+
+CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+if importlib.util.find_spec("playwright") is None:
+    pytest.skip("playwright is not installed (pip install playwright)", allow_module_level=True)
+
+from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TOKEN = "browser-token"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1366, "height": 900}
+
+
+class Clock:
+    """time.monotonic, unless frozen."""
+
+    def __init__(self) -> None:
+        self.frozen: float | None = None
+
+    def __call__(self) -> float:
+        return time.monotonic() if self.frozen is None else self.frozen
+
+
+class FakeLoop:
+    """Polls and publishes at 20 Hz on its own thread, like the drive loop."""
+
+    def __init__(self, web: WebController, rate_hz: float = 20.0):
+        self.web = web
+        self.period_s = 1.0 / rate_hz
+        self.inputs: list[tuple[UserInput, bool]] = []  # (input, failsafe) per tick
+        self.recording = False
+        self.mode = Mode.USER
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fake-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        seq = 0
+        y, x = np.mgrid[0:120, 0:160]
+        while not self._stop.wait(self.period_s):
+            user = self.web.poll(time.monotonic())
+            self.recording = user.recording if user.recording is not None else self.recording
+            self.mode = user.mode or self.mode
+            with self._lock:
+                self.inputs.append((user, self.web.failsafe))
+            image = np.stack([(x + 3 * seq) % 256, 2 * y, np.full_like(x, 120)], axis=-1)
+            self.web.publish(Frame(image.astype(np.uint8), time.monotonic(), seq), {
+                "hz": 20.0, "latency_ms": 14.0, "mode": self.mode.value,
+                "recording": self.recording, "records": 3 * seq if self.recording else 0,
+                "model": "pilot.onnx (linear)", "mcu": True, "battery_v": 7.42,
+                "mcu_failsafe": False, "estop": False, "throttle_limit": 0.8,
+                "steering": user.steering, "throttle": user.throttle, "reason": "ok"})
+            seq += 1
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self.inputs)
+
+    def since(self, mark: int) -> list[tuple[UserInput, bool]]:
+        with self._lock:
+            return self.inputs[mark:]
+
+    def wait_for(self, test: Callable[[UserInput, bool], bool], mark: int = 0,
+                 timeout_s: float = 3.0) -> UserInput:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for user, failsafe in self.since(mark):
+                if test(user, failsafe):
+                    return user
+            time.sleep(0.02)
+        raise AssertionError(f"no polled input passed the test; last: {self.since(mark)[-3:]}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def web(clock: Clock) -> Iterator[WebController]:
+    controller = WebController(WebConfig(host="127.0.0.1", port=0, token=TOKEN),
+                               start_mode=None, clock=clock)
+    controller.start()
+    yield controller
+    controller.close()
+
+
+@pytest.fixture
+def loop(web: WebController) -> Iterator[FakeLoop]:
+    fake = FakeLoop(web)
+    yield fake
+    fake.close()
+
+
+def open_page(browser: Browser, web: WebController, viewport: dict[str, int] = DESKTOP
+              ) -> Page:
+    page = browser.new_page(viewport=viewport)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(web.url)
+    page.wait_for_function("window.carPage && window.carPage.statuses > 0", timeout=5000)
+    assert errors == []
+    return page
+
+
+def test_video_frames_arrive(browser: Browser, web: WebController, loop: FakeLoop) -> None:
+    page = open_page(browser, web)
+    page.wait_for_function("window.carPage.frames >= 10", timeout=5000)
+    # The newest blob may still be decoding at any instant: wait for a decoded 160x120 frame.
+    page.wait_for_function("(() => { const img = document.querySelector('#video');"
+                           " return img.naturalWidth === 160 && img.naturalHeight === 120; })()",
+                           timeout=5000)
+    assert page.evaluate("window.carPage.owner") is True
+    assert page.inner_text("#status").count("20.0 Hz") == 1
+    page.close()
+
+
+def test_keyboard_drives(browser: Browser, web: WebController, loop: FakeLoop) -> None:
+    page = open_page(browser, web)
+    page.keyboard.down("ArrowUp")
+    page.keyboard.down("ArrowRight")
+    loop.wait_for(lambda u, _: u.throttle > 0.3 and u.steering > 0.3)
+    page.keyboard.up("ArrowUp")
+    page.keyboard.up("ArrowRight")
+    mark = loop.mark()
+    loop.wait_for(lambda u, failsafe: u.throttle == 0 and u.steering == 0 and not failsafe,
+                  mark)
+    page.keyboard.down("KeyS")  # WASD too: S is reverse
+    page.keyboard.down("KeyA")
+    loop.wait_for(lambda u, _: u.throttle < -0.3 and u.steering < -0.3, loop.mark())
+    page.keyboard.up("KeyS")
+    page.keyboard.up("KeyA")
+    page.close()
+
+
+def test_joystick_follows_the_drag(browser: Browser, web: WebController,
+                                   loop: FakeLoop) -> None:
+    page = open_page(browser, web, PHONE)
+    box = page.locator("#pad").bounding_box()
+    assert box is not None
+    cx, cy, half = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 0.9 * half, cy - 0.9 * half, steps=5)  # up and right
+    loop.wait_for(lambda u, _: u.steering > 0.8 and u.throttle > 0.8)
+    page.mouse.move(cx - 0.4 * half, cy + 0.4 * half, steps=5)  # down and left
+    loop.wait_for(lambda u, _: -0.7 < u.steering < -0.3 and -0.7 < u.throttle < -0.3,
+                  loop.mark())
+    page.mouse.up()  # released: back to the centre
+    loop.wait_for(lambda u, failsafe: u == UserInput() and not failsafe, loop.mark())
+    page.close()
+
+
+GAMEPAD = """
+window.fakePad = {connected: true, mapping: "standard", id: "fake pad", axes: [0, 0, 0, 0],
+                  buttons: Array.from({length: 17}, () => ({value: 0, pressed: false}))};
+navigator.getGamepads = () => [window.fakePad];
+"""
+
+
+def test_gamepad_standard_mapping(browser: Browser, web: WebController,
+                                  loop: FakeLoop) -> None:
+    page = browser.new_page()
+    page.add_init_script(GAMEPAD)  # headless Chromium has no pad: the Gamepad API, faked
+    page.goto(web.url)
+    page.wait_for_function("window.carPage.owner", timeout=5000)
+    page.evaluate("fakePad.axes[0] = 0.5; fakePad.buttons[7].value = 0.6")  # stick, RT
+    loop.wait_for(lambda u, _: u.steering == 0.5 and u.throttle == pytest.approx(0.6))
+    page.wait_for_function("document.querySelector('#status').innerText.includes('fake pad')")
+    page.evaluate("fakePad.buttons[7].value = 0; fakePad.buttons[6].value = 0.3")  # LT
+    loop.wait_for(lambda u, _: u.throttle == pytest.approx(-0.3), loop.mark())
+    page.evaluate("fakePad.buttons[6].value = 0; fakePad.axes = [0.05, 0, 0, -0.8]")
+    loop.wait_for(lambda u, _: u.steering == 0 and u.throttle == pytest.approx(0.8),
+                  loop.mark())  # dead zone on the left stick, right stick up is forward
+    mark = loop.mark()
+    page.evaluate("fakePad.buttons[1].value = 1")  # B: stop, once however long it is held
+    loop.wait_for(lambda u, _: u.estop, mark)
+    time.sleep(0.2)
+    assert sum(u.estop for u, _ in loop.since(mark)) == 1
+    page.close()
+
+
+def test_buttons_send_requests_once(browser: Browser, web: WebController,
+                                    loop: FakeLoop) -> None:
+    page = open_page(browser, web)
+    mark = loop.mark()
+    page.click("#record")
+    loop.wait_for(lambda u, _: u.recording is True, mark)
+    page.wait_for_function("document.querySelector('#record').textContent === "
+                           "'Stop recording'")
+    assert [u.recording for u, _ in loop.since(mark) if u.recording is not None] == [True]
+    page.select_option("#mode", "local")
+    loop.wait_for(lambda u, _: u.mode is Mode.LOCAL, mark)
+    page.click("#erase")
+    page.click("#erase")  # two taps
+    loop.wait_for(lambda u, _: u.erase_last == 100, mark)
+    page.click("#estop")
+    loop.wait_for(lambda u, _: u.estop, mark)
+    page.locator("#limit").fill("40")
+    loop.wait_for(lambda u, _: u.throttle_limit == pytest.approx(0.4), mark)
+    time.sleep(0.2)  # a few more ticks: nothing is delivered twice
+    delivered = [u for u, _ in loop.since(mark)]
+    assert sum(u.recording is not None for u in delivered) == 1
+    assert sum(u.mode is not None for u in delivered) == 1
+    assert sum(u.erase_last > 0 for u in delivered) == 1
+    assert sum(u.estop for u in delivered) == 1
+    page.close()
+
+
+def test_closing_the_page_is_neutral_at_once(browser: Browser, web: WebController,
+                                             loop: FakeLoop, clock: Clock) -> None:
+    page = open_page(browser, web)
+    page.keyboard.down("ArrowUp")
+    loop.wait_for(lambda u, _: u.throttle > 0.3)
+    clock.frozen = time.monotonic()  # from here no control message can grow stale
+    mark = loop.mark()
+    loop.wait_for(lambda u, _: u.throttle > 0.3, mark)
+    page.close()
+    mark = loop.mark()
+    user = loop.wait_for(lambda u, _: u.throttle == 0, mark)
+    assert user == UserInput()
+    assert not web.owner_connected
+    assert web.failsafe
+
+
+def test_failsafe_banner_when_the_page_stalls(browser: Browser, web: WebController,
+                                              loop: FakeLoop) -> None:
+    page = open_page(browser, web)
+    page.keyboard.down("ArrowUp")
+    loop.wait_for(lambda u, failsafe: u.throttle > 0.3 and not failsafe)
+    mark = loop.mark()
+    page.evaluate("() => { const end = performance.now() + 500; while (performance.now() < end)"
+                  " {} }")  # the page's thread is busy: no control for 500 ms
+    loop.wait_for(lambda u, failsafe: failsafe and u.throttle == 0, mark)
+    page.wait_for_function("window.carPage.failsafeSeen > 0", timeout=3000)
+    loop.wait_for(lambda u, failsafe: not failsafe and u.throttle > 0.3, loop.mark())
+    page.keyboard.up("ArrowUp")
+    page.close()
+
+
+def test_refused_without_the_token(browser: Browser, web: WebController) -> None:
+    page = browser.new_page()
+    for url in (web.url.split("?")[0], web.url.replace(TOKEN, "guess")):
+        response = page.goto(url)
+        assert response is not None and response.status == 403
+        assert "wrong or missing token" in page.inner_text("body")
+    page.close()
+
+
+def test_second_page_is_view_only(browser: Browser, web: WebController,
+                                  loop: FakeLoop) -> None:
+    first = open_page(browser, web)
+    second = open_page(browser, web, PHONE)
+    second.wait_for_selector("#banner-view", state="visible")
+    assert "VIEW ONLY" in second.inner_text("#banner-view")
+    assert second.inner_text("#role") == "view only"
+    assert first.inner_text("#role") == "driving"
+    second.keyboard.down("ArrowUp")  # ignored: the first page drives
+    time.sleep(0.2)
+    assert all(u.throttle == 0 for u, _ in loop.since(loop.mark() - 3))
+    second.keyboard.up("ArrowUp")
+    first.close()  # the second takes over
+    second.wait_for_selector("#banner-view", state="hidden")
+    second.keyboard.down("ArrowUp")
+    loop.wait_for(lambda u, _: u.throttle > 0.3, loop.mark())
+    second.keyboard.up("ArrowUp")
+    second.close()
+
+
+def test_screenshots(browser: Browser, web: WebController, loop: FakeLoop,
+                     tmp_path: Path) -> None:
+    for name, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+        page = open_page(browser, web, viewport)
+        page.wait_for_function("window.carPage.frames >= 5", timeout=5000)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= viewport["width"]  # nothing runs off the side
+        for control in ("#pad", "#estop", "#record", "#mode", "#limit"):
+            box = page.locator(control).bounding_box()
+            assert box is not None and box["y"] + box["height"] <= viewport["height"], control
+        path = tmp_path / f"web_{name}.png"
+        page.screenshot(path=str(path))
+        shutil.copy(path, f"/tmp/web_{name}.png")
+        page.close()
