@@ -171,7 +171,8 @@ class WebConfig:
 
     host: str = _field("0.0.0.0", "Address to bind: 0.0.0.0 for every network (a phone on "
                        "the car's Wi-Fi), 127.0.0.1 for this computer only.")
-    port: int = _field(8887, "TCP port of the page (donkeycar uses 8887).", min=1, max=65535)
+    port: int = _field(8887, "TCP port of the page (donkeycar uses 8887); 0 picks a free one "
+                       "(the printed URL has it).", min=0, max=65535)
     token: str = _field("", "Access token every request must carry; empty: a new random "
                         "token at each start, printed in the URL.")
     failsafe_ms: int = _field(250, "Neutral when no control message came for this long.",

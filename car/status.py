@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from car.loop import DriveLoop, TickResult
+from car.mcu.actuator import SerialActuator
 
 SMOOTHING = 0.1  # weight of the newest tick in the rate estimate
 
@@ -43,8 +44,8 @@ class LoopStatus:
             "reason": decision.reason,
             "mcu": False,
         }
-        telemetry = getattr(self.actuator, "telemetry", None)
-        if hasattr(self.actuator, "link"):  # the serial MCU
+        if isinstance(self.actuator, SerialActuator):
+            telemetry = self.actuator.telemetry
             status["mcu"] = True
             status["mcu_fault"] = self.actuator.fault
             if telemetry is not None:

@@ -70,3 +70,21 @@ def test_car_record_refuses_rc_without_the_mcu(capsys: pytest.CaptureFixture[str
                                                tmp_path: Path) -> None:
     assert main(["record", "--sim", "--out", str(tmp_path / "t"), "--controller", "rc"]) == 1
     assert "--controller rc reads the transmitter through the MCU" in capsys.readouterr().err
+
+
+def test_the_status_says_mcu_only_for_the_serial_mcu() -> None:
+    from car.config import Config
+    from car.controllers import ScriptedController as Scripted
+    from car.loop import DriveLoop
+    from car.modes import Arbiter
+    from car.sim.link import SimLink
+    from car.sim.tracks import load_track
+    from car.sim.world import Simulator
+    from car.status import LoopStatus
+
+    config = Config()
+    link = SimLink(Simulator(load_track("oval", 0.39), config.sim), 0.05, lockstep=True)
+    loop = DriveLoop(link.camera, link.actuator, Scripted(), Arbiter(config.drive, 20.0))
+    status = LoopStatus(loop, link.actuator).snapshot(loop.tick())
+    assert status["mcu"] is False and "battery_v" not in status
+    assert status["mode"] == "user" and status["records"] is None
