@@ -96,7 +96,6 @@ class DriveLoop:
         self.recording = recorder is not None
         self.auto_record_throttle = -1.0  # record ticks with |throttle| above this
         self.recorded = 0
-        self.erased = 0
         self.clock = clock
         self.timer = timer
         self.period_s = arbiter.period_s
@@ -145,7 +144,11 @@ class DriveLoop:
         repeated = frame.seq == self._last_seq
         self._last_seq = frame.seq
         user = self.controller.poll(now)
-        if user.mode is not None and self.arbiter.set_mode(user.mode) and self.engine:
+        if user.mode is not None and user.mode is not Mode.USER and self.engine is None:
+            self._log.warning("no_engine", now, "mode %s needs a model and this run has none "
+                              "(`car record`): staying in %s", user.mode.value,
+                              self.arbiter.mode.value)
+        elif user.mode is not None and self.arbiter.set_mode(user.mode) and self.engine:
             self.engine.reset()  # temporal state belongs to one stretch of one mode
         if user.recording is not None and self.recorder is not None:
             self.recording = user.recording
@@ -186,16 +189,16 @@ class DriveLoop:
         return TickResult(frame, decision, stale, latency_s)
 
     def erase_last(self, count: int) -> None:
-        """Soft-delete the last ``count`` records (restorable), without waiting for the disk."""
+        """Soft-delete the last ``count`` records of this run (restorable), without waiting
+        for the disk."""
         erase = getattr(self.recorder, "erase_last", None)
-        if erase is None:
-            return
-        try:
+        if erase is not None:
             erase(count)
-            self.erased += count
-            log.warning("erased the last %d records (restore with `car tub restore`)", count)
-        except Exception as exc:
-            log.error("could not erase the last %d records: %s", count, exc)
+
+    @property
+    def erased(self) -> int:
+        """Records soft-deleted so far by erase requests."""
+        return int(getattr(self.recorder, "erased", 0))
 
     def _record(self, frame: Frame, decision: Decision) -> None:
         assert self.recorder is not None

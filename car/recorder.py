@@ -8,8 +8,10 @@ behind, records are dropped and counted, never the loop's timing.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,6 +19,8 @@ from car.config import RecordConfig
 from car.frames import Frame, Mode
 from car.modes import Decision
 from car.tub.writer import TubWriter, WriterStats
+
+log = logging.getLogger(__name__)
 
 DRIVE_FIELDS: tuple[tuple[str, str], ...] = (
     ("cam/image_array", "image_array"),
@@ -47,6 +51,8 @@ class DriveRecorder:
                                 session_info=session_info)
         self.path = self.writer.path
         self._extras = extras
+        self.erased = 0  # records soft-deleted by erase_last
+        self._lock = threading.Lock()
 
     def write(self, frame: Frame, decision: Decision, mode: Mode) -> None:
         pilot = decision.pilot or (None, None)
@@ -63,8 +69,21 @@ class DriveRecorder:
         self.writer.write(record, capture_time=frame.time_s)
 
     def erase_last(self, count: int) -> None:
-        """Soft-delete the last ``count`` records (on the writer's thread; restorable)."""
-        self.writer.delete_last(count)
+        """Soft-delete the last ``count`` records of this session (restorable). Returns at
+        once: the request is queued from a helper thread, since the writer's queue may be
+        full of records on a slow disk, and ``erased`` grows by what was really deleted."""
+        threading.Thread(target=self._erase, args=(count,), name="erase", daemon=True).start()
+
+    def _erase(self, count: int) -> None:
+        try:
+            deleted = self.writer.erase_last(count).result(timeout=30)
+        except Exception as exc:  # a failed tub is reported by the writer itself too
+            log.error("could not erase the last %d records: %s", count, exc)
+            return
+        with self._lock:
+            self.erased += len(deleted)
+        log.warning("erased the last %d records (restore with `car tub restore %s %s`)",
+                    len(deleted), self.path, _ranges(deleted))
 
     def close(self) -> WriterStats:
         return self.writer.close()
@@ -72,3 +91,8 @@ class DriveRecorder:
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+def _ranges(indexes: list[int]) -> str:
+    """``[5, 6, 7]`` → ``5:8``, the form `car tub restore` takes."""
+    return f"{min(indexes)}:{max(indexes) + 1}" if indexes else "(none)"

@@ -17,3 +17,7 @@ if ! command -v chromium >/dev/null 2>&1; then
             "the browser tests will skip" >&2
     fi
 fi
+if [ -n "${CI:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+    echo "error: CI needs Debian's chromium for the browser tests and it could not be installed" >&2
+    exit 1
+fi

@@ -192,7 +192,8 @@ def test_config_numbers_override_the_layout_and_invert(make_pad: Callable[..., P
     config = GamepadConfig(layout="xbox", steering_axis=3, throttle_axis=1, button_estop=5,
                            invert_steering=True, invert_throttle=True, deadzone=0.0, expo=0.0)
     pad = make_pad(config)
-    pad.send(init_state() + axis(3, FULL) + axis(1, -FULL) + axis(0, FULL) + axis(4, FULL))
+    pad.send(init_state())
+    pad.send(axis(3, FULL) + axis(1, -FULL) + axis(0, FULL) + axis(4, FULL))
     user = pad.poll()
     assert (user.steering, user.throttle) == (-1.0, -1.0)  # both reversed; 0 and 4 unused
     pad.send(press(1))
@@ -206,7 +207,8 @@ def test_custom_layout_takes_every_number_from_the_config(make_pad: Callable[...
                            button_record=11, button_erase=12, button_estop=13,
                            button_clear_estop=14, deadzone=0.0, expo=0.0)
     pad = make_pad(config)
-    pad.send(init_state(axes=6, buttons=15) + axis(2, FULL) + axis(5, -FULL) + press(13))
+    pad.send(init_state(axes=6, buttons=15))
+    pad.send(axis(2, FULL) + axis(5, -FULL) + press(13))
     user = pad.poll()
     assert (user.steering, user.throttle, user.estop) == (1.0, 1.0, True)  # up is forward
     assert resolve_layout(config).button_names == ()
@@ -227,7 +229,8 @@ def test_custom_layout_missing_numbers_and_clashes_are_errors() -> None:
 
 def test_default_deadzone_and_expo_shape_the_sticks(make_pad: Callable[..., Pad]) -> None:
     pad = make_pad(GamepadConfig())  # deadzone 0.05, expo 0.3
-    pad.send(init_state() + axis(0, 1500) + axis(4, -FULL))
+    pad.send(init_state())
+    pad.send(axis(0, 1500) + axis(4, -FULL))
     user = pad.poll()
     assert user.steering == 0.0 and user.throttle == 1.0  # 1500 is inside 5 %
     x = 20000 / FULL
@@ -283,7 +286,8 @@ def test_unplugged_reads_neutral_then_reconnects(make_pad: Callable[..., Pad],
     pad = make_pad(start_mode=Mode.LOCAL)
     controller = pad.controller
     assert controller.connected and controller.fault is None
-    pad.send(init_state() + axis(0, FULL) + axis(4, -FULL))
+    pad.send(init_state())
+    pad.send(axis(0, FULL) + axis(4, -FULL))
     assert pad.poll() == UserInput(1.0, 1.0, mode=Mode.LOCAL)
     pad.send(press(1))  # an e-stop pressed just before the cable came out still counts
     os.close(pad.fd)  # unplugged: the reader sees end of file
@@ -473,3 +477,15 @@ def test_live_line_redraws_in_place_on_a_terminal() -> None:
     text = out.getvalue()
     assert text.count("\r") == 2 and text.endswith("\x1b[K\n")
     assert "buttons 8(create) 12(R3) | steering -1.00 throttle +0.00" in text
+
+
+def test_a_stick_held_when_the_pad_connects_cannot_drive_off(make_pad: Callable[..., Pad]
+                                                             ) -> None:
+    pad = make_pad()
+    pad.send(init_state() + axis(4, -FULL))  # plugged in (or back) with the throttle held
+    assert pad.poll().throttle == 0.0
+    pad.send(axis(4, -FULL // 2))
+    assert pad.poll().throttle == 0.0  # still never neutral
+    pad.send(axis(4, 0))
+    pad.send(axis(4, -FULL))
+    assert pad.poll().throttle == 1.0  # neutral once: it drives

@@ -88,3 +88,34 @@ def test_the_status_says_mcu_only_for_the_serial_mcu() -> None:
     status = LoopStatus(loop, link.actuator).snapshot(loop.tick())
     assert status["mcu"] is False and "battery_v" not in status
     assert status["mode"] == "user" and status["records"] is None
+
+
+def test_erase_stays_in_this_session_and_counts_what_it_deleted(tmp_path: Path) -> None:
+    import time
+
+    import numpy as np
+
+    from car.config import RecordConfig
+    from car.frames import Command, Frame, Mode
+    from car.modes import Decision
+    from car.recorder import DriveRecorder
+
+    def write(recorder: DriveRecorder, n: int) -> None:
+        image = np.zeros((120, 160, 3), np.uint8)
+        for i in range(n):
+            recorder.write(Frame(image, float(i), i),
+                           Decision(Command(0.0, 0.3), "ok", UserInput(0.0, 0.3), None),
+                           Mode.USER)
+
+    first = DriveRecorder(tmp_path / "tub", RecordConfig())
+    write(first, 10)
+    first.close()
+    second = DriveRecorder(tmp_path / "tub", RecordConfig())
+    write(second, 3)
+    second.erase_last(100)  # more than this session has: only its 3 go
+    deadline = time.monotonic() + 10
+    while second.erased < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second.close()
+    assert second.erased == 3
+    assert len(list(Tub(tmp_path / "tub").records())) == 10  # the first session is intact

@@ -17,9 +17,11 @@ START / options    button 7    button 9    mode: user → local_angle → local 
 ``gamepad.*`` numbers ≥ 0 in car.toml override the layout's; ``layout = "custom"`` takes
 them all from there. Buttons act once per press. Axes go through the deadzone, then expo.
 
-A gamepad unplugged (or out of Bluetooth range) reads neutral, and a pilot mode drops back
-to user, since the e-stop button went with it; a reader thread reopens the device every
-0.5 s and carries on when it is back. Idle sticks send nothing, so silence is not a fault.
+A gamepad unplugged reads neutral, and a pilot mode drops back to user, since the e-stop
+button went with it; a reader thread reopens the device every 0.5 s and carries on when it
+is back, the throttle counting once the stick has read neutral. Idle sticks send nothing,
+so silence is not a fault: a Bluetooth pad out of range is only seen when the kernel drops
+it (its supervision timeout, 5 to 20 s).
 """
 
 from __future__ import annotations
@@ -286,6 +288,7 @@ class GamepadController:
         self._recording = recording
         self._file: IO[bytes] | None = None
         self.connected = False
+        self._armed = False  # throttle counts once the stick has read neutral
         self.fault: str | None = None
         self.name: str | None = None
         self.events = 0
@@ -310,7 +313,7 @@ class GamepadController:
             steering = throttle = 0.0
             if self.connected:
                 steering = self.controls.steering(self._state)
-                throttle = self.controls.throttle(self._state)
+                throttle = self.controls.throttle(self._state) if self._armed else 0.0
         return UserInput(steering, throttle, mode=mode, estop=presses["estop"] > 0,
                          clear_estop=presses["clear_estop"] > 0 and not presses["estop"],
                          recording=self._recording if presses["record"] else None,
@@ -346,6 +349,7 @@ class GamepadController:
         with self._lock:
             self._file, self._state, self.name = file, JoystickState(), name
             self.connected, self.fault = True, None
+            self._armed = False
         return True
 
     def _run(self) -> None:
@@ -386,6 +390,9 @@ class GamepadController:
                     self._presses[action] += 1
             self.events += self._state.events - before
             self.last_event_s = now
+            if not self._armed:  # (re)connected: the throttle counts once the stick has read
+                self._armed = self.controls.throttle(self._state) == 0.0  # neutral, so one
+                # held when the pad comes back cannot drive off
 
     def _lose(self, reason: str) -> None:
         with self._lock:

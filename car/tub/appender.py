@@ -117,6 +117,7 @@ class TubAppender:
             (self.path / IMAGES).mkdir(exist_ok=True)
             self.session_number = _next_session_number(scan)
             self.session_id = f"{time.strftime('%y-%m-%d')}_{self.session_number}"
+            self.session_start = self.next_index  # this session's first record index
             self.checkpoint()
         except BaseException:
             self._close_files()
@@ -301,11 +302,19 @@ class TubAppender:
         return changed
 
     def delete_last(self, count: int) -> list[int]:
-        """Soft-delete the last ``count`` live records (the "erase last N" button)."""
+        """Soft-delete the last ``count`` live records."""
+        return self._delete_last(count, 0)
+
+    def erase_last(self, count: int) -> list[int]:
+        """The "erase last N" button: the last ``count`` live records of this session only
+        (an erase never reaches into an earlier drive)."""
+        return self._delete_last(count, self.session_start)
+
+    def _delete_last(self, count: int, first: int) -> list[int]:
         dead = self.manifest.deleted_indexes | self.tombstones
         chosen: list[int] = []
         index = self.next_index - 1
-        while index >= 0 and len(chosen) < count:
+        while index >= first and len(chosen) < count:
             if index not in dead:
                 chosen.append(index)
             index -= 1

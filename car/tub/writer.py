@@ -121,6 +121,10 @@ class TubWriter:
         """Soft-delete the last ``count`` records, after those already queued."""
         return self._command("delete_last", count)
 
+    def erase_last(self, count: int) -> Future[list[int]]:
+        """Soft-delete the last ``count`` records of this session, after those queued."""
+        return self._command("erase_last", count)
+
     def delete(self, indexes: Iterable[int]) -> Future[list[int]]:
         return self._command("delete", list(indexes))
 
