@@ -91,7 +91,7 @@ class SerialActuator:
             "estop": t.estop if t is not None else None,
             "rc_present": t.rc_present if t is not None else None,
             "sent": s.sent, "send_skipped": s.send_skipped, "telemetry": s.telemetry,
-            "losses": s.losses, "reconnects": s.reconnects,
+            "losses": s.losses, "reconnects": s.reconnects, "write_timeouts": s.write_timeouts,
             "rx_dropped": {"bad_crc": c.bad_crc, "bad_length": c.bad_length,
                            "unknown_type": c.unknown_type},
         }

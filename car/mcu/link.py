@@ -31,7 +31,10 @@ PING_EVERY_S = 0.25
 ACK_WAIT_S = 0.3
 ACK_TRIES = 3
 FIRST_TELEMETRY_WAIT_S = 0.1  # 5 periods at 50 Hz
-WRITE_TIMEOUT_S = 0.1  # a write blocked longer (the MCU stopped reading) loses the link
+# A write blocked this long (the MCU stopped reading) is given up. pyserial also reports a
+# timeout when the thread merely stalled past it after writing, so a timeout alone is not a
+# lost link: telemetry silence decides that.
+WRITE_TIMEOUT_S = 0.5
 
 
 @dataclass
@@ -40,6 +43,7 @@ class LinkStats:
 
     sent: int = 0
     send_skipped: int = 0  # DRIVE frames not sent because the link was down
+    write_timeouts: int = 0  # writes that timed out (or a stalled thread noticed too late)
     telemetry: int = 0
     reconnects: int = 0
     losses: int = 0
@@ -263,6 +267,9 @@ class McuLink:
                 return False
             try:
                 self._write_locked(port, p.Drive(steering_us, throttle_us, flags))
+            except serial.SerialTimeoutException:
+                self.stats.write_timeouts += 1
+                return False
             except (serial.SerialException, OSError) as exc:
                 self.stats.send_skipped += 1
                 failure = exc
