@@ -127,9 +127,14 @@ def test_hardware_in_the_loop_when_the_mcu_hangs(emu: PtyEmulator, tmp_path: Pat
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     import threading
 
-    threading.Timer(1.0, emu.frozen.set).start()  # the MCU stops answering after 1 s
+    def hang_once_driving() -> None:  # the MCU stops answering after 1 s of driving
+        wait_for(lambda: emu.core.outputs[1] > 1500, 20.0)
+        time.sleep(1.0)
+        emu.frozen.set()
+
+    threading.Thread(target=hang_once_driving, daemon=True).start()
     argv = ["drive", "--model", str(FIXTURE), "--sim", "oval", "--actuator", "serial",
-            "--port", emu.path, "--duration", "3.5", "--json", "--record", str(tmp_path / "t")]
+            "--port", emu.path, "--duration", "5", "--json", "--record", str(tmp_path / "t")]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["safety"]["actuator_faults"] > 5 and summary["mcu"]["losses"] == 1
