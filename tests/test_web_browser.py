@@ -32,7 +32,7 @@ from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TOKEN = "browser-token"
+TOKEN = "browser-token-0123456789"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
 
@@ -254,26 +254,81 @@ def test_closing_the_page_is_neutral_at_once(browser: Browser, web: WebControlle
     clock.frozen = time.monotonic()  # from here no control message can grow stale
     mark = loop.mark()
     loop.wait_for(lambda u, _: u.throttle > 0.3, mark)
-    page.close()
+    page.close()  # pagehide sends a neutral control; then the socket closes
     mark = loop.mark()
-    user = loop.wait_for(lambda u, _: u.throttle == 0, mark)
+    user = loop.wait_for(lambda u, failsafe: failsafe, mark)  # the clock is frozen
     assert user == UserInput()
     assert not web.owner_connected
-    assert web.failsafe
+    assert all(u.throttle == 0 for u, _ in loop.since(loop.mark() - 1))
 
 
 def test_failsafe_banner_when_the_page_stalls(browser: Browser, web: WebController,
                                               loop: FakeLoop) -> None:
     page = open_page(browser, web)
+    page.select_option("#mode", "local")  # a pilot drives: losing the watcher stops it
+    loop.wait_for(lambda u, _: u.mode is Mode.LOCAL)
     page.keyboard.down("ArrowUp")
     loop.wait_for(lambda u, failsafe: u.throttle > 0.3 and not failsafe)
     mark = loop.mark()
     page.evaluate("() => { const end = performance.now() + 500; while (performance.now() < end)"
                   " {} }")  # the page's thread is busy: no control for 500 ms
-    loop.wait_for(lambda u, failsafe: failsafe and u.throttle == 0, mark)
+    user = loop.wait_for(lambda u, failsafe: failsafe and u.throttle == 0, mark)
+    assert user.mode is Mode.USER  # with the failsafe's first poll
+    assert [u.mode for u, _ in loop.since(mark) if u.mode is not None] == [Mode.USER]
     page.wait_for_function("window.carPage.failsafeSeen > 0", timeout=3000)
+    assert page.evaluate("window.carPage.failsafeText") == \
+        "FAILSAFE: no control for 250 ms — car stopped — switched to user mode"
     loop.wait_for(lambda u, failsafe: not failsafe and u.throttle > 0.3, loop.mark())
     page.keyboard.up("ArrowUp")
+    page.close()
+
+
+HIDE = """(hidden) => {
+  Object.defineProperty(document, "visibilityState", {value: hidden ? "hidden" : "visible",
+                                                      configurable: true});
+  Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
+  const sent = window.carPage.sent;
+  document.dispatchEvent(new Event("visibilitychange"));
+  return sent;
+}"""
+
+
+def test_a_hidden_page_sends_one_neutral_and_stops(browser: Browser, web: WebController,
+                                                   loop: FakeLoop) -> None:
+    page = open_page(browser, web)
+    page.keyboard.down("ArrowUp")
+    loop.wait_for(lambda u, failsafe: u.throttle > 0.3 and not failsafe)
+    mark = loop.mark()
+    sent = page.evaluate(HIDE, True)  # a background tab: timers would run at ~1 Hz
+    loop.wait_for(lambda u, failsafe: u == UserInput() and not failsafe, mark)  # the neutral
+    neutral = loop.mark()
+    loop.wait_for(lambda u, failsafe: failsafe, neutral)  # then nothing
+    time.sleep(0.3)
+    assert page.evaluate("[window.carPage.sent, window.carPage.hiddenNeutrals]") == [sent + 1, 1]
+    assert all(u.throttle == 0 for u, _ in loop.since(neutral))
+    page.evaluate(HIDE, False)  # visible again: ArrowUp is still down, but nothing is held
+    mark = loop.mark()
+    loop.wait_for(lambda u, failsafe: not failsafe, mark)
+    time.sleep(0.2)
+    assert all(u.throttle == 0 for u, _ in loop.since(mark))
+    page.keyboard.up("ArrowUp")
+    page.keyboard.down("ArrowUp")  # a new press drives again
+    loop.wait_for(lambda u, failsafe: u.throttle > 0.3 and not failsafe, loop.mark())
+    page.keyboard.up("ArrowUp")
+    page.close()
+
+
+def test_stop_while_offline_says_so(browser: Browser, web: WebController,
+                                    loop: FakeLoop) -> None:
+    page = open_page(browser, web)
+    assert page.is_hidden("#banner-stopfail")
+    web.close()  # the car's server is gone
+    page.wait_for_function("!window.carPage.connected", timeout=3000)
+    page.click("#estop")
+    page.wait_for_selector("#banner-stopfail", state="visible", timeout=1000)
+    assert page.inner_text("#banner-stopfail") == "STOP NOT SENT: offline"
+    page.keyboard.press("Space")
+    assert page.evaluate("window.carPage.stopsNotSent") == 2
     page.close()
 
 
@@ -297,9 +352,15 @@ def test_second_page_is_view_only(browser: Browser, web: WebController,
     second.keyboard.down("ArrowUp")  # ignored: the first page drives
     time.sleep(0.2)
     assert all(u.throttle == 0 for u, _ in loop.since(loop.mark() - 3))
-    second.keyboard.up("ArrowUp")
-    first.close()  # the second takes over
+    mark = loop.mark()
+    first.close()  # the second takes over, its throttle held: not until it centres
     second.wait_for_selector("#banner-view", state="hidden")
+    second.wait_for_selector("#banner-takeover", state="visible")
+    assert "center the controls to take over" in second.inner_text("#banner-takeover")
+    time.sleep(0.3)
+    assert all(u.throttle == 0 for u, _ in loop.since(mark))
+    second.keyboard.up("ArrowUp")  # centred: it drives from here
+    second.wait_for_selector("#banner-takeover", state="hidden")
     second.keyboard.down("ArrowUp")
     loop.wait_for(lambda u, _: u.throttle > 0.3, loop.mark())
     second.keyboard.up("ArrowUp")

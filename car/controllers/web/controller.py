@@ -1,11 +1,15 @@
 """``WebController``: the page on the car as a Controller, plus the video and status feed.
 
 The loop calls ``poll`` once per tick (the owner's input, or neutral when it is stale) and
-``publish`` once per tick (the newest frame and the loop's status for the page).
+``publish`` once per tick (the newest frame and the loop's status for the page). The safety
+rules (failsafe, arming after two controls in time, a new owner's consent, user mode when
+the watcher is lost, coalesced requests with a latched e-stop) are ``state.py``'s; who
+owns control, and the flood limits, ``server.py``'s.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import socket
 import time
@@ -19,15 +23,23 @@ from car.controllers.web.server import WebServer
 from car.controllers.web.state import ControlState
 from car.frames import Frame, Mode, UserInput
 
+log = logging.getLogger(__name__)
 ANY_ADDRESS = ("0.0.0.0", "", "::")
+MIN_TOKEN_CHARS = 16
+SHORT_TOKEN = ("web.token is short: anyone on the network could guess it; use 16+ random "
+               "characters or leave it empty")
 
 
 class WebController:
     """Serves the page (``start``), reads its input (``poll``), feeds it (``publish``).
 
     ``clock`` times the failsafe: ``poll`` reads neutral once the owner's last control
-    message is ``config.failsafe_ms`` old, or at once when the owner leaves. A config port
-    of 0 picks a free port (``port`` is the actual one after ``start``).
+    message is ``config.failsafe_ms`` old, or at once when the owner leaves, and stays
+    neutral until the owner has centred its controls (a new owner) and sent two controls
+    within ``failsafe_ms`` of each other. Once an owner has connected, losing it (it left,
+    or the failsafe began) while the mode the loop published is not ``user`` requests
+    ``Mode.USER`` with the next poll. A config port of 0 picks a free port (``port`` is the
+    actual one after ``start``).
     """
 
     def __init__(self, config: WebConfig, *, start_mode: Mode | None = Mode.USER,
@@ -41,7 +53,10 @@ class WebController:
         self._server = WebServer(config, self.token, self._state, erase_count)
 
     def start(self) -> str:
-        """Listen on its own thread; returns the URL to open. CarError if the port is busy."""
+        """Listen on its own thread; returns the URL to open. CarError if the port is busy.
+        Warns about a configured token shorter than 16 characters."""
+        if self.config.token and len(self.config.token) < MIN_TOKEN_CHARS:
+            log.warning(SHORT_TOKEN)
         self.port = self._server.start()
         host = self.config.host
         host = lan_address() if host in ANY_ADDRESS else host
@@ -51,12 +66,16 @@ class WebController:
         return self.url
 
     def poll(self, now_s: float) -> UserInput:
-        """The owner's input, or neutral when stale; queued requests once each."""
+        """The owner's input, or neutral when stale or not armed; pending requests once
+        each (an e-stop always with the very next poll)."""
         return self._state.poll()
 
     def publish(self, frame: Frame | None, status: dict[str, Any]) -> None:
         """The newest frame and the loop's status, for every connected page (cheap when none
-        is connected; never blocks on the network)."""
+        is connected; never blocks on the network). Its ``mode`` is what the failsafe's
+        switch to user mode looks at."""
+        if "mode" in status:
+            self._state.loop_mode(status["mode"])
         self._server.publish(frame, status)
 
     def close(self) -> None:
@@ -65,7 +84,9 @@ class WebController:
 
     @property
     def failsafe(self) -> bool:
-        """True when the last poll read neutral for want of a fresh control message."""
+        """True when the last poll read neutral for want of live control: none for
+        ``failsafe_ms``, not yet two controls in time since the last failsafe, or a new owner
+        that has not centred its controls yet."""
         return self._state.failsafe
 
     @property
@@ -75,9 +96,14 @@ class WebController:
     @property
     def stats(self) -> dict[str, int]:
         """Counters: connections, messages, malformed, clamped, refused (bad token),
-        viewers_refused_control, frames encoded/sent/dropped, failsafe_polls."""
+        viewers_refused_control, frames encoded/sent/dropped, rate_limited (sockets closed
+        for flooding), too_many (browsers refused over the limit), reclaimed (owners back
+        within 10 s), not_centred (requests refused before the owner centred),
+        failsafe_polls, erase_ignored, mode_switches (to user, for a lost watcher)."""
+        state = self._state
         return {**self._server.stats, "viewers": max(0, len(self._server.clients) - 1),
-                "failsafe_polls": self._state.failsafe_polls}
+                "failsafe_polls": state.failsafe_polls, "erase_ignored": state.erase_ignored,
+                "mode_switches": state.mode_switches}
 
     def __enter__(self) -> WebController:
         self.start()

@@ -3,13 +3,19 @@
 Every message is an object with a ``type``:
 
 - ``control``: ``steering`` and ``throttle`` in [-1, 1] (steering +1 = full right); the page
-  sends one every 40 ms, and it doubles as the heartbeat the failsafe watches;
+  sends one every 40 ms while it is visible (one neutral one when it is hidden, then none),
+  and it doubles as the heartbeat the failsafe watches: the input counts once two arrive
+  within ``failsafe_ms`` of each other, and for a new owner only after one neutral one
+  (|steering| and |throttle| < 0.05);
 - ``mode`` (``mode``: user, local_angle or local), ``record`` (``on``: true or false),
-  ``erase`` (the last ``record.erase_count`` records), ``throttle_limit`` (``value`` in
-  [0, 1]), ``estop`` and ``clear_estop``: one-shot requests.
+  ``erase`` (the last ``record.erase_count`` records; at most one per 3 s),
+  ``throttle_limit`` (``value`` in [0, 1]), ``estop`` and ``clear_estop``: one-shot
+  requests, coalesced per kind until the loop's next poll (the latest mode, recording and
+  limit win; an e-stop is delivered with the very next poll and wins over a clear).
 
 A number outside its range is clamped (and reported); anything else that is wrong raises
-BadMessage with a message that says what was expected.
+BadMessage with a message that says what was expected. More than 200 messages within 1 s
+close the socket.
 """
 
 from __future__ import annotations

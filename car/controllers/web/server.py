@@ -1,9 +1,24 @@
 """The page's server: aiohttp (HTTP and WebSocket in one asyncio library) on its own thread.
 
 Every request must carry the token (``?token=...``); without it: 403 and a one-line page.
-The first browser connected owns control; later ones watch (view only) and the oldest of
-them takes over when the owner leaves. Video goes to every browser through a per-client
-"newest only" slot, so a slow phone drops frames instead of falling behind.
+
+Ownership: the first browser connected owns control; later ones watch (view only) and the
+oldest of them takes over when the owner leaves. A new owner's input counts only once it
+has sent a neutral control (``ControlState``'s consent rule; its requests other than
+``estop`` are refused until then) and the page says "center the controls to take over".
+Each page sends a random client id (``?client=...``, kept in the tab's sessionStorage):
+a browser that reconnects within ``RECLAIM_S`` with the id of the owner that left gets
+control back if the slot is free or held by a browser that has not centred its controls
+yet (that one goes back to watching). Anyone may send ``estop``.
+
+Floods: a socket that sends more than ``RATE_LIMIT`` messages within ``RATE_WINDOW_S`` is
+closed (an owner closing reads neutral at once); requests are coalesced in
+``ControlState``, every per-client buffer is bounded and at most ``MAX_BROWSERS`` sockets
+are open at once, so memory stays bounded whatever a client sends. At most one erase per
+3 s: repeats get "erase ignored: one per 3 s".
+
+Video goes to every browser through a per-client "newest only" slot, so a slow phone drops
+frames instead of falling behind.
 """
 
 from __future__ import annotations
@@ -15,6 +30,7 @@ import html
 import json
 import logging
 import math
+import re
 import secrets
 import threading
 import time
@@ -25,7 +41,7 @@ from urllib.parse import quote
 
 import cv2
 import numpy as np
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from car.config import WebConfig
 from car.controllers.web.messages import BadMessage, parse_message
@@ -39,6 +55,14 @@ ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
 REFUSED = "wrong or missing token: open the URL that `car record` printed\n"
 VIEW_ONLY = "view only: another browser is driving"
 DRIVING = "you are driving"
+TAKE_OVER = "you are driving: center the controls to take over"
+RECLAIMED = "view only: the browser that was driving came back"
+ERASE_IGNORED = "erase ignored: one per 3 s"
+RECLAIM_S = 10.0  # an owner that reconnects this soon (same client id) may get control back
+RATE_LIMIT = 200  # more messages than this within RATE_WINDOW_S closes the socket
+RATE_WINDOW_S = 1.0
+MAX_BROWSERS = 16  # connected at once; more are refused (503)
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 MAX_MESSAGE_BYTES = 4096
 ERROR_REPEAT_S = 1.0  # the same error goes back to one client at most this often
 CLOSE_TIMEOUT_S = 1.0  # how long a closing socket may take to answer
@@ -50,10 +74,13 @@ HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
 class Client:
     """One connected browser: its socket, queued texts, and the newest status and frame."""
 
-    def __init__(self, ws: web.WebSocketResponse, number: int, remote: str):
+    def __init__(self, ws: web.WebSocketResponse, number: int, remote: str,
+                 client_id: str = ""):
         self.ws = ws
         self.number = number
         self.remote = remote
+        self.client_id = client_id  # the page's random id ("" when it sent none or a bad one)
+        self.arrivals: deque[float] = deque(maxlen=RATE_LIMIT + 1)  # for the rate limit
         self.outbox: deque[str] = deque(maxlen=64)  # hello and error messages, in order
         self.status: str | None = None  # newest only
         self.frame: bytes | None = None  # newest only
@@ -78,7 +105,8 @@ class WebServer:
         self.owner: Client | None = None
         self.stats = {"connections": 0, "messages": 0, "malformed": 0, "clamped": 0,
                       "refused": 0, "viewers_refused_control": 0, "frames_encoded": 0,
-                      "frames_sent": 0, "frames_dropped": 0, "encode_errors": 0}
+                      "frames_sent": 0, "frames_dropped": 0, "encode_errors": 0,
+                      "rate_limited": 0, "reclaimed": 0, "not_centred": 0, "too_many": 0}
         self._assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
         query = html.escape(quote(token, safe=""))
         self._index = (STATIC / "index.html").read_text(encoding="utf-8") \
@@ -92,6 +120,7 @@ class WebServer:
         self._runner: web.AppRunner | None = None
         self._numbers = 0
         self._closing = False
+        self._left: tuple[str, float] | None = None  # the last owner's client id, when it left
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -136,7 +165,8 @@ class WebServer:
         where = f"{self.config.host}:{self.config.port}"
         if exc.errno == errno.EADDRINUSE:
             return (f"port {self.config.port} is in use: another program (or another `car`) "
-                    "listens there; stop it, or set web.port or --web-port")
+                    "listens there; stop it, or pick another port with --set web.port=N (or "
+                    "web.port in car.toml; 0 picks a free one)")
         if exc.errno == errno.EACCES:
             return f"cannot listen on {where}: permission denied; use a port above 1023"
         return (f"cannot listen on {where}: {exc.strerror or exc}; set web.host "
@@ -197,15 +227,25 @@ class WebServer:
     # ------------------------------------------------------------------ WebSocket
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        if len(self.clients) >= MAX_BROWSERS:
+            self.stats["too_many"] += 1
+            log.warning("web: refused a browser from %s: %d are connected already (the most)",
+                        request.remote, MAX_BROWSERS)
+            raise web.HTTPServiceUnavailable(text=f"too many browsers: {MAX_BROWSERS} are "
+                                             "connected already\n")
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES,
                                    compress=False, timeout=CLOSE_TIMEOUT_S)
         await ws.prepare(request)
         self._numbers += 1
-        client = Client(ws, self._numbers, str(request.remote))
+        client_id = request.query.get("client", "")
+        client = Client(ws, self._numbers, str(request.remote),
+                        client_id if CLIENT_ID.fullmatch(client_id) else "")
         self.clients.append(client)
         self.stats["connections"] += 1
         if self.owner is None:
-            self.owner = client
+            self._take_over(client)
+        elif self._reclaims(client):
+            self._reclaim(client)
         owner = client is self.owner
         log.info("web: browser %d (%s) connected, %s", client.number, client.remote,
                  "driving" if owner else "view only")
@@ -213,9 +253,15 @@ class WebServer:
         sender = asyncio.get_running_loop().create_task(self._send_loop(client))
         try:
             async for msg in ws:
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    continue
+                if self._flooding(client):
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION,
+                                   message=b"too many messages: at most 200 per second")
+                    break
                 if msg.type == WSMsgType.TEXT:
                     self._receive(client, msg.data)
-                elif msg.type == WSMsgType.BINARY:
+                else:
                     self._reject(client, "binary messages are not accepted: send JSON text")
         finally:
             sender.cancel()
@@ -227,15 +273,60 @@ class WebServer:
 
     def _hello(self, client: Client, message: str) -> None:
         client.send_text({"type": "hello", "owner": client is self.owner, "message": message,
+                          "takeover_pending": client is self.owner and not self.state.consented,
                           "erase_count": self.erase_count,
                           "failsafe_ms": self.config.failsafe_ms})
 
+    def _take_over(self, client: Client) -> None:
+        self.owner = client
+        self.state.take_over()  # neutral until it has centred its controls
+
+    def _reclaims(self, client: Client) -> bool:
+        """The owner that left came back in time, and whoever drives has not centred yet."""
+        left = self._left
+        return (left is not None and client.client_id != "" and client.client_id == left[0]
+                and self.state.clock() - left[1] <= RECLAIM_S and not self.state.consented)
+
+    def _reclaim(self, client: Client) -> None:
+        previous = self.owner
+        self._left = None
+        self.stats["reclaimed"] += 1
+        self._take_over(client)
+        if previous is not None:
+            log.info("web: browser %d came back within %.0f s and drives again; browser %d "
+                     "(which had not centred its controls) watches", client.number,
+                     RECLAIM_S, previous.number)
+            self._hello(previous, RECLAIMED)
+
     def _owner_left(self) -> None:
-        self.state.neutral()  # at once: no waiting for the failsafe
-        self.owner = self.clients[0] if self.clients and not self._closing else None
-        if self.owner is not None:
-            log.info("web: browser %d drives now", self.owner.number)
-            self._hello(self.owner, "the other browser left: " + DRIVING)
+        assert self.owner is not None
+        gone = self.owner.client_id
+        if gone:
+            self._left = (gone, self.state.clock())
+        self.state.owner_left()  # at once: no waiting for the failsafe
+        self.owner = None
+        if self.clients and not self._closing:
+            # The same page on a new socket (it reconnected before the old one timed out)
+            # comes first; else the oldest watcher.
+            heir = next((c for c in self.clients if gone and c.client_id == gone),
+                        self.clients[0])
+            self._take_over(heir)
+            log.info("web: browser %d drives now (once it has centred its controls)",
+                     heir.number)
+            self._hello(heir, "the other browser left: " + TAKE_OVER)
+
+    def _flooding(self, client: Client) -> bool:
+        """True when this message is one too many for the rate limit (logged)."""
+        now = time.monotonic()
+        arrivals = client.arrivals
+        arrivals.append(now)
+        if len(arrivals) <= RATE_LIMIT or now - arrivals[0] > RATE_WINDOW_S:
+            return False
+        self.stats["rate_limited"] += 1
+        log.warning("web: browser %d (%s) sent more than %d messages within %.0f s: closing "
+                    "its socket%s", client.number, client.remote, RATE_LIMIT, RATE_WINDOW_S,
+                    " (it was driving: neutral now)" if client is self.owner else "")
+        return True
 
     def _receive(self, client: Client, text: str) -> None:
         self.stats["messages"] += 1
@@ -255,8 +346,11 @@ class WebServer:
             self._error(client, "; ".join(msg.clamped))
         if msg.kind == "control":
             self.state.control(msg.steering, msg.throttle)
-        else:
-            self.state.request(msg.kind, msg.value)
+        elif msg.kind != "estop" and not self.state.consented:
+            self.stats["not_centred"] += 1
+            self._error(client, f"{msg.kind.replace('_', ' ')} refused: " + TAKE_OVER)
+        elif not self.state.request(msg.kind, msg.value):
+            self._error(client, ERASE_IGNORED)
 
     def _reject(self, client: Client, message: str) -> None:
         self.stats["malformed"] += 1
@@ -315,6 +409,8 @@ class WebServer:
         jpeg = self._jpeg(frame)
         base = _jsonable(status)
         base.update(type="status", failsafe=self.state.failsafe,
+                    failsafe_switched=self.state.switched_to_user,
+                    takeover_pending=self.owner is not None and not self.state.consented,
                     viewers=len(self.clients) - (self.owner is not None),
                     rejected={"malformed": self.stats["malformed"],
                               "clamped": self.stats["clamped"],

@@ -1,24 +1,47 @@
 // The car's page: video in, control out, over one WebSocket. No build step, no libraries.
 // Steering and throttle are in [-1, 1]; steering +1 is full right, throttle +1 full forward.
+// Rules the page keeps (the server keeps its own, see state.py and server.py):
+// - hidden (visibilitychange, pagehide): one neutral control, then none until visible again
+//   (a background tab's timers run at ~1 Hz); held keys, the joystick and the gamepad's
+//   state are dropped, so nothing drives on return until touched again;
+// - a random client id in sessionStorage goes with the socket (?client=), so a reconnect
+//   within 10 s may get control back;
+// - a STOP that cannot be sent (socket not open) says so: "STOP NOT SENT: offline".
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
   const SEND_MS = 40; // 25 Hz: the control message is also the heartbeat the failsafe watches
   const token = new URLSearchParams(location.search).get("token") || "";
+  const NEUTRAL_BELOW = 0.05; // the server takes a control this close to centre as consent
   const page = (window.carPage = {
     frames: 0, statuses: 0, sent: 0, connected: false, owner: false, failsafe: false,
-    failsafeSeen: 0,
+    failsafeSeen: 0, paused: false, hiddenNeutrals: 0, stopsNotSent: 0,
+    takeoverPending: false, clientId: "", failsafeText: "",
     hello: "", lastError: "", steering: 0, throttle: 0, source: "none", gamepad: "",
   });
   let ws = null;
   let retryMs = 500;
   let status = {};
   let eraseCount = 100;
+  let failsafeMs = 250;
 
   // ------------------------------------------------------------------ connection
+  function clientId() { // random per tab, kept across reloads and reconnects of this tab
+    let id = "";
+    try { id = sessionStorage.getItem("carClientId") || ""; } catch { /* storage off */ }
+    if (!/^[A-Za-z0-9_-]{8,64}$/.test(id)) {
+      const bytes = crypto.getRandomValues(new Uint8Array(16));
+      id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+      try { sessionStorage.setItem("carClientId", id); } catch { /* storage off */ }
+    }
+    return id;
+  }
+  page.clientId = clientId();
+
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const sock = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}`);
+    const sock = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}`
+      + `&client=${encodeURIComponent(page.clientId)}`);
     sock.binaryType = "blob";
     sock.onopen = () => { retryMs = 500; setConnected(true); };
     sock.onmessage = (ev) => {
@@ -64,12 +87,17 @@
     page.hello = msg.message;
     eraseCount = msg.erase_count || eraseCount;
     $("erase").textContent = `Erase last ${eraseCount}`;
-    if (msg.failsafe_ms) {
-      $("banner-failsafe").textContent =
-        `FAILSAFE: no control for ${msg.failsafe_ms} ms — car neutral`;
-    }
+    failsafeMs = msg.failsafe_ms || failsafeMs;
+    setFailsafeText(false);
+    page.takeoverPending = !!msg.takeover_pending;
     setOwner(!!msg.owner, false);
     say(msg.message, false);
+  }
+
+  function setFailsafeText(switched) {
+    const text = `FAILSAFE: no control for ${failsafeMs} ms — car stopped`
+      + (switched ? " — switched to user mode" : "");
+    if ($("banner-failsafe").textContent !== text) $("banner-failsafe").textContent = text;
   }
 
   let sayTimer = 0;
@@ -163,7 +191,10 @@
       }
     });
     if (has(s.owner) && s.owner !== page.owner) setOwner(s.owner, false);
-    $("banner-failsafe").hidden = !s.failsafe;
+    page.takeoverPending = !!s.takeover_pending;
+    setFailsafeText(!!s.failsafe_switched);
+    if (s.failsafe) page.failsafeText = $("banner-failsafe").textContent;
+    showBanners();
     $("banner-estop").hidden = !s.estop;
     $("rec").hidden = !s.recording;
     const rec = $("record");
@@ -177,10 +208,31 @@
     if (has(s.throttle_limit) && !limitHeld) setLimitLabel(Math.round(s.throttle_limit * 100));
   }
 
+  // The takeover banner while this page owns control but the server waits for it to centre
+  // its controls (shown only while they are off centre: a centred page takes over at once);
+  // the failsafe banner otherwise.
+  function showBanners() {
+    const offCentre = Math.abs(page.steering) >= NEUTRAL_BELOW
+      || Math.abs(page.throttle) >= NEUTRAL_BELOW;
+    const takeover = page.owner && page.takeoverPending && offCentre;
+    $("banner-takeover").hidden = !takeover;
+    $("banner-failsafe").hidden = !status.failsafe || takeover;
+  }
+
   // ------------------------------------------------------------------ buttons and settings
-  $("estop").addEventListener("pointerdown", () => send({ type: "estop" }));
+  let stopFailedTimer = 0;
+  function sendEstop() {
+    if (send({ type: "estop" })) return;
+    page.stopsNotSent += 1; // never silently: the car did NOT get this stop
+    $("banner-stopfail").hidden = false;
+    say("STOP NOT SENT: offline — the car did not get it", true);
+    if (navigator.vibrate) navigator.vibrate(300);
+    clearTimeout(stopFailedTimer);
+    stopFailedTimer = setTimeout(() => { $("banner-stopfail").hidden = true; }, 6000);
+  }
+  $("estop").addEventListener("pointerdown", sendEstop);
   $("estop").addEventListener("keydown", (e) => {
-    if (e.key === "Enter") send({ type: "estop" });
+    if (e.key === "Enter") sendEstop();
   });
   $("clear").addEventListener("click", () => send({ type: "clear_estop" }));
   $("record").addEventListener("click", () => send({ type: "record", on: !status.recording }));
@@ -259,7 +311,7 @@
   const held = new Set();
   const kb = { steering: 0, throttle: 0 };
   window.addEventListener("keydown", (e) => {
-    if (e.code === "Space") { e.preventDefault(); send({ type: "estop" }); return; }
+    if (e.code === "Space") { e.preventDefault(); sendEstop(); return; }
     const dir = KEYS[e.code];
     if (!dir) return;
     e.preventDefault(); // no scrolling, no slider or select moving
@@ -283,7 +335,8 @@
 
   // ------------------------------------------------------------------ gamepad (standard mapping)
   const dead = (v) => (Math.abs(v) < 0.1 ? 0 : v);
-  const pressedBefore = {};
+  let pressedBefore = {};
+  let gpResync = false; // after the page was hidden: ignore the pad until it reads centred
   function readGamepad() {
     if (!navigator.getGamepads) return null;
     const pads = navigator.getGamepads();
@@ -291,22 +344,61 @@
     page.gamepad = gp ? gp.id : "";
     if (!gp) return null;
     const button = (i) => (gp.buttons[i] ? gp.buttons[i].value : 0);
-    for (const [i, action] of [[1, () => send({ type: "estop" })],
+    for (const [i, action] of [[1, sendEstop],
       [3, () => send({ type: "record", on: !status.recording })]]) {
       const down = button(i) > 0.5;
-      if (down && !pressedBefore[i]) action();
+      if (down && !pressedBefore[i] && !gpResync) action(); // a held button is no new press
       pressedBefore[i] = down;
     }
     const rt = button(7);
     const lt = button(6);
-    const steering = dead(gp.axes[0] || 0);
-    const throttle = rt > 0.05 || lt > 0.05 ? rt - lt : -dead(gp.axes[3] || 0);
-    return { steering: clamp(steering), throttle: clamp(throttle) };
+    const steering = clamp(dead(gp.axes[0] || 0));
+    const throttle = clamp(rt > 0.05 || lt > 0.05 ? rt - lt : -dead(gp.axes[3] || 0));
+    if (gpResync) {
+      if (steering !== 0 || throttle !== 0) return null;
+      gpResync = false;
+    }
+    return { steering, throttle };
   }
+
+  // ------------------------------------------------------------------ hidden page
+  // A background tab's timers run at ~1 Hz: its controls would re-arm the failsafe once a
+  // second and the car would lurch. Hidden: one neutral control, then none until visible.
+  function pause() {
+    if (page.paused) return;
+    if (page.owner && send({ type: "control", steering: 0, throttle: 0 })) {
+      page.sent += 1;
+      page.hiddenNeutrals += 1;
+    }
+    page.paused = true;
+    held.clear(); // keys, joystick and gamepad: nothing held survives the hide
+    kb.steering = 0;
+    kb.throttle = 0;
+    if (joy.id !== null && pad.hasPointerCapture(joy.id)) pad.releasePointerCapture(joy.id);
+    joy.id = null;
+    joy.steering = 0;
+    joy.throttle = 0;
+    pressedBefore = {};
+    gpResync = true;
+    Object.assign(page, { steering: 0, throttle: 0, source: "none" });
+  }
+  function resume() {
+    if (!page.paused) return;
+    page.paused = false;
+    lastTick = performance.now();
+  }
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden") pause(); else resume();
+  });
+  window.addEventListener("pagehide", pause);
+  window.addEventListener("pageshow", () => {
+    if (document.visibilityState !== "hidden") resume();
+  });
 
   // ------------------------------------------------------------------ the 25 Hz control tick
   let lastTick = performance.now();
   function tick() {
+    if (page.paused) return;
     const now = performance.now();
     const dt = Math.min(0.2, (now - lastTick) / 1000);
     lastTick = now;
@@ -326,8 +418,10 @@
     const half = (pad.clientWidth - knob.offsetWidth) / 2;
     knob.style.transform = `translate(${steering * half}px, ${-throttle * half}px)`;
     if (page.owner && send({ type: "control", steering, throttle })) page.sent += 1;
+    showBanners();
   }
   setInterval(tick, SEND_MS); // not requestAnimationFrame: it must run in every frame state
 
+  if (document.visibilityState === "hidden") pause(); // opened in a background tab
   connect();
 })();
