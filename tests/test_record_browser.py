@@ -4,7 +4,6 @@ with the keyboard and the joystick, toggles recording, and the tub holds what it
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
@@ -13,21 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from car.tub.reader import Tub
+from tests.browser import ARGS, CHROMIUM, require_browser
 from training.records import load_records
 
-CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).is_file():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip("playwright is not installed (pip install playwright)", allow_module_level=True)
+require_browser()
 
 from playwright.sync_api import sync_playwright  # noqa: E402
-
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def start_record(tub: Path, cwd: Path) -> tuple[subprocess.Popen[str], str]:

@@ -8,7 +8,6 @@ the 250 ms failsafe.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import threading
 import time
@@ -21,17 +20,12 @@ import pytest
 from car.config import WebConfig
 from car.controllers.web import WebController
 from car.frames import Frame, Mode, UserInput
+from tests.browser import ARGS, CHROMIUM, require_browser
 
-CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).is_file():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip("playwright is not installed (pip install playwright)", allow_module_level=True)
+require_browser()
 
 from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TOKEN = "browser-token-0123456789"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
