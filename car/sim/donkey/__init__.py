@@ -1,0 +1,1 @@
+"""The donkeycar Unity simulator's TCP protocol (docs/donkey-protocol.md), both ways."""

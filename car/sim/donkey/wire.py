@@ -1,0 +1,138 @@
+"""Framing of the donkeycar simulator protocol: a TCP stream of JSON objects, newline-ended
+from the simulator, back to back with no terminator from gym-donkeycar clients. Pure: bytes
+in, messages out (docs/donkey-protocol.md, sections 1 and 8).
+
+``JsonStream`` splits any byte chunks into whole objects with a string-aware brace count, so
+``{..}{..}``, newline-separated objects, whitespace and braces inside strings all work.
+Numbers written with a comma decimal separator (a simulator running in a comma locale) are
+repaired before parsing. What cannot be used is counted, never raised.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # a camera frame in base64 is ~10 KiB; this is a bound
+# "key": 12,5 → "key": 12.5 (a number straight after a key; valid JSON never has a digit
+# right after the comma that ends a value)
+_COMMA_DECIMAL = re.compile(rb'("[A-Za-z_][A-Za-z0-9_]*"\s*:\s*-?\d+),(\d+)')
+
+
+@dataclass
+class StreamCounts:
+    messages: int = 0
+    malformed: int = 0  # not JSON, not an object, or no string msg_type
+    oversize: int = 0
+    skipped_bytes: int = 0  # bytes between objects that were not whitespace
+    comma_decimals: int = 0  # messages that needed the comma repair
+
+
+@dataclass
+class JsonStream:
+    """Feed bytes, get messages (dicts with a ``msg_type``)."""
+
+    max_bytes: int = MAX_MESSAGE_BYTES
+    counts: StreamCounts = field(default_factory=StreamCounts)
+    errors: list[str] = field(default_factory=list)  # the latest few, for logs
+    _buf: bytearray = field(default_factory=bytearray, repr=False)
+    _pos: int = 0  # where the scan goes on
+    _start: int = -1  # the current object's "{", or -1 between objects
+    _depth: int = 0
+    _in_string: bool = False
+    _escape: bool = False
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        self._buf += data
+        out: list[dict[str, Any]] = []
+        buf = self._buf
+        i = self._pos
+        while i < len(buf):
+            byte = buf[i]
+            if self._start < 0:
+                if byte == 0x7B:  # {
+                    self._start, self._depth = i, 1
+                elif byte not in b" \t\r\n":
+                    self.counts.skipped_bytes += 1
+            elif self._in_string:
+                if self._escape:
+                    self._escape = False
+                elif byte == 0x5C:  # backslash
+                    self._escape = True
+                elif byte == 0x22:  # "
+                    self._in_string = False
+            elif byte == 0x22:
+                self._in_string = True
+            elif byte == 0x7B:
+                self._depth += 1
+            elif byte == 0x7D:  # }
+                self._depth -= 1
+                if self._depth == 0:
+                    message = self._decode(bytes(buf[self._start:i + 1]))
+                    if message is not None:
+                        out.append(message)
+                    self._start = -1
+            if self._start >= 0 and i - self._start + 1 > self.max_bytes:
+                self.counts.oversize += 1
+                self._note(f"a message over {self.max_bytes} bytes was dropped")
+                self._start, self._in_string, self._escape = -1, False, False
+            i += 1
+        # Keep only what an unfinished object still needs.
+        keep = self._start if self._start >= 0 else len(buf)
+        del buf[:keep]
+        self._pos = i - keep
+        if self._start >= 0:
+            self._start = 0
+        return out
+
+    def _decode(self, raw: bytes) -> dict[str, Any] | None:
+        fixed = _COMMA_DECIMAL.sub(rb"\1.\2", raw)
+        if fixed != raw:
+            self.counts.comma_decimals += 1
+        try:
+            message = json.loads(fixed.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return self._malformed(f"not JSON ({exc}): {raw[:80]!r}")
+        if not isinstance(message, dict) or not isinstance(message.get("msg_type"), str):
+            return self._malformed(f"no msg_type: {raw[:80]!r}")
+        self.counts.messages += 1
+        return message
+
+    def _malformed(self, why: str) -> None:
+        self.counts.malformed += 1
+        self._note(why)
+        return None
+
+    def _note(self, why: str) -> None:
+        self.errors = [*self.errors[-9:], why]
+
+
+def encode_line(message: dict[str, Any]) -> bytes:
+    """A message as the simulator sends it: compact JSON and one newline."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode("utf-8") + b"\n"
+
+
+def encode_client(message: dict[str, Any]) -> bytes:
+    """A message as gym-donkeycar sends it: default separators, no terminator (some
+    simulator builds drop a piece that does not end in ``}``)."""
+    return json.dumps(message, allow_nan=False).encode("utf-8")
+
+
+def number(value: Any, default: float = math.nan) -> float:
+    """A protocol number: a JSON number, or a string (clients send strings), with a comma
+    decimal separator accepted; ``default`` when it is neither or not finite."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, (int, float)):
+        result = float(value)
+    elif isinstance(value, str):
+        try:
+            result = float(value.strip().replace(",", "."))
+        except ValueError:
+            return default
+    else:
+        return default
+    return result if math.isfinite(result) else default
