@@ -30,6 +30,7 @@ from car.config import ActuatorConfig, SteeringConfig, ThrottleConfig
 from car.errors import CarError
 from car.mcu import protocol as p
 from car.mcu.link import McuLink
+from car.mcu.pulses import PulseMap
 
 PULSE_MIN_US, PULSE_MAX_US = 500, 2500
 HEARTBEAT_S = 0.05
@@ -192,11 +193,8 @@ def session_config(actuator: ActuatorConfig, spec: ChannelSpec,
                    steering: SteeringConfig, throttle: ThrottleConfig) -> p.Config:
     """The CONFIG for a session: the calibrated channel opened to 500–2500 µs around its
     current middle; the other channel at its calibrated limits."""
-    def limits(values: tuple[int, int, int]) -> tuple[int, int, int]:
-        return min(values[0], values[2]), values[1], max(values[0], values[2])
-
-    s = limits((steering.left_us, steering.center_us, steering.right_us))
-    t = limits((throttle.reverse_us, throttle.neutral_us, throttle.forward_us))
+    pulses = PulseMap.from_sections(steering, throttle)
+    s, t = pulses.steering.limits, pulses.throttle.limits
     if spec is STEERING:
         s = (PULSE_MIN_US, s[1], PULSE_MAX_US)
     else:

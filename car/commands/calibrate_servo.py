@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from calibration.servo import SPECS, ServoSession, check_marks, read_keys, session_config
+from calibration.servo import SPECS, ServoSession, read_keys, session_config
 from car.commands import add_config_options, config_from_args
 from car.config import DEFAULT_FILE, find_config_file, parse_override, update_config_file
 from car.errors import CarError
@@ -45,8 +45,7 @@ def calibrate_servo(args: argparse.Namespace) -> int:
         elif name in SPECS:
             raise CarError(f"--set {item!r}: `car calibrate {spec.section}` writes "
                            f"[{spec.section}]; use `car calibrate {name}` for [{name}]")
-    if given:
-        check_marks(spec, {k: getattr(section, k) for k in spec.keys})
+    if given:  # already checked with the rest of the config, ends and middle included
         return _write(path, spec.section, given)
     marks = _interactive(config, spec, args.port)
     if marks is None:

@@ -13,15 +13,12 @@ from car.commands.session import (
     add_device_options,
     exit_code,
     format_summary,
-    loop_rate,
     plan,
 )
 from car.errors import CarError
 from car.frames import Mode
 from car.reload import ModelWatcher
 from deploy.engine import Engine, EngineError, load_engine
-
-__all__ = ["check_frame_size", "drive_command", "format_summary", "loop_rate", "open_engine"]
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -205,7 +205,8 @@ def view_command(args: argparse.Namespace) -> None:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from car.commands.drive import check_frame_size, loop_rate, open_engine
+    from car.commands.drive import check_frame_size, open_engine
+    from car.commands.session import loop_rate
     from car.sim.eval import EvalResult, ExpertPilot, evaluate
     from car.sim.eval_plot import draw_eval_map
 
