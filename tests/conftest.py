@@ -1,4 +1,5 @@
-"""Shared fixtures: the real donkeycar tub, fresh tub folders, synthetic frames."""
+"""Shared fixtures: the real donkeycar tub, fresh tub folders, synthetic frames, the MCU
+emulator on a pseudo-terminal."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from car.mcu.emulator import Emulator, PtyEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -87,3 +91,10 @@ def sim_tub(sim_tub_pristine: Path, tmp_path: Path) -> Path:
     path = tmp_path / "sim_tub"
     shutil.copytree(sim_tub_pristine, path)
     return path
+
+
+@pytest.fixture
+def emu() -> Iterator[PtyEmulator]:
+    """An MCU emulator on a pty (telemetry at 100 Hz), stopped after the test."""
+    with PtyEmulator(Emulator(start_s=time.monotonic(), telemetry_hz=100)) as emulator:
+        yield emulator

@@ -4,8 +4,6 @@ and the non-interactive --set form; both write a car.toml that loads."""
 from __future__ import annotations
 
 import io
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +12,7 @@ from calibration.servo import STEERING, ServoSession
 from car.cli import main
 from car.config import SteeringConfig, load_config
 from car.mcu import protocol as p
-from car.mcu.emulator import Emulator, PtyEmulator
-
-
-@pytest.fixture
-def emu() -> Iterator[PtyEmulator]:
-    with PtyEmulator(Emulator(start_s=time.monotonic(), telemetry_hz=100)) as emulator:
-        yield emulator
+from car.mcu.emulator import PtyEmulator
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from car.controllers.gamepad import (
 )
 from car.errors import CarError, ConfigError
 from car.frames import Mode, UserInput
+from tests.waiting import wait_for
 
 BUTTON, AXIS, INIT = 0x01, 0x02, 0x80
 FULL = 32767
@@ -55,13 +56,6 @@ def init_state(axes: int = 8, buttons: int = 13, held: tuple[int, ...] = ()) -> 
     """What the driver sends at open: every axis and button, flagged JS_EVENT_INIT."""
     return b"".join([*(event(AXIS | INIT, n, 0) for n in range(axes)),
                      *(event(BUTTON | INIT, n, int(n in held)) for n in range(buttons))])
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.002)
-    return condition()
 
 
 class FakeJoysticks:

@@ -10,30 +10,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from car.cli import main
-from car.mcu.emulator import Emulator, PtyEmulator, RcSignal
+from car.mcu.emulator import PtyEmulator, RcSignal
 from car.tub.reader import Tub
+from tests.waiting import wait_for
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pilot_linear.onnx"
 CAR = [sys.executable, "-m", "car.cli"]
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return condition()
-
-
-@pytest.fixture
-def emu() -> Iterator[PtyEmulator]:
-    with PtyEmulator(Emulator(start_s=time.monotonic(), telemetry_hz=100)) as emulator:
-        yield emulator
 
 
 def test_hardware_in_the_loop_drives_the_sim_with_the_pulses_the_mcu_applied(

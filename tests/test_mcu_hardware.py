@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,6 +17,7 @@ from car.actuator import ActuatorError
 from car.config import Config
 from car.frames import ESTOP, Command
 from car.mcu.actuator import SerialActuator
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.hardware
 PORT = os.environ.get("CAR_MCU_PORT", "")
@@ -45,19 +46,12 @@ def board() -> Iterator[SerialActuator]:
     actuator.close()
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return condition()
-
-
 def test_the_board_applies_clamps_and_fails_safe(board: SerialActuator) -> None:
     for _ in range(10):
         board.send(Command(0.5, 0.0))
         time.sleep(0.02)
     assert wait_for(lambda: board.telemetry is not None
-                    and board.telemetry.applied_steering_us == 1750)
+                    and board.telemetry.applied_steering_us == 1750, 2.0)
     t = board.telemetry
     assert t is not None and t.configured and not t.failsafe and t.battery_mv > 0
     stopped = time.monotonic()  # no more DRIVE: the board's watchdog must trip at 250 ms
@@ -68,7 +62,7 @@ def test_the_board_applies_clamps_and_fails_safe(board: SerialActuator) -> None:
 
 def test_the_board_latches_an_estop(board: SerialActuator) -> None:
     board.send(ESTOP)
-    assert wait_for(lambda: board.telemetry is not None and board.telemetry.estop)
+    assert wait_for(lambda: board.telemetry is not None and board.telemetry.estop, 2.0)
     board.send(Command(0.0, 0.0))  # the release
     board.send(Command(0.0, 0.0))
-    assert wait_for(lambda: board.telemetry is not None and not board.telemetry.estop)
+    assert wait_for(lambda: board.telemetry is not None and not board.telemetry.estop, 2.0)

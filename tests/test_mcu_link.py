@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
 import serial
@@ -19,27 +18,13 @@ from car.controllers.rc import RcController
 from car.frames import ESTOP, NEUTRAL, Command, Mode, UserInput
 from car.mcu import protocol as p
 from car.mcu.actuator import SerialActuator
-from car.mcu.emulator import Emulator, PtyEmulator, RcSignal
+from car.mcu.emulator import PtyEmulator, RcSignal
 from car.mcu.link import McuLink
 from car.modes import Arbiter
+from tests.waiting import wait_for
 
 CAL = ["steering.left_us=1100", "steering.center_us=1520", "steering.right_us=1900",
        "throttle.reverse_us=1200", "throttle.forward_us=1800", "actuator.connect_timeout_s=0.5"]
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
-
-
-@pytest.fixture
-def emu() -> Iterator[PtyEmulator]:
-    with PtyEmulator(Emulator(start_s=time.monotonic(), telemetry_hz=100)) as emulator:
-        yield emulator
 
 
 def connect(emu: PtyEmulator, *overrides: str) -> SerialActuator:
