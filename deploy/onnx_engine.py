@@ -73,6 +73,7 @@ class OnnxEngine(ManifestEngine):
                 providers.append(p)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only; a provider fallback is reported below
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
