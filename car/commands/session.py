@@ -44,7 +44,11 @@ def add_device_options(p: argparse.ArgumentParser, *, controller_help: str) -> N
     """The options `car drive` and `car record` share: where frames come from, where
     commands go, who the user is, and when to stop."""
     p.add_argument("--sim", nargs="?", const=DEFAULT_TRACK, metavar="TRACK",
-                   help=f"drive the embedded simulator on TRACK (default {DEFAULT_TRACK})")
+                   help=f"drive the embedded simulator on TRACK (default {DEFAULT_TRACK}), or "
+                        "a donkey simulator (the Unity sim, or `car sim serve`) at "
+                        "donkey://HOST:PORT")
+    p.add_argument("--scene", help="with --sim donkey://...: the scene to load (default: the "
+                   "simulator's first)")
     p.add_argument("--camera", metavar="SPEC",
                    help="usb:INDEX, csi[:SENSOR], gst:PIPELINE or replay:TUB "
                         "(default: camera.source in car.toml)")
@@ -97,6 +101,9 @@ def plan(args: argparse.Namespace, config: Config, default_controller: str) -> P
     hz = loop_rate(args, config)
     spec = args.camera or config.camera.source
     use_sim = args.sim is not None or spec == "sim"
+    if args.scene is not None and not str(args.sim or "").startswith("donkey://"):
+        raise CarError("--scene picks a scene of a donkey simulator: add --sim "
+                       "donkey://HOST:PORT")
     # A replayed tub never moves the motors unless asked to.
     default = "sim" if use_sim else "dry" if spec.startswith("replay:") else \
         config.actuator.driver
@@ -148,6 +155,7 @@ class Session:
         camera: Camera
         if plan.use_sim:
             self.sim_link = _sim_link(self.args, config, 1.0 / plan.hz)
+            self.stack.callback(self.sim_link.close)
             camera = self.sim_link.camera
         else:
             c = config.camera
@@ -237,7 +245,7 @@ class Session:
 
     def describe(self) -> str:
         """Where it runs, for the start line."""
-        where = f" on {self.sim_link.sim.track.name}" if self.sim_link else ""
+        where = f" on {self.sim_link.name}" if self.sim_link else ""
         if isinstance(self.actuator, SerialActuator):
             where += f", motors through the MCU on {self.actuator.link.port}"
             where += " (hardware in the loop)" if self.sim_link else ""
@@ -255,13 +263,12 @@ class Session:
             if self.web is not None:
                 self.web.publish(result.frame, self.status.snapshot(result))
             if sim_link is not None:
-                status = sim_link.status
-                if sim_link.sim.far_off_track:  # put the car back
-                    sim_link.sim.reset_to_track()
+                if sim_link.lost():  # put the car back
+                    sim_link.put_back()
                     if loop.engine is not None:
                         loop.engine.reset()
                     self.resets += 1
-                if laps is not None and status.lap >= laps:
+                if laps is not None and sim_link.status.lap >= laps:
                     return True
                 if isinstance(actuator, SerialActuator) and actuator.link.telemetry_age_s() \
                         > self.config.actuator.timeout_ms / 1000.0:
@@ -279,7 +286,7 @@ class Session:
         summary["elapsed_s"] = round(elapsed, 3)
         if sim_link is not None:
             st = sim_link.status
-            summary["sim"] = {"track": sim_link.sim.track.name, "laps": st.lap,
+            summary["sim"] = {"track": sim_link.name, "laps": st.lap,
                               "lap_times_s": [round(t, 3) for t in st.lap_times_s],
                               "off_track_events": st.off_track_events, "resets": self.resets}
         if isinstance(actuator, SerialActuator):
@@ -299,10 +306,15 @@ def exit_code(reason: str) -> int:
 
 
 def _sim_link(args: argparse.Namespace, config: Config, period_s: float) -> Any:
+    """The embedded simulator, or a donkey simulator at ``--sim donkey://HOST:PORT``."""
     from car.commands.sim import load_track_for
+    from car.sim.donkey.link import DonkeyLink, is_donkey_address
     from car.sim.link import SimLink
     from car.sim.world import Simulator
 
+    if is_donkey_address(args.sim):
+        size = (config.camera.width, config.camera.height)
+        return DonkeyLink.open(args.sim, args.scene, size, period_s)
     track = load_track_for(args.sim or DEFAULT_TRACK, config)
     sim = Simulator(track, config.sim, width=config.camera.width, height=config.camera.height,
                     seed=args.seed, randomize=args.randomize)

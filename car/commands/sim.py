@@ -78,6 +78,22 @@ def register(commands: argparse._SubParsersAction) -> None:
                     help="also drive the expert under the same settings and compare")
     ev.add_argument("--json", action="store_true", help="print exactly one JSON object")
     ev.add_argument("--plot", metavar="PNG", help="write the map with the driven path")
+
+    ev.add_argument("--sim", metavar="donkey://HOST:PORT",
+                    help="score on a donkey simulator (the Unity sim, or `car sim serve`) "
+                         "instead of the embedded one, from its cte, hit and lap messages")
+    ev.add_argument("--scene", help="with --sim: the scene to load (default: the simulator's "
+                    "first)")
+    ev.add_argument("--lockstep", action="store_true",
+                    help="with --sim: ask the simulator to wait for each control (step_mode "
+                         "synchronous; `car sim serve` does, Unity builds vary)")
+    ev.add_argument("--max-cte", type=bounded(float, 0.01, 1000.0), default=8.0,
+                    help="with --sim: |cte| above this is an intervention (default 8, as "
+                         "gym-donkeycar; `car sim serve` also reports leaving the track as a "
+                         "hit)")
+    ev.add_argument("--lap-limit-s", type=bounded(float, 5.0, 3600.0), default=120.0,
+                    help="with --sim: a lap not done in this much simulated time ends the run "
+                         "unfinished (default 120)")
     add_config_options(ev)
     ev.set_defaults(handler=eval_command)
 
@@ -90,6 +106,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     view.add_argument("--randomize", action="store_true", help="show a randomised look")
     add_config_options(view)
     view.set_defaults(handler=view_command)
+
+    from car.commands import sim_serve
+
+    sim_serve.register(sub)
 
 
 def load_track_for(spec: str, config: Config) -> Track:
@@ -214,6 +234,11 @@ def eval_command(args: argparse.Namespace) -> int:
     hz = loop_rate(args, config)
     if args.plot and Path(args.plot).suffix.lower() != ".png":
         raise CarError(f"{args.plot}: --plot must name a .png file")
+    if args.sim is not None:
+        return _eval_remote(args, config, hz)
+    for flag in ("scene", "lockstep"):
+        if getattr(args, flag):
+            raise CarError(f"--{flag} is for a donkey simulator: add --sim donkey://HOST:PORT")
     track = load_track_for(args.track, config)
     engine = None
     if args.model:
@@ -261,6 +286,10 @@ def eval_command(args: argparse.Namespace) -> int:
         image = draw_eval_map(track, result)
         if not cv2.imwrite(args.plot, image):
             raise CarError(f"{args.plot}: could not write the image (does the folder exist?)")
+    return _print_eval(args, out, result)
+
+
+def _print_eval(args: argparse.Namespace, out: dict, result) -> int:
     if args.json:
         print(json.dumps(out))
     else:
@@ -270,6 +299,46 @@ def eval_command(args: argparse.Namespace) -> int:
     if result.stop_reason == "interrupted":
         return 130
     return 0 if result.finished else 1  # unfinished laps are a failed run
+
+
+def _eval_remote(args: argparse.Namespace, config: Config, hz: float) -> int:
+    """`car sim eval --sim donkey://...`: the score from the donkey simulator's reports."""
+    from car.commands.drive import check_frame_size, open_engine
+    from car.sim.donkey.eval import evaluate_remote
+    from car.sim.donkey.link import DonkeyLink, is_donkey_address
+
+    if not is_donkey_address(args.sim):
+        raise CarError(f"--sim {args.sim}: car sim eval takes donkey://HOST:PORT here; for the "
+                       "embedded simulator use --track")
+    for flag, why in (("expert", "the expert drives the embedded simulator only"),
+                      ("vs_expert", "the expert drives the embedded simulator only"),
+                      ("plot", "the map needs the embedded simulator's track"),
+                      ("latency_ms", "the donkey simulator keeps its own time")):
+        if getattr(args, flag):
+            raise CarError(f"--{flag.replace('_', '-')} cannot be used with --sim: {why}")
+    engine = open_engine(args.model, args.provider)
+    check_frame_size(engine, config.camera.width, config.camera.height)
+    link = DonkeyLink.open(args.sim, args.scene, (config.camera.width, config.camera.height),
+                           1.0 / hz, lockstep=args.lockstep, max_cte=args.max_cte)
+    bar = tqdm(total=args.laps, unit="lap", file=sys.stderr, disable=None,
+               desc=f"{Path(args.model).name} on {link.name}",
+               bar_format="{desc}: {bar}| {n:.0f}/{total} laps [{elapsed}]")
+
+    def on_tick(done: float) -> None:
+        if done > bar.n:
+            bar.update(done - bar.n)
+
+    with CtrlC() as ctrl_c:
+        try:
+            result = evaluate_remote(link, engine, config, laps=args.laps, rate_hz=hz,
+                                     lap_limit_s=args.lap_limit_s,
+                                     should_stop=lambda: ctrl_c.pressed, on_tick=on_tick)
+        finally:
+            bar.close()
+            link.close()
+    if ctrl_c.pressed:
+        result.stop_reason = "interrupted"
+    return _print_eval(args, result.to_json(), result)
 
 
 def _lap_ratio(result, reference) -> float | None:

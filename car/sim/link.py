@@ -70,6 +70,20 @@ class SimLink:
     def status(self) -> SimStatus:
         return self.sim.status()
 
+    @property
+    def name(self) -> str:
+        return self.sim.track.name
+
+    def lost(self) -> str | None:
+        """Why the car needs putting back (a whole track width off the centreline), or None."""
+        return "far off the track" if self.sim.far_off_track else None
+
+    def put_back(self) -> None:
+        self.sim.reset_to_track()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 class SimCamera:
     """Renders what the simulated car's camera sees now."""

@@ -65,34 +65,39 @@ class Vehicle:
     def __init__(self, params: VehicleParams, x: float = 0.0, y: float = 0.0, yaw: float = 0.0):
         self.params = params
         self.state = VehicleState(x=x, y=y, yaw=yaw)
-        self._pending: deque[tuple[int, float, float]] = deque()
+        self._pending: deque[tuple[int, float, float, float]] = deque()
         self._steering = 0.0  # commands the actuators are acting on now
         self._throttle = 0.0
+        self._brake = 0.0
 
     def place(self, x: float, y: float, yaw: float) -> None:
         """Put the car at rest at a pose, wheels straight, with no commands in flight."""
         tick = self.state.tick
         self.state = VehicleState(x=x, y=y, yaw=yaw, tick=tick)
         self._pending.clear()
-        self._steering = self._throttle = 0.0
+        self._steering = self._throttle = self._brake = 0.0
 
-    def command(self, steering: float, throttle: float, extra_delay_s: float = 0.0) -> None:
+    def command(self, steering: float, throttle: float, extra_delay_s: float = 0.0,
+                brake: float = 0.0) -> None:
         """Normalised steering (+1 full right) and throttle in [-1, 1]; clipped to that range.
+        ``brake`` in [0, 1] (the donkey simulator's foot brake) decelerates at up to
+        ``brake_mps2`` whatever the direction, and holds the car at rest against the motor.
 
         It takes effect after the actuation delay plus ``extra_delay_s`` (the time a pilot
         took to compute it), and never before a command sent earlier.
         """
-        if not (math.isfinite(steering) and math.isfinite(throttle)):
-            raise SimError(f"the simulator was sent steering={steering}, throttle={throttle}; "
-                           "commands must be finite numbers in [-1, 1]")
+        if not (math.isfinite(steering) and math.isfinite(throttle) and math.isfinite(brake)):
+            raise SimError(f"the simulator was sent steering={steering}, throttle={throttle}, "
+                           f"brake={brake}; commands must be finite numbers in [-1, 1]")
         steering = min(1.0, max(-1.0, float(steering)))
         throttle = min(1.0, max(-1.0, float(throttle)))
+        brake = min(1.0, max(0.0, float(brake)))
         tick = self.state.tick + self.params.delay_ticks
         if extra_delay_s > 0.0:
             tick += round(extra_delay_s * self.params.physics_hz)
         if self._pending:
             tick = max(tick, self._pending[-1][0])
-        self._pending.append((tick, steering, throttle))
+        self._pending.append((tick, steering, throttle, brake))
 
     @property
     def applied(self) -> tuple[float, float]:
@@ -110,7 +115,7 @@ class Vehicle:
         tick = st.tick
         for _ in range(ticks):
             while pending and pending[0][0] <= tick:
-                _, self._steering, self._throttle = pending.popleft()
+                _, self._steering, self._throttle, self._brake = pending.popleft()
             # Servo: slew toward the commanded angle.
             target = self._steering * p.max_steering_rad
             wheel += min(max_turn, max(-max_turn, target - wheel))
@@ -120,15 +125,18 @@ class Vehicle:
                 accel = p.brake_mps2 * thr - drag * v
             else:
                 accel = p.max_accel_mps2 * thr - drag * v
+            brake = self._brake
+            resist = ROLLING_MPS2 + p.brake_mps2 * brake
             if v > 0.0:
-                accel -= ROLLING_MPS2
+                accel -= resist
             elif v < 0.0:
-                accel += ROLLING_MPS2
+                accel += resist
             new_v = v + accel * dt
-            if (v > 0.0 >= new_v and thr <= 0.0) or (v < 0.0 <= new_v and thr >= 0.0):
+            if (v > 0.0 >= new_v and (thr <= 0.0 or brake > 0.0)) or \
+                    (v < 0.0 <= new_v and (thr >= 0.0 or brake > 0.0)):
                 new_v = 0.0  # brakes and rolling resistance stop the car; they don't reverse it
-            elif v == 0.0 and abs(p.max_accel_mps2 * thr) <= ROLLING_MPS2:
-                new_v = 0.0  # too little throttle to start rolling
+            elif v == 0.0 and abs(p.max_accel_mps2 * thr) <= resist:
+                new_v = 0.0  # too little throttle to start rolling (or held by the brake)
             # Kinematic bicycle at the rear axle, midpoint rule.
             mean_v = 0.5 * (v + new_v)
             yaw_rate = -mean_v * math.tan(wheel) / p.wheelbase_m

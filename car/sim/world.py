@@ -119,9 +119,16 @@ class Simulator:
         self.command(steering, throttle)
         return self.run_until(self._time_s + period_s)
 
-    def command(self, steering: float, throttle: float, extra_delay_s: float = 0.0) -> None:
+    def command(self, steering: float, throttle: float, extra_delay_s: float = 0.0,
+                brake: float = 0.0) -> None:
         """Send a command now; it acts after the actuation delay plus ``extra_delay_s``."""
-        self.vehicle.command(steering, throttle, extra_delay_s)
+        self.vehicle.command(steering, throttle, extra_delay_s, brake)
+
+    def resize(self, width: int, height: int) -> None:
+        """Render frames of another size from now on (the next render rebuilds)."""
+        if (width, height) != self.size:
+            self.size = (width, height)
+            self._renderer = None
 
     def run_until(self, time_s: float) -> SimStatus:
         """Let simulated time pass up to ``time_s`` (no-op if it is already later)."""

@@ -1,0 +1,412 @@
+"""A client of the donkey simulator (the Unity sim, or `car sim serve`): it connects, loads a
+scene, configures the car and its camera, then keeps the newest telemetry as a Frame and
+sends controls (docs/donkey-protocol.md, section 2).
+
+A reader thread parses the stream. If the connection drops, ``fault`` says so while the
+thread reconnects with the whole handshake for up to ``reconnect_s``; after that ``failed``
+holds why, and the camera raises it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import logging
+import math
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from car.errors import CarError
+from car.frames import Frame
+from car.sim.donkey import messages as m
+from car.sim.donkey.wire import JsonStream, encode_client, number
+
+log = logging.getLogger(__name__)
+Message = dict[str, Any]
+CONFIG_PAUSE_S = 0.1  # between config messages: some sim builds read one message per recv
+READY_TYPES = ("car_loaded", "need_car_config")
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """One telemetry message, in our units and frame (positions in the simulator's units)."""
+
+    seq: int
+    received_s: float  # time.monotonic() on arrival
+    time_s: float  # the simulator's clock (NaN if it sends none)
+    x: float
+    y: float
+    yaw: float  # radians, counter-clockwise from +x
+    speed: float
+    cte: float
+    hit: str
+    active_node: int | None
+    steering: float
+    throttle: float
+
+
+@dataclass
+class ClientCounts:
+    telemetry: int = 0
+    bad_images: int = 0
+    unknown: Counter = field(default_factory=Counter)
+    reconnects: int = 0
+    losses: int = 0
+    controls: int = 0
+
+
+class DonkeyClient:
+    """One car in a donkey simulator at ``host:port``."""
+
+    def __init__(self, host: str, port: int, *, scene: str | None = None,
+                 size: tuple[int, int] = (160, 120), car_name: str = "car",
+                 lockstep: bool = False, time_step_s: float = 0.05,
+                 connect_timeout_s: float = 10.0, answer_timeout_s: float = 30.0,
+                 reconnect_s: float = 10.0, report: Callable[[str], None] = log.warning):
+        self.host, self.port = host, port
+        self.address = f"donkey://{host}:{port}"
+        self.scene = scene
+        self.size = size
+        self.car_name = car_name
+        self.lockstep = lockstep
+        self.time_step_s = time_step_s
+        self.connect_timeout_s = connect_timeout_s
+        self.answer_timeout_s = answer_timeout_s
+        self.reconnect_s = reconnect_s
+        self.report = report
+        self.counts = ClientCounts()
+        self.stream = JsonStream()
+        self.scenes: list[str] = []
+        self.fault: str | None = None  # the link is down and reconnecting
+        self.failed: str | None = None  # the link is down for good
+        self.telemetry: Telemetry | None = None
+        self.frame: Frame | None = None
+        self.laps = 0
+        self.lap_times_s: list[float] = []
+        self.hits: list[str] = []  # hits not yet taken by the caller
+        self._lap_start: float | None = None
+        self._line_seen = False  # the sim sends collision_with_starting_line
+        self._replies: dict[str, Message] = {}
+        self._cond = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._warned_size = False
+        self._pending: list[Message] = []  # read during the handshake, not yet handled
+
+    # -- connecting -------------------------------------------------------------------------
+
+    def connect(self) -> DonkeyClient:
+        """Connect and load the scene, or raise CarError saying what is wrong."""
+        self._open(first=True)
+        self._thread = threading.Thread(target=self._run, name="donkey-client", daemon=True)
+        self._thread.start()
+        return self
+
+    def _open(self, first: bool) -> None:
+        deadline = time.monotonic() + self.connect_timeout_s
+        while True:
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=2.0)
+                break
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    raise CarError(f"nothing answers at {self.address} ({exc.strerror or exc}) "
+                                   f"after {self.connect_timeout_s:g} s: start the simulator "
+                                   "(or `car sim serve`) first, or check --sim") from None
+                time.sleep(0.25)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self.stream = JsonStream()
+        self._pending = []
+        try:
+            self._handshake(first)
+        except BaseException:
+            sock.close()
+            self._sock = None
+            raise
+        for message in self._pending:  # what came with the first frame
+            self._dispatch(message)
+        self._pending = []
+        sock.settimeout(0.5)
+
+    def _handshake(self, first: bool) -> None:
+        hello = self._expect(("scene_selection_ready", *READY_TYPES),
+                             "the first message (scene_selection_ready or car_loaded)")
+        if hello["msg_type"] == "scene_selection_ready":
+            self._send({"msg_type": "get_scene_names"})
+            names = self._expect(("scene_names",), "the scene list")["scene_names"]
+            self.scenes = [str(n) for n in names] if isinstance(names, list) else []
+            if not self.scenes:
+                raise CarError(f"{self.address} lists no scenes: {names!r}")
+            if self.scene is None:
+                self.scene = self.scenes[0]
+                if first:
+                    self.report(f"no --scene given: loading {self.scene!r} (this simulator "
+                                f"has {', '.join(self.scenes)})")
+            elif self.scene not in self.scenes:
+                raise CarError(f"{self.address} has no scene {self.scene!r}; its scenes are "
+                               f"{', '.join(self.scenes)}: pass one with --scene")
+            self._send({"msg_type": "load_scene", "scene_name": self.scene})
+            self._expect(READY_TYPES, f"scene {self.scene!r} to load")
+        elif first and self.scene is not None:
+            self.report(f"{self.address} is already in a scene, so --scene {self.scene} was "
+                        "not applied (the car was loaded where the simulator is)")
+        self._send(m.control(0.0, 0.0, 1.0))
+        for message in (m.car_config(self.car_name), m.cam_config(*self.size)):
+            self._send(message)
+            time.sleep(CONFIG_PAUSE_S)
+        if self.lockstep:
+            self._send(m.step_mode(True, self.time_step_s))
+        self._lap_start, self._line_seen = None, False
+        first_frame = self._expect(("telemetry",), "the first camera frame")
+        self._take(first_frame)
+
+    def _expect(self, kinds: tuple[str, ...], what: str) -> Message:
+        """Read (in the caller's thread) until a message of one of ``kinds`` arrives."""
+        assert self._sock is not None
+        deadline = time.monotonic() + self.answer_timeout_s
+        while True:
+            for message in self._pending:
+                self._pending.remove(message)
+                kind = message["msg_type"]
+                if kind == "refused":
+                    raise CarError(f"{self.address} refused the connection: "
+                                   f"{message.get('reason', 'no reason given')}")
+                if kind in kinds:
+                    return message
+                if kind == "error":
+                    log.warning("%s says: %s", self.address, message.get("error"))
+                else:
+                    self._dispatch(message)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CarError(f"{self.address} accepted the connection but sent no {what} "
+                               f"in {self.answer_timeout_s:g} s: is it a donkey simulator, "
+                               "and is it still loading?")
+            self._sock.settimeout(min(left, 0.5))
+            try:
+                data = self._sock.recv(1 << 18)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                raise CarError(f"{self.address} dropped the connection during the handshake "
+                               f"({exc})") from None
+            if not data:
+                raise CarError(f"{self.address} closed the connection during the handshake, "
+                               f"waiting for {what}")
+            self._pending.extend(self.stream.feed(data))
+
+    # -- the reader thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._closing:
+            sock = self._sock
+            assert sock is not None
+            try:
+                data = sock.recv(1 << 18)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if not self._closing:
+                    self._lost(f"connection error ({exc})")
+                continue
+            if not data:
+                if not self._closing:
+                    self._lost("the simulator closed the connection")
+                continue
+            for message in self.stream.feed(data):
+                self._dispatch(message)
+
+    def _lost(self, why: str) -> None:
+        self.counts.losses += 1
+        with self._cond:
+            self.fault = f"donkey simulator link lost: {why}; reconnecting"
+            self._cond.notify_all()
+        self.report(f"{self.address}: {why}; reconnecting for up to {self.reconnect_s:g} s")
+        if self._sock is not None:
+            self._sock.close()
+        deadline = time.monotonic() + self.reconnect_s
+        while not self._closing:
+            try:
+                saved = self.connect_timeout_s
+                self.connect_timeout_s = max(0.5, min(2.0, deadline - time.monotonic()))
+                try:
+                    self._open(first=False)
+                finally:
+                    self.connect_timeout_s = saved
+            except CarError as exc:
+                if time.monotonic() >= deadline:
+                    with self._cond:
+                        self.failed = (f"the donkey simulator at {self.address} is gone: "
+                                       f"{why}, and reconnecting for {self.reconnect_s:g} s "
+                                       f"failed ({exc})")
+                        self._cond.notify_all()
+                    self._closing = True
+                    return
+                time.sleep(0.5)
+                continue
+            self.counts.reconnects += 1
+            with self._cond:
+                self.fault = None
+                self._cond.notify_all()
+            self.report(f"{self.address}: reconnected")
+            return
+
+    def _dispatch(self, message: Message) -> None:
+        kind = message["msg_type"]
+        if kind == "telemetry":
+            self._take(message)
+        elif kind == "collision_with_starting_line":
+            self._line_seen = True
+            self._crossing(number(message.get("timeStamp")))
+        elif kind == "cross_start":
+            if not self._line_seen:  # sims that send only cross_start: it carries the time
+                lap = number(message.get("lap_time"))
+                if lap > 0:
+                    self._count_lap(lap)
+        elif kind in ("node_position", "protocol_version", "scene_names"):
+            with self._cond:
+                self._replies[kind] = message
+                self._cond.notify_all()
+        elif kind in ("ping", "car_loaded", "need_car_config", "scene_selection_ready",
+                      "race_start", "race_stop"):
+            pass
+        elif kind in ("error", "refused"):
+            self.report(f"{self.address} says: {message.get('error') or message.get('reason')}")
+        else:
+            self.counts.unknown[kind] += 1
+            if self.counts.unknown[kind] == 1:
+                log.warning("%s sent an unknown msg_type %r: ignored (counted)", self.address,
+                            kind)
+
+    def _crossing(self, stamp: float) -> None:
+        if math.isnan(stamp):
+            return
+        with self._cond:
+            if self._lap_start is not None and stamp > self._lap_start:
+                self._count_lap(stamp - self._lap_start)
+            self._lap_start = stamp
+
+    def _count_lap(self, lap_s: float) -> None:
+        self.laps += 1
+        self.lap_times_s.append(lap_s)
+
+    def _take(self, message: Message) -> None:
+        """A telemetry message: the newest frame and state, or counted if unusable."""
+        now = time.monotonic()
+        image = self._decode(message.get("image"))
+        if image is None:
+            return
+        yaw_deg = number(message.get("yaw"), 90.0)
+        node = number(message.get("activeNode"))
+        hit = message.get("hit", "none")
+        with self._cond:
+            seq = self.counts.telemetry
+            self.counts.telemetry += 1
+            t = Telemetry(
+                seq=seq, received_s=now, time_s=number(message.get("time")),
+                x=number(message.get("pos_x"), 0.0), y=number(message.get("pos_z"), 0.0),
+                yaw=m.yaw_from_unity(yaw_deg), speed=number(message.get("speed"), 0.0),
+                cte=number(message.get("cte"), 0.0), hit=str(hit),
+                active_node=None if math.isnan(node) else int(node),
+                steering=number(message.get("steering_angle"), 0.0),
+                throttle=number(message.get("throttle"), 0.0))
+            self.telemetry = t
+            stamp = t.time_s if self.lockstep and not math.isnan(t.time_s) else now
+            self.frame = Frame(image, stamp, seq)
+            if t.hit not in ("none", ""):
+                self.hits.append(t.hit)
+            self._cond.notify_all()
+
+    def _decode(self, text: Any) -> np.ndarray | None:
+        image = None
+        if isinstance(text, str):
+            try:
+                raw = np.frombuffer(base64.b64decode(text, validate=True), np.uint8)
+                image = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
+            except (binascii.Error, ValueError):
+                image = None
+        if image is None:
+            self.counts.bad_images += 1
+            if self.counts.bad_images == 1:
+                log.warning("%s sent a telemetry image that does not decode: skipped (counted)",
+                            self.address)
+            return None
+        if (image.shape[1], image.shape[0]) != self.size:
+            if not self._warned_size:
+                self._warned_size = True
+                self.report(f"{self.address} sends {image.shape[1]}x{image.shape[0]} frames, "
+                            f"not the {self.size[0]}x{self.size[1]} asked for: resizing here")
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+    # -- for the camera, the actuator and the eval ------------------------------------------
+
+    def wait_frame(self, after_seq: int, timeout_s: float) -> Frame | None:
+        """The newest frame, waiting up to ``timeout_s`` for one with seq > ``after_seq``;
+        raises CarError once the link is gone for good."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.failed is not None or (
+                self.frame is not None and self.frame.seq > after_seq), timeout=timeout_s)
+            if self.failed is not None:
+                raise CarError(self.failed)
+            return self.frame
+
+    def send(self, message: Message) -> bool:
+        """Send one message; False when the link is down (the reader is reconnecting)."""
+        if message.get("msg_type") == "control":
+            self.counts.controls += 1
+        try:
+            self._send(message)
+        except OSError:
+            return False
+        return True
+
+    def _send(self, message: Message) -> None:
+        sock = self._sock
+        if sock is None:
+            raise OSError("not connected")
+        with self._send_lock:
+            sock.sendall(encode_client(message))
+
+    def request(self, message: Message, reply: str, timeout_s: float) -> Message | None:
+        """Send ``message`` and wait for a reply of type ``reply`` (None if none comes)."""
+        with self._cond:
+            self._replies.pop(reply, None)
+        if not self.send(message):
+            return None
+        with self._cond:
+            self._cond.wait_for(lambda: reply in self._replies, timeout=timeout_s)
+            return self._replies.pop(reply, None)
+
+    def take_hits(self) -> list[str]:
+        with self._cond:
+            hits, self.hits = self.hits, []
+        return hits
+
+    def restart_laps(self) -> None:
+        """After reset_car: the car is back behind the line; the next crossing starts a lap."""
+        with self._cond:
+            self._lap_start = None
+
+    def close(self) -> None:
+        """Brake, and leave the car where it is (the next connection finds the scene)."""
+        if self._sock is not None and self.failed is None:
+            with contextlib.suppress(OSError):
+                self._send(m.control(0.0, 0.0, 1.0))
+        self._closing = True
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+        if self._sock is not None:
+            self._sock.close()
