@@ -72,7 +72,23 @@ echo "the emulator's log:"
 cat "$OUT/mcu_emulator.log"
 
 echo
-echo "== 8. Config"
+echo "== 8. The donkey simulator protocol: car sim serve stands in for the Unity simulator;"
+echo "   the same model drives it over TCP, scored in lock-step, then ten seconds in real time"
+car sim serve --port 0 --track diyrobocars 2>"$OUT/serve.log" &
+SERVE_PID=$!
+trap 'kill "$EMU_PID" "$SERVE_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 50); do grep -q "serving" "$OUT/serve.log" 2>/dev/null && break; sleep 0.2; done
+SIM=$(sed -n 's/.* at \(donkey:[^ ]*\) in .*/\1/p' "$OUT/serve.log")
+step car sim eval --model "$OUT/pilot/pilot.onnx" --sim "$SIM" --scene diyrobocars --lockstep \
+    --laps 1
+step car drive --model "$OUT/pilot/pilot.onnx" --sim "$SIM" --scene diyrobocars --duration 10
+kill -INT "$SERVE_PID"
+wait "$SERVE_PID" || true
+echo "the server's log:"
+cat "$OUT/serve.log"
+
+echo
+echo "== 9. Config"
 step car config show --set drive.rate_hz=30
 
 echo "Demo done. Look at $OUT/map.png, $OUT/view.png, $OUT/pilot/loss.png, $OUT/pred.png,"

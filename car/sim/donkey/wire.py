@@ -19,6 +19,8 @@ from typing import Any
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # a camera frame in base64 is ~10 KiB; this is a bound
 # "key": 12,5 → "key": 12.5 (a number straight after a key; valid JSON never has a digit
 # right after the comma that ends a value)
+_SPECIAL = re.compile(rb'[{}"]')  # what matters outside a string
+_IN_STRING = re.compile(rb'["\\]')  # and inside one
 _COMMA_DECIMAL = re.compile(rb'("[A-Za-z_][A-Za-z0-9_]*"\s*:\s*-?\d+),(\d+)')
 
 
@@ -43,45 +45,52 @@ class JsonStream:
     _start: int = -1  # the current object's "{", or -1 between objects
     _depth: int = 0
     _in_string: bool = False
-    _escape: bool = False
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """The whole messages completed by ``data``. Scans from special byte to special
+        byte with a regex, so a camera frame's long base64 string costs one C search."""
         self._buf += data
         out: list[dict[str, Any]] = []
         buf = self._buf
-        i = self._pos
-        while i < len(buf):
-            byte = buf[i]
-            if self._start < 0:
-                if byte == 0x7B:  # {
-                    self._start, self._depth = i, 1
-                elif byte not in b" \t\r\n":
-                    self.counts.skipped_bytes += 1
-            elif self._in_string:
-                if self._escape:
-                    self._escape = False
-                elif byte == 0x5C:  # backslash
-                    self._escape = True
-                elif byte == 0x22:  # "
-                    self._in_string = False
-            elif byte == 0x22:
-                self._in_string = True
-            elif byte == 0x7B:
+        i, n = self._pos, len(buf)
+        while i < n:
+            if self._start < 0:  # between objects: find the next one
+                j = buf.find(b"{", i)
+                stop = n if j < 0 else j
+                self.counts.skipped_bytes += len(bytes(buf[i:stop]).translate(None, b" \t\r\n"))
+                if j < 0:
+                    i = n
+                    break
+                self._start, self._depth, i = j, 1, j + 1
+                continue
+            found = (_IN_STRING if self._in_string else _SPECIAL).search(buf, i)
+            k = n if found is None else found.start()
+            if k - self._start + 1 > self.max_bytes:
+                self.counts.oversize += 1
+                self._note(f"a message over {self.max_bytes} bytes was dropped")
+                i = self._start + self.max_bytes + 1  # the next object may follow
+                self._start, self._in_string = -1, False
+                continue
+            if found is None:
+                i = n
+                break
+            byte = buf[k]
+            i = k + 1
+            if byte == 0x5C:  # (in a string) escapes the next byte, which may not have
+                i = k + 2  # arrived yet: the scan then resumes past it
+            elif byte == 0x22:  # "
+                self._in_string = not self._in_string
+            elif byte == 0x7B:  # {
                 self._depth += 1
-            elif byte == 0x7D:  # }
+            else:  # }
                 self._depth -= 1
                 if self._depth == 0:
-                    message = self._decode(bytes(buf[self._start:i + 1]))
+                    message = self._decode(bytes(buf[self._start:k + 1]))
                     if message is not None:
                         out.append(message)
                     self._start = -1
-            if self._start >= 0 and i - self._start + 1 > self.max_bytes:
-                self.counts.oversize += 1
-                self._note(f"a message over {self.max_bytes} bytes was dropped")
-                self._start, self._in_string, self._escape = -1, False, False
-            i += 1
         # Keep only what an unfinished object still needs.
-        keep = self._start if self._start >= 0 else len(buf)
+        keep = self._start if self._start >= 0 else min(i, len(buf))
         del buf[:keep]
         self._pos = i - keep
         if self._start >= 0:
