@@ -101,9 +101,13 @@ def plan(args: argparse.Namespace, config: Config, default_controller: str) -> P
     hz = loop_rate(args, config)
     spec = args.camera or config.camera.source
     use_sim = args.sim is not None or spec == "sim"
-    if args.scene is not None and not str(args.sim or "").startswith("donkey://"):
+    donkey = str(args.sim or "").startswith("donkey://")
+    if args.scene is not None and not donkey:
         raise CarError("--scene picks a scene of a donkey simulator: add --sim "
                        "donkey://HOST:PORT")
+    if donkey and args.randomize:
+        raise CarError("--randomize changes the embedded simulator's look; a donkey "
+                       "simulator draws its own")
     # A replayed tub never moves the motors unless asked to.
     default = "sim" if use_sim else "dry" if spec.startswith("replay:") else \
         config.actuator.driver
@@ -289,6 +293,8 @@ class Session:
             summary["sim"] = {"track": sim_link.name, "laps": st.lap,
                               "lap_times_s": [round(t, 3) for t in st.lap_times_s],
                               "off_track_events": st.off_track_events, "resets": self.resets}
+            if hasattr(sim_link, "health"):  # a donkey simulator's link
+                summary["donkey"] = sim_link.health()
         if isinstance(actuator, SerialActuator):
             summary["mcu"] = actuator.health()
         return summary
@@ -339,6 +345,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         laps = ", ".join(f"{t:.2f} s" for t in s["lap_times_s"])
         lines.append(f"sim {s['track']}: {s['laps']} lap(s){f' ({laps})' if laps else ''}, "
                      f"{s['off_track_events']} off-track event(s), {s['resets']} reset(s)")
+    if "donkey" in summary:
+        from car.sim.donkey.link import describe_health
+
+        lines.append(describe_health(summary["donkey"]))
     if "mcu" in summary:
         m = summary["mcu"]
         battery = f", battery {m['battery_v']:.2f} V" if m["battery_v"] is not None else ""

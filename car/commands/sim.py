@@ -232,10 +232,10 @@ def eval_command(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     hz = loop_rate(args, config)
-    if args.plot and Path(args.plot).suffix.lower() != ".png":
-        raise CarError(f"{args.plot}: --plot must name a .png file")
     if args.sim is not None:
         return _eval_remote(args, config, hz)
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        raise CarError(f"{args.plot}: --plot must name a .png file")
     for flag in ("scene", "lockstep"):
         if getattr(args, flag):
             raise CarError(f"--{flag} is for a donkey simulator: add --sim donkey://HOST:PORT")
@@ -305,7 +305,7 @@ def _eval_remote(args: argparse.Namespace, config: Config, hz: float) -> int:
     """`car sim eval --sim donkey://...`: the score from the donkey simulator's reports."""
     from car.commands.drive import check_frame_size, open_engine
     from car.sim.donkey.eval import evaluate_remote
-    from car.sim.donkey.link import DonkeyLink, is_donkey_address
+    from car.sim.donkey.link import DonkeyLink, describe_health, is_donkey_address
 
     if not is_donkey_address(args.sim):
         raise CarError(f"--sim {args.sim}: car sim eval takes donkey://HOST:PORT here; for the "
@@ -338,6 +338,7 @@ def _eval_remote(args: argparse.Namespace, config: Config, hz: float) -> int:
             link.close()
     if ctrl_c.pressed:
         result.stop_reason = "interrupted"
+    print(describe_health(link.health()), file=sys.stderr)
     return _print_eval(args, result.to_json(), result)
 
 

@@ -73,7 +73,7 @@ class DonkeyClient:
                  connect_timeout_s: float = 10.0, answer_timeout_s: float = 30.0,
                  reconnect_s: float = 10.0, report: Callable[[str], None] = log.warning):
         self.host, self.port = host, port
-        self.address = f"donkey://{host}:{port}"
+        self.address = f"donkey://[{host}]:{port}" if ":" in host else f"donkey://{host}:{port}"
         self.scene = scene
         self.size = size
         self.car_name = car_name
@@ -131,9 +131,12 @@ class DonkeyClient:
         self._pending = []
         try:
             self._handshake(first)
-        except BaseException:
+        except BaseException as exc:
             sock.close()
             self._sock = None
+            if isinstance(exc, OSError):  # a send failed: the simulator reset the connection
+                raise CarError(f"{self.address} dropped the connection during the handshake "
+                               f"({exc})") from None
             raise
         for message in self._pending:  # what came with the first frame
             self._dispatch(message)
@@ -142,10 +145,10 @@ class DonkeyClient:
 
     def _handshake(self, first: bool) -> None:
         hello = self._expect(("scene_selection_ready", *READY_TYPES),
-                             "the first message (scene_selection_ready or car_loaded)")
+                             "first message (scene_selection_ready or car_loaded)")
         if hello["msg_type"] == "scene_selection_ready":
             self._send({"msg_type": "get_scene_names"})
-            names = self._expect(("scene_names",), "the scene list")["scene_names"]
+            names = self._expect(("scene_names",), "scene list")["scene_names"]
             self.scenes = [str(n) for n in names] if isinstance(names, list) else []
             if not self.scenes:
                 raise CarError(f"{self.address} lists no scenes: {names!r}")
@@ -158,7 +161,7 @@ class DonkeyClient:
                 raise CarError(f"{self.address} has no scene {self.scene!r}; its scenes are "
                                f"{', '.join(self.scenes)}: pass one with --scene")
             self._send({"msg_type": "load_scene", "scene_name": self.scene})
-            self._expect(READY_TYPES, f"scene {self.scene!r} to load")
+            self._expect(READY_TYPES, f"car_loaded for scene {self.scene!r}")
         elif first and self.scene is not None:
             self.report(f"{self.address} is already in a scene, so --scene {self.scene} was "
                         "not applied (the car was loaded where the simulator is)")
@@ -169,7 +172,7 @@ class DonkeyClient:
         if self.lockstep:
             self._send(m.step_mode(True, self.time_step_s))
         self._lap_start, self._line_seen = None, False
-        first_frame = self._expect(("telemetry",), "the first camera frame")
+        first_frame = self._expect(("telemetry",), "camera frame (telemetry)")
         self._take(first_frame)
 
     def _expect(self, kinds: tuple[str, ...], what: str) -> Message:
@@ -177,8 +180,8 @@ class DonkeyClient:
         assert self._sock is not None
         deadline = time.monotonic() + self.answer_timeout_s
         while True:
-            for message in self._pending:
-                self._pending.remove(message)
+            while self._pending:  # in order, none skipped
+                message = self._pending.pop(0)
                 kind = message["msg_type"]
                 if kind == "refused":
                     raise CarError(f"{self.address} refused the connection: "
@@ -204,7 +207,7 @@ class DonkeyClient:
                                f"({exc})") from None
             if not data:
                 raise CarError(f"{self.address} closed the connection during the handshake, "
-                               f"waiting for {what}")
+                               f"before its {what}")
             self._pending.extend(self.stream.feed(data))
 
     # -- the reader thread ------------------------------------------------------------------
@@ -310,7 +313,8 @@ class DonkeyClient:
             return
         yaw_deg = number(message.get("yaw"), 90.0)
         node = number(message.get("activeNode"))
-        hit = message.get("hit", "none")
+        hit = message.get("hit")
+        hit = hit if isinstance(hit, str) and hit else "none"
         with self._cond:
             seq = self.counts.telemetry
             self.counts.telemetry += 1
@@ -325,7 +329,7 @@ class DonkeyClient:
             self.telemetry = t
             stamp = t.time_s if self.lockstep and not math.isnan(t.time_s) else now
             self.frame = Frame(image, stamp, seq)
-            if t.hit not in ("none", ""):
+            if t.hit != "none":
                 self.hits.append(t.hit)
             self._cond.notify_all()
 
@@ -389,6 +393,16 @@ class DonkeyClient:
         with self._cond:
             self._cond.wait_for(lambda: reply in self._replies, timeout=timeout_s)
             return self._replies.pop(reply, None)
+
+    def health(self) -> dict[str, Any]:
+        """What the link did and what could not be used, for the run's summary."""
+        s = self.stream.counts
+        return {"address": self.address, "scene": self.scene,
+                "telemetry": self.counts.telemetry, "controls": self.counts.controls,
+                "bad_images": self.counts.bad_images, "malformed": s.malformed,
+                "skipped_bytes": s.skipped_bytes, "comma_decimals": s.comma_decimals,
+                "unknown": dict(self.counts.unknown), "losses": self.counts.losses,
+                "reconnects": self.counts.reconnects}
 
     def take_hits(self) -> list[str]:
         with self._cond:

@@ -24,8 +24,9 @@ from car.controllers import ScriptedController
 from car.frames import Mode
 from car.loop import DriveLoop, Ratekeeper, TickResult
 from car.modes import Arbiter
+from car.sim.donkey.client import DonkeyClient
 from car.sim.donkey.link import DonkeyLink
-from car.sim.eval import STALL_S, EvalResult, autonomy_pct
+from car.sim.eval import STALL_M, STALL_S, EvalResult, autonomy_pct
 
 log = logging.getLogger(__name__)
 
@@ -50,27 +51,26 @@ def evaluate_remote(link: DonkeyLink, pilot: Any, config: Config, *, laps: int,
     start_s = sim_time()
     path: list[tuple[float, float, float]] = []
     points: list[tuple[float, float, str]] = []
-    state: dict[str, Any] = {"node": client.telemetry.active_node if client.telemetry else None,
-                             "node_s": start_s, "lap_s": start_s, "laps": client.laps}
+    state: dict[str, Any] = {"headway": None, "headway_s": start_s, "lap_s": start_s,
+                             "laps": client.laps}
 
     def after_tick(result: TickResult) -> bool:
         status = link.status
         now = sim_time()
         path.append((status.x, status.y, abs(status.cte_m)))
-        node = client.telemetry.active_node if client.telemetry else None
         if client.laps != state["laps"]:
             state["laps"], state["lap_s"] = client.laps, now
         cause = link.lost()
-        if cause is None and node != state["node"]:
-            state["node"], state["node_s"] = node, now
-        elif cause is None and now - state["node_s"] > STALL_S:
+        if cause is None and _headway(state["headway"], client):
+            state["headway"], state["headway_s"] = _place(client), now
+        elif cause is None and now - state["headway_s"] > STALL_S:
             cause = "stalled"
         if cause is not None:
             points.append((status.x, status.y, cause))
             log.info("intervention %d at %.1f s: %s", len(points), now, cause)
             link.put_back()
             pilot.reset()
-            state["node"], state["node_s"] = None, sim_time()
+            state["headway"], state["headway_s"] = None, sim_time()
         if on_tick is not None:
             on_tick(float(min(laps, client.laps)))
         return client.laps >= laps or now - state["lap_s"] > lap_limit_s or should_stop()
@@ -94,3 +94,19 @@ def evaluate_remote(link: DonkeyLink, pilot: Any, config: Config, *, laps: int,
         latency="none: lock-step" if link.lockstep else "real: the simulator runs in real time",
         stop_reason=reason, loop=summary, path=np.array(path, np.float64).reshape(-1, 3),
         intervention_points=points)
+
+
+def _place(client: DonkeyClient) -> tuple[int | None, float, float] | None:
+    t = client.telemetry
+    return None if t is None else (t.active_node, t.x, t.y)
+
+
+def _headway(last: tuple[int | None, float, float] | None, client: DonkeyClient) -> bool:
+    """Whether the car has made headway since ``last``: a new path node, or (a simulator
+    that reports none) ``STALL_M`` travelled."""
+    now = _place(client)
+    if last is None or now is None:
+        return True
+    if now[0] is not None:
+        return now[0] != last[0]
+    return math.hypot(now[1] - last[1], now[2] - last[2]) > STALL_M

@@ -106,7 +106,7 @@ class DonkeyLink:
         t = client.telemetry
         self.resets += 1
         reply = None
-        if t is not None and t.active_node is not None:
+        if t is not None and t.active_node is not None and not self._warned_reset:
             reply = client.request({"msg_type": "node_position", "index": str(t.active_node)},
                                    "node_position", REPLY_S)
         seq = client.frame.seq if client.frame is not None else -1
@@ -128,8 +128,20 @@ class DonkeyLink:
         client.wait_frame(seq, SILENT_S if self.lockstep else REPLY_S)
         client.take_hits()
 
+    def health(self) -> dict:
+        return self.client.health()
+
     def close(self) -> None:
         self.client.close()
+
+
+def describe_health(h: dict) -> str:
+    """One line of a donkey link's figures."""
+    unknown = sum(h["unknown"].values())
+    return (f"donkey {h['address']}: {h['telemetry']} frames, {h['controls']} controls; "
+            f"{h['bad_images']} bad image(s), {h['malformed']} malformed message(s), "
+            f"{unknown} of unknown type, {h['comma_decimals']} comma-decimal; "
+            f"{h['losses']} link loss(es), {h['reconnects']} reconnect(s)")
 
 
 class DonkeyCamera:

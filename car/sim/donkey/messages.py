@@ -38,7 +38,11 @@ def quaternion(yaw_rad: float) -> tuple[float, float, float, float]:
 
 
 def yaw_from_quaternion(qx: float, qy: float, qz: float, qw: float) -> float:
-    """Our yaw from a Unity rotation (its heading; pitch and roll are dropped)."""
+    """Our yaw from a Unity rotation (its heading; pitch and roll are dropped). Any non-zero
+    quaternion is normalised first, as Unity does."""
+    norm = math.hypot(qx, qy, qz, qw)  # no overflow, even for huge components
+    if norm > 0.0:
+        qx, qy, qz, qw = qx / norm, qy / norm, qz / norm, qw / norm
     # Unity's forward (0, 0, 1) rotated by the quaternion, projected on the ground.
     fx = 2.0 * (qx * qz + qw * qy)
     fz = 1.0 - 2.0 * (qx * qx + qy * qy)

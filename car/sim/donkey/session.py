@@ -117,7 +117,7 @@ class ServerSession:
 
     def _load_scene(self, message: Message) -> list[Message]:
         name = message.get("scene_name")
-        if name not in self.scenes:
+        if not isinstance(name, str) or name not in self.scenes:  # a list or dict: unhashable
             self._error(f"load_scene {name!r}: no such scene; this simulator has "
                         f"{', '.join(self.scenes)}")
             return [{"msg_type": "error", "error": self.errors[-1]}]
@@ -171,13 +171,16 @@ class ServerSession:
             return []
         self.counts.controls += 1
         self._catch_up()
-        if not self._lap_started and c.throttle > 0.0 and c.brake == 0.0:
+        starting = not self._lap_started and c.throttle > 0.0 and c.brake == 0.0
+        if starting and not self.lockstep:
             self._start_lap()
         self.sim.command(c.steering, c.throttle, brake=c.brake)
         self._throttle = c.throttle
         if not self.lockstep:
             return []
         self.sim.run_until(self.sim.time_s + self.time_step_s)
+        if starting:  # after the step: a crossing at time 0, right after a load, is what
+            self._start_lap()  # gym-donkeycar takes for "no lap started yet"
         return self._telemetry()
 
     def _step_mode(self, message: Message) -> list[Message]:
@@ -256,7 +259,9 @@ class ServerSession:
         now = self.clock()
         if now < self.next_due:
             return []
-        self.next_due = max(self.next_due + self.time_step_s, now)
+        self.next_due += self.time_step_s
+        if self.next_due <= now:  # a whole period late: skip what was missed, keep the pace
+            self.next_due = now + self.time_step_s
         return self._telemetry()
 
     def _catch_up(self) -> None:

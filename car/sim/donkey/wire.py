@@ -103,7 +103,9 @@ class JsonStream:
             self.counts.comma_decimals += 1
         try:
             message = json.loads(fixed.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # ValueError: bad UTF-8, bad JSON, or an integer of over 4300 digits;
+        # RecursionError: nested too deeply
+        except (ValueError, RecursionError) as exc:
             return self._malformed(f"not JSON ({exc}): {raw[:80]!r}")
         if not isinstance(message, dict) or not isinstance(message.get("msg_type"), str):
             return self._malformed(f"no msg_type: {raw[:80]!r}")
@@ -136,7 +138,10 @@ def number(value: Any, default: float = math.nan) -> float:
     if isinstance(value, bool):
         return default
     if isinstance(value, (int, float)):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:  # an integer beyond any float
+            return default
     elif isinstance(value, str):
         try:
             result = float(value.strip().replace(",", "."))
