@@ -143,7 +143,14 @@ class DonkeyServer:
             return
         malformed = client.stream.counts.malformed
         for message in client.stream.feed(data):
-            self._send(client, client.session.handle(message))
+            try:
+                replies = client.session.handle(message)
+            except Exception as exc:  # a bug must cost this client, not the server
+                log.exception("handling %s", str(message)[:200])
+                self._drop(client, f"sent a message the simulator failed on ({type(exc).__name__}"
+                           f": {exc}); dropped")
+                return
+            self._send(client, replies)
             if self.client is not client:
                 return
         if client.stream.counts.malformed > malformed and malformed == 0:

@@ -125,6 +125,9 @@ class ServerSession:
         sim = Simulator(self.scenes[name], self.sim_config, width=self.size[0],
                         height=self.size[1], seed=o.seed, randomize=o.randomize)
         sim.renderer  # build it now, not in the first frame's time  # noqa: B018
+        # One physics tick at rest, so the clock never reads 0 when a lap starts: gym-donkeycar
+        # takes a crossing at time 0 for "no lap started yet" (Unity's clock is past 0 too).
+        sim.run_until(1.0 / sim.params.physics_hz)
         self.sim, self.scene = sim, str(name)
         log.info("scene %s loaded (%s)", name, "lock-step" if self.lockstep else "real time")
         self._restart()
@@ -171,16 +174,13 @@ class ServerSession:
             return []
         self.counts.controls += 1
         self._catch_up()
-        starting = not self._lap_started and c.throttle > 0.0 and c.brake == 0.0
-        if starting and not self.lockstep:
+        if not self._lap_started and c.throttle > 0.0 and c.brake == 0.0:
             self._start_lap()
         self.sim.command(c.steering, c.throttle, brake=c.brake)
         self._throttle = c.throttle
         if not self.lockstep:
             return []
         self.sim.run_until(self.sim.time_s + self.time_step_s)
-        if starting:  # after the step: a crossing at time 0, right after a load, is what
-            self._start_lap()  # gym-donkeycar takes for "no lap started yet"
         return self._telemetry()
 
     def _step_mode(self, message: Message) -> list[Message]:
