@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -255,14 +256,7 @@ def eval_command(args: argparse.Namespace) -> int:
             pilot = ExpertPilot(sim, Expert(track, sim.params, config.sim.expert_speed_mps,
                                             line_m=config.sim.expert_line_m), 1.0 / hz)
         who = "expert" if expert else Path(args.model).name
-        bar = tqdm(total=args.laps, unit="lap", file=sys.stderr, disable=None,
-                   desc=f"{who} on {track.name}",
-                   bar_format="{desc}: {bar}| {n:.2f}/{total} laps [{elapsed}]")
-
-        def on_tick(done: float) -> None:
-            if done > bar.n:
-                bar.update(done - bar.n)
-
+        bar, on_tick = _lap_bar(f"{who} on {track.name}", args.laps)
         with CtrlC() as ctrl_c:
             try:
                 result = evaluate(sim, pilot, config, laps=args.laps, rate_hz=hz,
@@ -320,14 +314,7 @@ def _eval_remote(args: argparse.Namespace, config: Config, hz: float) -> int:
     check_frame_size(engine, config.camera.width, config.camera.height)
     link = DonkeyLink.open(args.sim, args.scene, (config.camera.width, config.camera.height),
                            1.0 / hz, lockstep=args.lockstep, max_cte=args.max_cte)
-    bar = tqdm(total=args.laps, unit="lap", file=sys.stderr, disable=None,
-               desc=f"{Path(args.model).name} on {link.name}",
-               bar_format="{desc}: {bar}| {n:.0f}/{total} laps [{elapsed}]")
-
-    def on_tick(done: float) -> None:
-        if done > bar.n:
-            bar.update(done - bar.n)
-
+    bar, on_tick = _lap_bar(f"{Path(args.model).name} on {link.name}", args.laps)
     with CtrlC() as ctrl_c:
         try:
             result = evaluate_remote(link, engine, config, laps=args.laps, rate_hz=hz,
@@ -340,6 +327,18 @@ def _eval_remote(args: argparse.Namespace, config: Config, hz: float) -> int:
         result.stop_reason = "interrupted"
     print(describe_health(link.health()), file=sys.stderr)
     return _print_eval(args, result.to_json(), result)
+
+
+def _lap_bar(desc: str, laps: int) -> tuple[tqdm, Callable[[float], None]]:
+    """A progress bar in laps, and the ``on_tick`` that moves it."""
+    bar = tqdm(total=laps, unit="lap", file=sys.stderr, disable=None, desc=desc,
+               bar_format="{desc}: {bar}| {n:.2f}/{total} laps [{elapsed}]")
+
+    def on_tick(done: float) -> None:
+        if done > bar.n:
+            bar.update(done - bar.n)
+
+    return bar, on_tick
 
 
 def _lap_ratio(result, reference) -> float | None:
