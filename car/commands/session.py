@@ -30,6 +30,7 @@ from car.mcu.actuator import SerialActuator
 from car.mcu.protocol import Telemetry
 from car.modes import Arbiter
 from car.recorder import DriveRecorder
+from car.sim.donkey.link import is_donkey_address
 from car.status import LoopStatus
 from deploy.engine import Engine
 
@@ -101,7 +102,7 @@ def plan(args: argparse.Namespace, config: Config, default_controller: str) -> P
     hz = loop_rate(args, config)
     spec = args.camera or config.camera.source
     use_sim = args.sim is not None or spec == "sim"
-    donkey = str(args.sim or "").startswith("donkey://")
+    donkey = is_donkey_address(args.sim)
     if args.scene is not None and not donkey:
         raise CarError("--scene picks a scene of a donkey simulator: add --sim "
                        "donkey://HOST:PORT")
@@ -139,7 +140,6 @@ class Session:
         self.web: Any = None
         self.record_stats: list[Any] = []
         self.resets = 0
-        self._opened = False
         self._record_path = record_path
         self._session_info = session_info or {}
 
@@ -314,7 +314,7 @@ def exit_code(reason: str) -> int:
 def _sim_link(args: argparse.Namespace, config: Config, period_s: float) -> Any:
     """The embedded simulator, or a donkey simulator at ``--sim donkey://HOST:PORT``."""
     from car.commands.sim import load_track_for
-    from car.sim.donkey.link import DonkeyLink, is_donkey_address
+    from car.sim.donkey.link import DonkeyLink
     from car.sim.link import SimLink
     from car.sim.world import Simulator
 

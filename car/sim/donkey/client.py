@@ -108,13 +108,13 @@ class DonkeyClient:
 
     def connect(self) -> DonkeyClient:
         """Connect and load the scene, or raise CarError saying what is wrong."""
-        self._open(first=True)
+        self._open(first=True, connect_timeout_s=self.connect_timeout_s)
         self._thread = threading.Thread(target=self._run, name="donkey-client", daemon=True)
         self._thread.start()
         return self
 
-    def _open(self, first: bool) -> None:
-        deadline = time.monotonic() + self.connect_timeout_s
+    def _open(self, first: bool, connect_timeout_s: float) -> None:
+        deadline = time.monotonic() + connect_timeout_s
         while True:
             try:
                 sock = socket.create_connection((self.host, self.port), timeout=2.0)
@@ -122,7 +122,7 @@ class DonkeyClient:
             except OSError as exc:
                 if time.monotonic() >= deadline:
                     raise CarError(f"nothing answers at {self.address} ({exc.strerror or exc}) "
-                                   f"after {self.connect_timeout_s:g} s: start the simulator "
+                                   f"after {connect_timeout_s:g} s: start the simulator "
                                    "(or `car sim serve`) first, or check --sim") from None
                 time.sleep(0.25)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -242,12 +242,8 @@ class DonkeyClient:
         deadline = time.monotonic() + self.reconnect_s
         while not self._closing:
             try:
-                saved = self.connect_timeout_s
-                self.connect_timeout_s = max(0.5, min(2.0, deadline - time.monotonic()))
-                try:
-                    self._open(first=False)
-                finally:
-                    self.connect_timeout_s = saved
+                self._open(first=False, connect_timeout_s=max(0.5, min(
+                    2.0, deadline - time.monotonic())))
             except CarError as exc:
                 if time.monotonic() >= deadline:
                     with self._cond:
