@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from car.cli import main
-from car.config import Config, load_config, render_toml, write_default_config
+from car.config import MAX_LOOP_HZ, Config, load_config, render_toml, write_default_config
 from car.errors import ConfigError
 
 
@@ -91,6 +91,19 @@ def test_overrides_beat_the_file(tmp_path: Path) -> None:
 def test_bad_overrides_name_the_flag(item: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         load_config(None, [item])
+
+
+def test_rate_hz_is_bounded_like_the_loop(capsys: pytest.CaptureFixture[str]) -> None:
+    """drive.rate_hz takes what the drive loop runs (1 to 200 Hz), no more."""
+    assert load_config(None, [f"drive.rate_hz={MAX_LOOP_HZ}"]).drive.rate_hz == MAX_LOOP_HZ == 200
+    refused = "--set 'drive.rate_hz=500': drive.rate_hz must be at most 200, got 500.0"
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["drive.rate_hz=500"])
+    assert str(error.value) == refused
+    assert main(["config", "show", "--set", "drive.rate_hz=500"]) == 1
+    assert capsys.readouterr().err == f"car: error: {refused}\n"
+    with pytest.raises(ConfigError, match=r"drive\.rate_hz must be at least 1, got 0\.5"):
+        load_config(None, ["drive.rate_hz=0.5"])
 
 
 def test_missing_explicit_file(tmp_path: Path) -> None:
