@@ -1,21 +1,10 @@
 """The ``gamepad`` controller: a gamepad on the Linux joystick interface (``/dev/input/js*``).
 
-Default controls, in the same places on every layout (see ``docs/gamepad.md``):
-
-=================  ==========  ==========  ============================================
-control            xbox        ps4, ps5    does
-=================  ==========  ==========  ============================================
-left stick X       axis 0      axis 0      steering (right = +1)
-right stick Y      axis 4      axis 4      throttle (up = forward)
-A / cross          button 0    button 0    recording on / off
-B / circle         button 1    button 1    emergency stop (latched)
-Y / triangle       button 3    button 2    clear the emergency stop
-X / square         button 2    button 3    erase the last ``record.erase_count`` records
-START / options    button 7    button 9    mode: user → local_angle → local → user
-=================  ==========  ==========  ============================================
-
-``gamepad.*`` numbers ≥ 0 in car.toml override the layout's; ``layout = "custom"`` takes
-them all from there. Buttons act once per press. Axes go through the deadzone, then expo.
+``joystick.py`` reads the device's events; ``gamepad_layout.py`` maps axes and buttons to
+steering, throttle and actions (the default controls are listed there and in
+``docs/gamepad.md``). ``gamepad.*`` numbers ≥ 0 in car.toml override the layout's; ``layout =
+"custom"`` takes them all from there. Buttons act once per press. Axes go through the
+deadzone, then expo.
 
 A gamepad unplugged reads neutral, and a pilot mode drops back to user, since the e-stop
 button went with it; a reader thread reopens the device every 0.5 s and carries on when it
@@ -27,237 +16,35 @@ it (its supervision timeout, 5 to 20 s).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import math
 import os
 import select
-import struct
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import IO
 
 from car.config import GamepadConfig
-from car.errors import ConfigError
+from car.controllers.gamepad_layout import Controls, resolve_layout, shape
+from car.controllers.joystick import (
+    EVENT,
+    JoystickState,
+    device_name,
+    open_joystick,
+    open_problem,
+)
 from car.frames import Mode, UserInput
 
-log = logging.getLogger(__name__)
+__all__ = [  # the layout's and the device's names are importable from here too
+    "EVENT", "READ_WAIT_S", "RETRY_S", "Controls", "GamepadController", "JoystickState",
+    "device_name", "open_joystick", "open_problem", "resolve_layout", "shape",
+]
 
-# struct js_event (linux/joystick.h): __u32 time (ms), __s16 value, __u8 type, __u8 number
-EVENT = struct.Struct("<IhBB")
-JS_EVENT_BUTTON = 0x01
-JS_EVENT_AXIS = 0x02
-JS_EVENT_INIT = 0x80  # or-ed into the synthetic events that report the state at open
-AXIS_MAX = 32767
-JSIOCGNAME = (2 << 30) | (128 << 16) | (ord("j") << 8) | 0x13  # _IOC(READ, 'j', 0x13, 128)
+log = logging.getLogger(__name__)
 RETRY_S = 0.5  # how often a lost or missing gamepad is looked for
 READ_WAIT_S = 0.1  # the longest wait in select, so a stop request is seen promptly
 MODE_CYCLE = (Mode.USER, Mode.LOCAL_ANGLE, Mode.LOCAL)
-AXIS_KEYS = ("steering_axis", "throttle_axis")
-BUTTON_KEYS = ("button_mode", "button_record", "button_erase", "button_estop",
-               "button_clear_estop")
-
-
-@dataclass(frozen=True)
-class JsEvent:
-    """One kernel joystick event; ``init``: part of the state reported when the device opens."""
-
-    time_ms: int
-    value: int
-    type: int
-    number: int
-
-    @property
-    def init(self) -> bool:
-        return bool(self.type & JS_EVENT_INIT)
-
-    @property
-    def kind(self) -> int:
-        return self.type & ~JS_EVENT_INIT
-
-
-class JoystickState:
-    """Axes (raw, ±32767) and buttons as the events say. ``feed`` takes bytes as they come,
-    keeping a partial event for the next read."""
-
-    def __init__(self) -> None:
-        self.axes: dict[int, int] = {}
-        self.buttons: dict[int, bool] = {}
-        self.events = 0
-        self._partial = b""
-
-    def feed(self, data: bytes) -> list[int]:
-        """Apply the whole events in ``data``; return the buttons newly pressed, in order."""
-        data = self._partial + data
-        whole = len(data) - len(data) % EVENT.size
-        self._partial = data[whole:]
-        presses = []
-        for fields in EVENT.iter_unpack(data[:whole]):
-            event = JsEvent(*fields)
-            if self.apply(event):
-                presses.append(event.number)
-        return presses
-
-    def apply(self, event: JsEvent) -> bool:
-        """Apply one event; True if it presses a button (the state at open is no press)."""
-        self.events += 1
-        if event.kind == JS_EVENT_AXIS:
-            self.axes[event.number] = event.value
-        elif event.kind == JS_EVENT_BUTTON:
-            was = self.buttons.get(event.number, False)
-            self.buttons[event.number] = event.value != 0
-            return event.value != 0 and not was and not event.init
-        return False
-
-    def axis(self, number: int) -> float:
-        """Axis ``number`` in [-1, 1]; 0 if it never reported."""
-        return max(-1.0, min(1.0, self.axes.get(number, 0) / AXIS_MAX))
-
-    def pressed(self) -> list[int]:
-        return sorted(n for n, down in self.buttons.items() if down)
-
-
-def shape(x: float, deadzone: float, expo: float) -> float:
-    """0 within ``deadzone``, then rising continuously from its edge to ±1; then expo,
-    ``(1 - expo)·x + expo·x³``: the same ends, softer around the centre."""
-    magnitude = min(1.0, abs(x))
-    if magnitude <= deadzone:
-        return 0.0
-    magnitude = (magnitude - deadzone) / (1.0 - deadzone)
-    return math.copysign((1.0 - expo) * magnitude + expo * magnitude ** 3, x)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Axis and button numbers as a kernel driver reports them, and what each one does.
-    ``invert_throttle``: js reports a stick pushed up as negative, and up is forward."""
-
-    name: str
-    steering_axis: int
-    throttle_axis: int
-    invert_steering: bool
-    invert_throttle: bool
-    button_mode: int
-    button_record: int
-    button_erase: int
-    button_estop: int
-    button_clear_estop: int
-    axis_names: tuple[str, ...] = ()
-    button_names: tuple[str, ...] = ()
-
-    def axis_label(self, number: int) -> str:
-        names = self.axis_names
-        return f"{number} ({names[number]})" if number < len(names) else str(number)
-
-    def button_label(self, number: int) -> str:
-        names = self.button_names
-        return f"{number} ({names[number]})" if number < len(names) else str(number)
-
-
-_STICKS = ("LX", "LY", "LT", "RX", "RY", "RT", "DPAD-X", "DPAD-Y")
-_PS_STICKS = ("LX", "LY", "L2", "RX", "RY", "R2", "DPAD-X", "DPAD-Y")
-XBOX = Layout("xbox", 0, 4, False, True, button_mode=7, button_record=0, button_erase=2,
-              button_estop=1, button_clear_estop=3, axis_names=_STICKS,
-              button_names=("A", "B", "X", "Y", "LB", "RB", "BACK", "START", "GUIDE", "LS",
-                            "RS"))
-PS4 = Layout("ps4", 0, 4, False, True, button_mode=9, button_record=0, button_erase=3,
-             button_estop=1, button_clear_estop=2, axis_names=_PS_STICKS,
-             button_names=("cross", "circle", "triangle", "square", "L1", "R1", "L2", "R2",
-                           "share", "options", "PS", "L3", "R3"))
-PS5 = replace(PS4, name="ps5", button_names=(*PS4.button_names[:8], "create",
-                                             *PS4.button_names[9:], "touchpad"))
-CUSTOM = Layout("custom", -1, -1, False, True, -1, -1, -1, -1, -1)
-LAYOUTS = {layout.name: layout for layout in (XBOX, PS4, PS5, CUSTOM)}
-
-
-def resolve_layout(config: GamepadConfig) -> Layout:
-    """The configured layout with car.toml's numbers (≥ 0) over its own, and ``invert_*``
-    reversing its directions. A custom layout needs every number."""
-    base = LAYOUTS[config.layout]
-    numbers = {key: getattr(config, key) for key in (*AXIS_KEYS, *BUTTON_KEYS)
-               if getattr(config, key) >= 0}
-    missing = [f"gamepad.{key}" for key in (*AXIS_KEYS, *BUTTON_KEYS)
-               if getattr(base, key) < 0 and key not in numbers]
-    if missing:
-        raise ConfigError(f'gamepad.layout = "{base.name}" needs {", ".join(missing)} set '
-                          "(each ≥ 0); `car gamepad test` shows your gamepad's numbers")
-    layout = replace(base, **numbers,
-                     invert_steering=base.invert_steering != config.invert_steering,
-                     invert_throttle=base.invert_throttle != config.invert_throttle)
-    for kind, keys in (("axis", AXIS_KEYS), ("button", BUTTON_KEYS)):
-        taken: dict[int, str] = {}
-        for key in keys:
-            number = getattr(layout, key)
-            if number in taken:
-                raise ConfigError(f"gamepad.{taken[number]} and gamepad.{key} are both {kind} "
-                                  f"{number} (layout {layout.name}); give one of them another "
-                                  "number")
-            taken[number] = key
-    return layout
-
-
-class Controls:
-    """A layout with the deadzone and expo: joystick state → steering, throttle and actions."""
-
-    def __init__(self, layout: Layout, deadzone: float = 0.05, expo: float = 0.3):
-        self.layout = layout
-        self.deadzone = deadzone
-        self.expo = expo
-        self.actions = {getattr(layout, key): key.removeprefix("button_") for key in BUTTON_KEYS}
-
-    @classmethod
-    def from_config(cls, config: GamepadConfig) -> Controls:
-        return cls(resolve_layout(config), config.deadzone, config.expo)
-
-    def steering(self, state: JoystickState) -> float:
-        return self._axis(state, self.layout.steering_axis, self.layout.invert_steering)
-
-    def throttle(self, state: JoystickState) -> float:
-        return self._axis(state, self.layout.throttle_axis, self.layout.invert_throttle)
-
-    def _axis(self, state: JoystickState, number: int, invert: bool) -> float:
-        x = shape(state.axis(number), self.deadzone, self.expo)
-        return -x if invert and x else x
-
-    def describe(self) -> str:
-        """The mapping in words, e.g. for `car gamepad test`."""
-        layout = self.layout
-        buttons = ", ".join(f"{key.removeprefix('button_')} "
-                            f"{layout.button_label(getattr(layout, key))}" for key in BUTTON_KEYS)
-        return (f"layout {layout.name}: steering axis {layout.axis_label(layout.steering_axis)}, "
-                f"right = {'negative' if layout.invert_steering else 'positive'}; throttle axis "
-                f"{layout.axis_label(layout.throttle_axis)}, forward = "
-                f"{'negative' if layout.invert_throttle else 'positive'}; buttons: {buttons}; "
-                f"deadzone {self.deadzone:g}, expo {self.expo:g}")
-
-
-def open_joystick(path: str) -> IO[bytes]:
-    """The joystick device, unbuffered (reads are whole events as the driver delivers them)."""
-    return open(path, "rb", buffering=0)
-
-
-def open_problem(path: str, exc: OSError) -> str:
-    """Why ``path`` could not be opened, and what to do, in one line."""
-    if isinstance(exc, FileNotFoundError):
-        return (f"no gamepad at {path}: plug it in (it will be picked up) or set "
-                "gamepad.device")
-    if isinstance(exc, PermissionError):
-        return (f"no permission to read {path}: add your user to the input group (`sudo "
-                "usermod -aG input $USER`, then log in again)")
-    return f"cannot open {path}: {exc.strerror or exc}"
-
-
-def device_name(file: IO[bytes]) -> str | None:
-    """The name the driver gives the device (JSIOCGNAME); None if it is not a joystick."""
-    buffer = bytearray(128)
-    try:
-        fcntl.ioctl(file.fileno(), JSIOCGNAME, buffer)
-    except (OSError, ValueError, AttributeError):
-        return None
-    return buffer.split(b"\0", 1)[0].decode("utf-8", "replace") or None
 
 
 class GamepadController:

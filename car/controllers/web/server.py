@@ -29,21 +29,18 @@ import errno
 import html
 import json
 import logging
-import math
-import re
 import secrets
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import cv2
-import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from car.config import WebConfig
+from car.controllers.web.client import RATE_LIMIT, RATE_WINDOW_S, Client
+from car.controllers.web.feed import JpegEncoder, status_message
 from car.controllers.web.messages import BadMessage, parse_message
 from car.controllers.web.state import ControlState
 from car.errors import CarError
@@ -59,38 +56,12 @@ TAKE_OVER = "you are driving: center the controls to take over"
 RECLAIMED = "view only: the browser that was driving came back"
 ERASE_IGNORED = "erase ignored: one per 3 s"
 RECLAIM_S = 10.0  # an owner that reconnects this soon (same client id) may get control back
-RATE_LIMIT = 200  # more messages than this within RATE_WINDOW_S closes the socket
-RATE_WINDOW_S = 1.0
 MAX_BROWSERS = 16  # connected at once; more are refused (503)
-CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 MAX_MESSAGE_BYTES = 4096
-ERROR_REPEAT_S = 1.0  # the same error goes back to one client at most this often
 CLOSE_TIMEOUT_S = 1.0  # how long a closing socket may take to answer
 HEARTBEAT_S = 2.0  # WebSocket ping: a vanished phone is dropped (and loses control) after ~2x
 HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
            "X-Content-Type-Options": "nosniff"}
-
-
-class Client:
-    """One connected browser: its socket, queued texts, and the newest status and frame."""
-
-    def __init__(self, ws: web.WebSocketResponse, number: int, remote: str,
-                 client_id: str = ""):
-        self.ws = ws
-        self.number = number
-        self.remote = remote
-        self.client_id = client_id  # the page's random id ("" when it sent none or a bad one)
-        self.arrivals: deque[float] = deque(maxlen=RATE_LIMIT + 1)  # for the rate limit
-        self.outbox: deque[str] = deque(maxlen=64)  # hello and error messages, in order
-        self.status: str | None = None  # newest only
-        self.frame: bytes | None = None  # newest only
-        self.wake = asyncio.Event()
-        self.told_view_only = False
-        self.errors_sent: dict[str, float] = {}
-
-    def send_text(self, payload: dict[str, Any]) -> None:
-        self.outbox.append(json.dumps(payload))
-        self.wake.set()
 
 
 class WebServer:
@@ -114,7 +85,7 @@ class WebServer:
         self._lock = threading.Lock()
         self._latest: tuple[Frame | None, dict[str, Any]] | None = None
         self._pending = False
-        self._encoded: tuple[Frame | None, bytes | None] = (None, None)
+        self._jpeg = JpegEncoder(config.jpeg_quality, self.stats)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -237,9 +208,8 @@ class WebServer:
                                    compress=False, timeout=CLOSE_TIMEOUT_S)
         await ws.prepare(request)
         self._numbers += 1
-        client_id = request.query.get("client", "")
         client = Client(ws, self._numbers, str(request.remote),
-                        client_id if CLIENT_ID.fullmatch(client_id) else "")
+                        request.query.get("client", ""))
         self.clients.append(client)
         self.stats["connections"] += 1
         if self.owner is None:
@@ -317,10 +287,7 @@ class WebServer:
 
     def _flooding(self, client: Client) -> bool:
         """True when this message is one too many for the rate limit (logged)."""
-        now = time.monotonic()
-        arrivals = client.arrivals
-        arrivals.append(now)
-        if len(arrivals) <= RATE_LIMIT or now - arrivals[0] > RATE_WINDOW_S:
+        if not client.flooding(time.monotonic()):
             return False
         self.stats["rate_limited"] += 1
         log.warning("web: browser %d (%s) sent more than %d messages within %.0f s: closing "
@@ -359,13 +326,7 @@ class WebServer:
         self._error(client, message)
 
     def _error(self, client: Client, message: str) -> None:
-        now = time.monotonic()
-        if now - client.errors_sent.get(message, -math.inf) < ERROR_REPEAT_S:
-            return
-        if len(client.errors_sent) > 100:
-            client.errors_sent.clear()
-        client.errors_sent[message] = now
-        client.send_text({"type": "error", "message": message})
+        client.send_error(message, time.monotonic())
 
     async def _send_loop(self, client: Client) -> None:
         ws = client.ws
@@ -406,16 +367,9 @@ class WebServer:
         if latest is None or not self.clients:
             return
         frame, status = latest
-        jpeg = self._jpeg(frame)
-        base = _jsonable(status)
-        base.update(type="status", failsafe=self.state.failsafe,
-                    failsafe_switched=self.state.switched_to_user,
-                    takeover_pending=self.owner is not None and not self.state.consented,
-                    viewers=len(self.clients) - (self.owner is not None),
-                    rejected={"malformed": self.stats["malformed"],
-                              "clamped": self.stats["clamped"],
-                              "refused": self.stats["refused"],
-                              "view_only": self.stats["viewers_refused_control"]})
+        jpeg = self._jpeg.encode(frame)
+        base = status_message(status, self.state, self.owner is not None, len(self.clients),
+                              self.stats)
         for client in self.clients:
             client.status = json.dumps({**base, "owner": client is self.owner})
             if jpeg is not None:
@@ -423,42 +377,3 @@ class WebServer:
                     self.stats["frames_dropped"] += 1
                 client.frame = jpeg
             client.wake.set()
-
-    def _jpeg(self, frame: Frame | None) -> bytes | None:
-        """The frame as JPEG, encoded at most once however often it is published."""
-        if frame is None:
-            return None
-        if self._encoded[0] is frame:
-            return self._encoded[1]
-        jpeg = None
-        try:
-            image = np.asarray(frame.image)
-            if image.ndim == 3 and image.shape[2] == 3:
-                image = image[:, :, ::-1]  # RGB -> BGR for OpenCV
-            ok, buf = cv2.imencode(".jpg", image,
-                                   [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
-            if not ok:
-                raise ValueError("cv2.imencode returned no image")
-            jpeg = buf.tobytes()
-            self.stats["frames_encoded"] += 1
-        except (cv2.error, ValueError, TypeError) as exc:
-            self.stats["encode_errors"] += 1
-            if self.stats["encode_errors"] == 1:
-                log.error("web: cannot encode frame %d as JPEG: %s", frame.seq, exc)
-        self._encoded = (frame, jpeg)
-        return jpeg
-
-
-def _jsonable(status: dict[str, Any]) -> dict[str, Any]:
-    """The loop's status as JSON-safe values: NaN and Inf become null, numpy scalars plain
-    numbers, anything else its text."""
-    out: dict[str, Any] = {}
-    for key, value in status.items():
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(value, float) and not math.isfinite(value):
-            value = None
-        elif value is not None and not isinstance(value, (bool, int, float, str)):
-            value = str(value)
-        out[str(key)] = value
-    return out
