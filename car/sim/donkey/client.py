@@ -9,8 +9,6 @@ holds why, and the camera raises it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import logging
 import math
@@ -28,6 +26,7 @@ import numpy as np
 from car.errors import CarError
 from car.frames import Frame
 from car.sim.donkey import messages as m
+from car.sim.donkey.telemetry import LapCounter, Telemetry, decode_image, read_telemetry
 from car.sim.donkey.wire import JsonStream, encode_client, number
 
 log = logging.getLogger(__name__)
@@ -36,26 +35,10 @@ CONFIG_PAUSE_S = 0.1  # between config messages: some sim builds read one messag
 READY_TYPES = ("car_loaded", "need_car_config")
 
 
-@dataclass(frozen=True)
-class Telemetry:
-    """One telemetry message, in our units and frame (positions in the simulator's units)."""
-
-    seq: int
-    received_s: float  # time.monotonic() on arrival
-    time_s: float  # the simulator's clock (NaN if it sends none)
-    x: float
-    y: float
-    yaw: float  # radians, counter-clockwise from +x
-    speed: float
-    cte: float
-    hit: str
-    active_node: int | None
-    steering: float
-    throttle: float
-
-
 @dataclass
 class ClientCounts:
+    """What the link counted, for ``health``."""
+
     telemetry: int = 0
     bad_images: int = 0
     unknown: Counter = field(default_factory=Counter)
@@ -90,11 +73,8 @@ class DonkeyClient:
         self.failed: str | None = None  # the link is down for good
         self.telemetry: Telemetry | None = None
         self.frame: Frame | None = None
-        self.laps = 0
-        self.lap_times_s: list[float] = []
         self.hits: list[str] = []  # hits not yet taken by the caller
-        self._lap_start: float | None = None
-        self._line_seen = False  # the sim sends collision_with_starting_line
+        self._laps = LapCounter()
         self._replies: dict[str, Message] = {}
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
@@ -171,7 +151,7 @@ class DonkeyClient:
             time.sleep(CONFIG_PAUSE_S)
         if self.lockstep:
             self._send(m.step_mode(True, self.time_step_s))
-        self._lap_start, self._line_seen = None, False
+        self._laps.reset()
         first_frame = self._expect(("telemetry",), "camera frame (telemetry)")
         self._take(first_frame)
 
@@ -267,13 +247,10 @@ class DonkeyClient:
         if kind == "telemetry":
             self._take(message)
         elif kind == "collision_with_starting_line":
-            self._line_seen = True
-            self._crossing(number(message.get("timeStamp")))
+            with self._cond:
+                self._laps.line_crossed(number(message.get("timeStamp")))
         elif kind == "cross_start":
-            if not self._line_seen:  # sims that send only cross_start: it carries the time
-                lap = number(message.get("lap_time"))
-                if lap > 0:
-                    self._count_lap(lap)
+            self._laps.cross_start(number(message.get("lap_time")))
         elif kind in ("node_position", "protocol_version", "scene_names"):
             with self._cond:
                 self._replies[kind] = message
@@ -289,39 +266,16 @@ class DonkeyClient:
                 log.warning("%s sent an unknown msg_type %r: ignored (counted)", self.address,
                             kind)
 
-    def _crossing(self, stamp: float) -> None:
-        if math.isnan(stamp):
-            return
-        with self._cond:
-            if self._lap_start is not None and stamp > self._lap_start:
-                self._count_lap(stamp - self._lap_start)
-            self._lap_start = stamp
-
-    def _count_lap(self, lap_s: float) -> None:
-        self.laps += 1
-        self.lap_times_s.append(lap_s)
-
     def _take(self, message: Message) -> None:
         """A telemetry message: the newest frame and state, or counted if unusable."""
         now = time.monotonic()
-        image = self._decode(message.get("image"))
+        image = self._image(message.get("image"))
         if image is None:
             return
-        yaw_deg = number(message.get("yaw"), 90.0)
-        node = number(message.get("activeNode"))
-        hit = message.get("hit")
-        hit = hit if isinstance(hit, str) and hit else "none"
         with self._cond:
             seq = self.counts.telemetry
             self.counts.telemetry += 1
-            t = Telemetry(
-                seq=seq, received_s=now, time_s=number(message.get("time")),
-                x=number(message.get("pos_x"), 0.0), y=number(message.get("pos_z"), 0.0),
-                yaw=m.yaw_from_unity(yaw_deg), speed=number(message.get("speed"), 0.0),
-                cte=number(message.get("cte"), 0.0), hit=str(hit),
-                active_node=None if math.isnan(node) else int(node),
-                steering=number(message.get("steering_angle"), 0.0),
-                throttle=number(message.get("throttle"), 0.0))
+            t = read_telemetry(message, seq, now)
             self.telemetry = t
             stamp = t.time_s if self.lockstep and not math.isnan(t.time_s) else now
             self.frame = Frame(image, stamp, seq)
@@ -329,14 +283,9 @@ class DonkeyClient:
                 self.hits.append(t.hit)
             self._cond.notify_all()
 
-    def _decode(self, text: Any) -> np.ndarray | None:
-        image = None
-        if isinstance(text, str):
-            try:
-                raw = np.frombuffer(base64.b64decode(text, validate=True), np.uint8)
-                image = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
-            except (binascii.Error, ValueError):
-                image = None
+    def _image(self, text: Any) -> np.ndarray | None:
+        """The telemetry's image as RGB at ``size``; None (counted) if it does not decode."""
+        image = decode_image(text)
         if image is None:
             self.counts.bad_images += 1
             if self.counts.bad_images == 1:
@@ -405,10 +354,20 @@ class DonkeyClient:
             hits, self.hits = self.hits, []
         return hits
 
+    @property
+    def laps(self) -> int:
+        """Laps completed."""
+        return self._laps.laps
+
+    @property
+    def lap_times_s(self) -> list[float]:
+        """Each completed lap's time, in the simulator's seconds."""
+        return self._laps.lap_times_s
+
     def restart_laps(self) -> None:
         """After reset_car: the car is back behind the line; the next crossing starts a lap."""
         with self._cond:
-            self._lap_start = None
+            self._laps.restart()
 
     def close(self) -> None:
         """Brake, and leave the car where it is (the next connection finds the scene)."""
