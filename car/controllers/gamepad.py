@@ -20,7 +20,6 @@ import logging
 import os
 import select
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import IO
@@ -56,14 +55,12 @@ class GamepadController:
 
     def __init__(self, config: GamepadConfig, *, erase_count: int = 100,
                  start_mode: Mode | None = None, recording: bool = True,
-                 clock: Callable[[], float] = time.monotonic,
                  open_device: Callable[[str], IO[bytes]] | None = None,
                  retry_s: float = RETRY_S):
         self.controls = Controls.from_config(config)
         self.path = config.device
         self.erase_count = erase_count
         self.retry_s = retry_s
-        self._clock = clock
         self._open = open_device or open_joystick
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -81,7 +78,6 @@ class GamepadController:
         self.events = 0
         self.disconnects = 0
         self.reconnects = 0
-        self.last_event_s: float | None = None
         self._ever_connected = self._connect()
         if not self._ever_connected:
             log.warning("%s", self.fault)
@@ -168,7 +164,6 @@ class GamepadController:
         if not data:
             self._lose("the device closed")
             return
-        now = self._clock()
         with self._lock:
             before = self._state.events
             for number in self._state.feed(data):
@@ -176,7 +171,6 @@ class GamepadController:
                 if action is not None:
                     self._presses[action] += 1
             self.events += self._state.events - before
-            self.last_event_s = now
             if not self._armed:  # (re)connected: the throttle counts once the stick has read
                 self._armed = self.controls.throttle(self._state) == 0.0  # neutral, so one
                 # held when the pad comes back cannot drive off

@@ -90,7 +90,6 @@ class Emulator:
         self._last_status = -1
         self.events: list[tuple[float, str]] = []  # (time, what changed), for logs and tests
         self.outputs: deque[tuple[float, tuple[int, int]]] = deque(maxlen=10_000)  # changes
-        self.sent_telemetry = 0
 
     def now_ms(self, now_s: float) -> int:
         return math.floor((now_s - self.start_s) * 1000.0 + 1e-6)
@@ -111,7 +110,6 @@ class Emulator:
         self._note_status(now_s)
         if now_ms >= self._next_telemetry_ms:
             out += core.telemetry()
-            self.sent_telemetry += 1
             self._next_telemetry_ms += self.telemetry_period_ms
             if self._next_telemetry_ms <= now_ms:  # fell behind: restart, without a burst
                 self._next_telemetry_ms = now_ms + self.telemetry_period_ms
@@ -134,8 +132,8 @@ class PtyEmulator:
     """An Emulator on the master side of a pseudo-terminal; open ``path`` as a serial port.
 
     The emulator keeps the slave side open itself, so a host may close and reopen the port
-    (a reconnect) without the pty hanging up. Output the host does not read is dropped
-    (counted in ``dropped_bytes``), as a UART would.
+    (a reconnect) without the pty hanging up. Output the host does not read is dropped, as
+    a UART would.
     """
 
     def __init__(self, emulator: Emulator | None = None, *, clock: Clock = time.monotonic,
@@ -148,8 +146,6 @@ class PtyEmulator:
         tty.setraw(self._slave_fd)
         os.set_blocking(self.master_fd, False)
         self.path = os.ttyname(self._slave_fd)
-        self.dropped_bytes = 0
-        self.received_bytes = 0
         self.frozen = threading.Event()  # set: a hung MCU that neither reads nor sends
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.run, name="mcu-emulator", daemon=True)
@@ -191,15 +187,11 @@ class PtyEmulator:
             if exc.errno != errno.EIO:
                 raise
             return b""
-        self.received_bytes += len(data)
         return data
 
     def _write(self, data: bytes) -> None:
-        try:
-            written = os.write(self.master_fd, data)
-        except BlockingIOError:
-            written = 0
-        self.dropped_bytes += len(data) - written
+        with contextlib.suppress(BlockingIOError):  # the host is not reading: dropped
+            os.write(self.master_fd, data)
 
     def set_rc(self, rc: RcSignal) -> None:
         with self._lock:

@@ -19,7 +19,6 @@ class Progress:
     """
 
     track: Track
-    start_s_m: float = 0.0
     distance_m: float = 0.0  # unwrapped progress since the start, metres along the centreline
     laps: int = 0
     lap_times_s: list[float] = field(default_factory=list)
@@ -32,7 +31,6 @@ class Progress:
 
     def start(self, s_m: float, time_s: float) -> None:
         """Begin counting from centreline position ``s_m`` at ``time_s``."""
-        self.start_s_m = s_m
         self.distance_m = 0.0
         self.laps = 0
         self.lap_times_s = []
@@ -49,7 +47,7 @@ class Progress:
         loc = self.track.locate(x, y, hint)
         self.location = loc
         if self._last_s is None:
-            self._last_s = self.start_s_m = loc.s_m
+            self._last_s = loc.s_m
         length = self.track.length_m
         outside = abs(loc.cte_m) > self.track.width_m / 2
         if not outside and not self.off_track:
@@ -78,8 +76,3 @@ class Progress:
         self._last_xy = (x, y)
         self.off_track = abs(loc.cte_m) > self.track.width_m / 2
         return loc
-
-    @property
-    def lap_fraction(self) -> float:
-        """Progress into the current lap, in [0, 1)."""
-        return (self.distance_m / self.track.length_m) % 1.0

@@ -129,10 +129,6 @@ class Track:
         dyaw = math.remainder(float(c.heading[j] - c.heading[i]), math.tau)
         return float(x), float(y), math.remainder(float(c.heading[i]) + frac * dyaw, math.tau)
 
-    def curvature_at(self, s_m: float) -> float:
-        c = self.curve
-        return float(c.curvature[round((s_m % c.length_m) / c.ds) % len(c.s)])
-
     def locate(self, x: float, y: float, hint: int | None = None) -> Location:
         """The car's place on the track. ``hint`` (the last index) makes it a local search."""
         c = self.curve

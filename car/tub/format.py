@@ -84,10 +84,6 @@ def record_line(record: dict[str, Any]) -> bytes:
     return (json.dumps(record, allow_nan=False, sort_keys=True) + "\n").encode("ascii")
 
 
-def is_tub(path: Path) -> bool:
-    return (path / MANIFEST).is_file()
-
-
 class ManifestError(TubError):
     """A manifest.json that cannot be used. ``repairable``: crash damage that
     `car tub check --repair` can rebuild from the catalogs."""

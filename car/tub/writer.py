@@ -33,7 +33,6 @@ class WriterStats:
     written: int = 0  # records on disk (not yet necessarily fsynced)
     dropped: int = 0  # records refused because the queue was full
     max_queue_depth: int = 0
-    checkpoints: int = 0
 
     def summary(self) -> str:
         text = f"{self.written} records written"
@@ -225,7 +224,6 @@ class TubWriter:
                     result = getattr(appender, kind)(arg)
                 if time.monotonic() >= next_checkpoint:
                     appender.checkpoint()
-                    self.stats.checkpoints += 1
                     next_checkpoint = time.monotonic() + self._interval_s
             except BaseException as exc:  # reported to the caller by its next call
                 self._error = exc
