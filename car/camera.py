@@ -7,7 +7,8 @@
 
 Live cameras are read on a background thread that keeps only the newest frame (GStreamer
 pipelines end in ``appsink drop=true max-buffers=1``), so the loop never works on a frame
-that sat in a queue. The simulator's camera lives in ``car.sim.link``.
+that sat in a queue. The simulators' cameras live with their worlds (``car.sim.link``,
+``car.sim.donkey.link``).
 """
 
 from __future__ import annotations
@@ -176,10 +177,12 @@ class OpenCVCamera:
 
 
 class ReplayCamera:
-    """A tub's frames in order, stamped with the loop's clock as they are read. Records
-    with a missing or corrupt image are skipped and counted."""
+    """A tub's frames in order (records ``start`` to ``end`` by index), stamped with the
+    loop's clock as they are read, with their record index and session. Records with a
+    missing or corrupt image are skipped and counted."""
 
-    def __init__(self, path: str, clock: Clock = time.monotonic):
+    def __init__(self, path: str, clock: Clock = time.monotonic, *, start: int | None = None,
+                 end: int | None = None):
         from car.tub.reader import Tub
 
         self.tub = Tub(path)
@@ -187,13 +190,22 @@ class ReplayCamera:
             raise CameraError(f"{path}: this tub has no cam/image_array frames to replay")
         self._clock = clock
         self._seq = 0
+        self._start, self._end = start, end
         self.skipped = 0
         self.record: dict[str, Any] | None = None  # the record of the last frame read
         self.size = self._first_frame_size(path)
-        self._records: Iterator[dict[str, Any]] = self.tub.records()
+        self._records: Iterator[dict[str, Any]] = self._in_range()
+
+    def _in_range(self) -> Iterator[dict[str, Any]]:
+        for record in self.tub.records():
+            i = record["_index"]
+            if (self._start is not None and i < self._start) or \
+                    (self._end is not None and i >= self._end):
+                continue
+            yield record
 
     def _first_frame_size(self, path: str) -> tuple[int, int]:
-        for record in self.tub.records():
+        for record in self._in_range():
             try:
                 height, width = self.tub.load_image(record).shape[:2]
                 return width, height
@@ -210,7 +222,8 @@ class ReplayCamera:
                 log.warning("replay: skipping record %s: %s", record.get("_index"), exc)
                 continue
             self.record = record
-            frame = Frame(np.ascontiguousarray(image), self._clock(), self._seq)
+            frame = Frame(np.ascontiguousarray(image), self._clock(), self._seq,
+                          index=record["_index"], session=record.get("_session_id"))
             self._seq += 1
             return frame
         raise EndOfFrames

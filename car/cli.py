@@ -20,6 +20,7 @@ from car.commands import gamepad as gamepad_commands
 from car.commands import mcu as mcu_commands
 from car.commands import record as record_commands
 from car.commands import sim as sim_commands
+from car.commands import sim_serve as sim_serve_commands
 from car.commands import train as train_commands
 from car.commands import tub as tub_commands
 from car.errors import CarError
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     config_commands.register(commands)
     tub_commands.register(commands)
-    sim_commands.register(commands)
+    sim_serve_commands.register(sim_commands.register(commands))
     train_commands.register(commands)
     drive_commands.register(commands)
     record_commands.register(commands)

@@ -23,11 +23,15 @@ class Mode(str, Enum):
 
 @dataclass(frozen=True)
 class Frame:
-    """One camera image, (H, W, 3) uint8 RGB, with its capture time and sequence number."""
+    """One camera image, (H, W, 3) uint8 RGB, with its capture time and sequence number.
+    A frame replayed from a tub also carries its record ``index`` and ``session`` id (where
+    they break, a temporal pilot starts afresh: ``car.temporal``)."""
 
     image: np.ndarray
     time_s: float
     seq: int
+    index: int | None = None
+    session: str | None = None
 
 
 @dataclass(frozen=True)

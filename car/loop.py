@@ -5,7 +5,9 @@ Every stage is timed into a latency histogram, and so are the frame-to-command l
 the loop's own overhead (frame-to-command minus inference). Devices come in through their
 protocols (Camera, Engine, Controller, Actuator); nothing here asks which kind they are.
 The clock is injectable: the simulator's lock-step mode and the tests run the same loop on
-simulated time.
+simulated time. When a temporal pilot's state must start afresh is decided by one rule,
+``car.temporal.Continuity``. What happens around the ticks (laps, put-backs, stops) is the
+runner's (``car.runner``).
 """
 
 from __future__ import annotations
@@ -17,19 +19,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from car.actuator import Actuator, ActuatorError
 from car.camera import Camera, CameraError, EndOfFrames
+from car.config import MAX_LOOP_HZ
 from car.controllers import Controller
 from car.frames import ESTOP, NEUTRAL, Command, Frame, Mode
 from car.latency import LatencyHistogram
 from car.modes import Arbiter, Decision, LimitedLog
+from car.recorder import Recorder
+from car.temporal import Continuity
 from deploy.engine import Engine
 
 log = logging.getLogger(__name__)
 STAGES = ("capture", "preprocess", "infer", "decide", "actuate", "record")
 STALE_PERIODS = 3  # a frame older than this many loop periods is not driven on
+MIN_RATE_HZ, MAX_RATE_HZ = 1.0, float(MAX_LOOP_HZ)  # the rates the loop runs at
 Clock = Callable[[], float]
 
 
@@ -61,14 +67,6 @@ class Ratekeeper:
             self._sleep(remaining)
         self._next_s += self.period_s
         return False
-
-
-class Recorder(Protocol):
-    """Takes one record per tick while recording is on (``car.drive_record``)."""
-
-    def write(self, frame: Frame, decision: Decision, mode: Mode) -> None: ...
-
-    def close(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -109,6 +107,9 @@ class DriveLoop:
         self._incoming: queue.SimpleQueue[Engine] = queue.SimpleQueue()
         self._last_seq: int | None = None
         self._last_pilot: tuple[float, float] | None = None
+        self._continuity = Continuity()
+        self._first_tick_s: float | None = None  # loop clock at the first and last tick
+        self._last_tick_s: float | None = None
         self._log = LimitedLog(log)
 
     def swap_engine(self, engine: Engine) -> None:
@@ -121,10 +122,17 @@ class DriveLoop:
             old, self.engine = self.engine, self._incoming.get()
             self.swaps += 1
             self._last_pilot = None
+            self._continuity.restart()  # the new engine's state is fresh
             log.warning("model reloaded: now driving with %s", self.engine.describe())
-            close = getattr(old, "close", None)
-            if close is not None:  # free GPU buffers off the loop's thread
-                threading.Thread(target=close, name="engine-close", daemon=True).start()
+            if old is not None:  # free GPU buffers off the loop's thread
+                threading.Thread(target=old.close, name="engine-close", daemon=True).start()
+
+    def reset_temporal(self) -> None:
+        """Start the pilot's temporal state afresh now (the car was put back)."""
+        if self.engine is not None:
+            self.engine.reset()
+        self._continuity.restart()
+        self._last_pilot = None
 
     def tick(self) -> TickResult:
         timer = self.timer
@@ -133,23 +141,28 @@ class DriveLoop:
         frame = self.camera.read()
         t1 = timer()
         now = self.clock()
+        if self._first_tick_s is None:
+            self._first_tick_s = now
+        self._last_tick_s = now
         age_s = now - frame.time_s
         stale = age_s > STALE_PERIODS * self.period_s
         if stale:
             self._log.warning("stale", now, "frame %d is %.0f ms old (limit %.0f ms): outputs "
                               "neutral; is the camera delivering at the loop rate?", frame.seq,
                               age_s * 1000, STALE_PERIODS * self.period_s * 1000)
-            if self.engine is not None:
-                self.engine.reset()  # a gap in time: temporal state no longer follows on
         repeated = frame.seq == self._last_seq
         self._last_seq = frame.seq
         user = self.controller.poll(now)
+        mode_changed = False
         if user.mode is not None and user.mode is not Mode.USER and self.engine is None:
             self._log.warning("no_engine", now, "mode %s needs a model and this run has none "
                               "(`car record`): staying in %s", user.mode.value,
                               self.arbiter.mode.value)
-        elif user.mode is not None and self.arbiter.set_mode(user.mode) and self.engine:
-            self.engine.reset()  # temporal state belongs to one stretch of one mode
+        elif user.mode is not None:
+            mode_changed = self.arbiter.set_mode(user.mode)
+        if (not repeated or stale or mode_changed) and self._continuity.breaks(
+                frame, stale=stale, mode_changed=mode_changed) and self.engine is not None:
+            self.engine.reset()  # the pilot's temporal state no longer follows on
         if user.recording is not None and self.recorder is not None:
             self.recording = user.recording
         if user.throttle_limit is not None:
@@ -191,14 +204,13 @@ class DriveLoop:
     def erase_last(self, count: int) -> None:
         """Soft-delete the last ``count`` records of this run (restorable), without waiting
         for the disk."""
-        erase = getattr(self.recorder, "erase_last", None)
-        if erase is not None:
-            erase(count)
+        if self.recorder is not None:
+            self.recorder.erase_last(count)
 
     @property
     def erased(self) -> int:
         """Records soft-deleted so far by erase requests."""
-        return int(getattr(self.recorder, "erased", 0))
+        return self.recorder.erased if self.recorder is not None else 0
 
     def _record(self, frame: Frame, decision: Decision) -> None:
         assert self.recorder is not None
@@ -285,12 +297,22 @@ class DriveLoop:
         stop that was not the user's clear)."""
         return ESTOP if self.arbiter.estopped else NEUTRAL
 
-    def summary(self, ratekeeper: Ratekeeper, elapsed_s: float) -> dict[str, Any]:
+    @property
+    def rate_hz(self) -> float | None:
+        """The rate the loop ran at: ticks between the first and the last tick's start over
+        the time between them (N ticks span N - 1 periods), on the loop's clock."""
+        first, last = self._first_tick_s, self._last_tick_s
+        if first is None or last is None or last <= first:
+            return None
+        return (self.ticks - 1) / (last - first)
+
+    def summary(self, ratekeeper: Ratekeeper) -> dict[str, Any]:
         """Loop rate, overruns, per-stage latency and safety counts, as plain data."""
         c = self.arbiter.counts
+        hz = self.rate_hz
         return {
             "ticks": self.ticks,
-            "hz": round(self.ticks / elapsed_s, 2) if elapsed_s > 0 else None,
+            "hz": round(hz, 2) if hz is not None else None,
             "target_hz": round(1.0 / self.period_s, 2),
             "overruns": ratekeeper.overruns,
             "overrun_pct": round(100.0 * ratekeeper.overruns / max(1, self.ticks), 3),

@@ -13,7 +13,8 @@ import math
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from car.config import RecordConfig
 from car.frames import Frame, Mode
@@ -35,6 +36,25 @@ DRIVE_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
+class Recorder(Protocol):
+    """Takes one record per tick while recording is on (see ``DriveRecorder``)."""
+
+    path: Path
+
+    def write(self, frame: Frame, decision: Decision, mode: Mode) -> None: ...
+
+    def erase_last(self, count: int) -> None:
+        """Soft-delete the last ``count`` records of this run, without waiting for the disk."""
+        ...
+
+    @property
+    def erased(self) -> int:
+        """Records soft-deleted so far by ``erase_last``."""
+        ...
+
+    def close(self) -> WriterStats: ...
+
+
 class DriveRecorder:
     """Records drive ticks into a tub; ``extras()`` adds fields (e.g. the simulator's)."""
 
@@ -51,7 +71,7 @@ class DriveRecorder:
                                 session_info=session_info)
         self.path = self.writer.path
         self._extras = extras
-        self.erased = 0  # records soft-deleted by erase_last
+        self._erased = 0
         self._lock = threading.Lock()
 
     def write(self, frame: Frame, decision: Decision, mode: Mode) -> None:
@@ -81,9 +101,14 @@ class DriveRecorder:
             log.error("could not erase the last %d records: %s", count, exc)
             return
         with self._lock:
-            self.erased += len(deleted)
+            self._erased += len(deleted)
         log.warning("erased the last %d records (restore with `car tub restore %s %s`)",
                     len(deleted), self.path, _ranges(deleted))
+
+    @property
+    def erased(self) -> int:
+        """Records soft-deleted so far by ``erase_last``."""
+        return self._erased
 
     def close(self) -> WriterStats:
         return self.writer.close()

@@ -1,9 +1,13 @@
-"""`car replay`: a recorded tub through the engine and the drive loop's logic, compared with
-a reference run within a declared tolerance (in the spirit of openpilot's process replay).
+"""`car replay`: a recorded tub through the engine and the drive loop, compared with a
+reference run within a declared tolerance (openpilot's process replay, for the pilot).
 
-The loop runs on a stepped clock (one period per tick, no sleeping), so the outputs depend
-only on the frames, the model and the loop logic: a change in any of them shows up as a
-difference. Latency is measured on this machine and reported against a budget.
+The loop runs on a stepped clock (one period per tick, no sleeping) through the one runner,
+so the outputs depend only on the frames, the model and the loop logic: a change in any of
+them shows up as a difference. The pilot's temporal state follows the one rule
+(``car.temporal``): it starts afresh at a gap in the record indexes or a new session, as on
+`car tub plot`, which draws the same run. A reference records a digest of the frames it was
+made from, and a comparison refuses a reference made from another tub. Latency is measured
+on this machine and reported against a budget.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from car.errors import CarError
 from car.frames import Mode
 from car.loop import DriveLoop, Ratekeeper, TickResult
 from car.modes import Arbiter
+from car.runner import Runner
 from deploy.engine import Engine
 
 FORMAT = "car-replay-reference"
-VERSION = 1
+VERSION = 2  # 2: the tub's frame digest; version 1 references are still read
 COLUMNS = ("index", "pilot_steering", "pilot_throttle", "command_steering", "command_throttle")
 DEFAULT_TOLERANCE = 1e-3  # engines and CPUs differ by ~1e-6; a changed model by far more
+LABELS = ("user/angle", "user/throttle")
 
 
 class SteppedClock:
@@ -46,51 +52,83 @@ class SteppedClock:
 @dataclass
 class ReplayRun:
     outputs: np.ndarray  # (N, 5): COLUMNS
+    labels: np.ndarray  # (N, 2): the records' steering and throttle (``label_keys``)
     skipped: int  # records without a readable frame
     latency_ms: dict[str, dict[str, Any]]
     engine: str
+    tub_digest: str  # sha256 of the replayed frames with their indexes and sessions
 
 
-def replay(engine: Engine, tub: str | os.PathLike, drive: DriveConfig, rate_hz: float
-           ) -> ReplayRun:
-    """Every readable frame of ``tub`` through the loop in ``local`` mode."""
+def replay(engine: Engine, tub: str | os.PathLike, drive: DriveConfig, rate_hz: float, *,
+           start: int | None = None, end: int | None = None,
+           label_keys: tuple[str, str] = LABELS) -> ReplayRun:
+    """Every readable frame of ``tub`` (records ``start`` to ``end``) through the loop in
+    ``local`` mode."""
     clock = SteppedClock()
-    camera = ReplayCamera(str(tub), clock)
+    camera = ReplayCamera(str(tub), clock, start=start, end=end)
     period = 1.0 / rate_hz
     loop = DriveLoop(camera, DryRunActuator(), ScriptedController(Mode.LOCAL),
                      Arbiter(drive, rate_hz, Mode.LOCAL), engine, clock=clock)
     keeper = Ratekeeper(rate_hz, clock=clock, sleep=lambda s: None)
     rows: list[tuple[float, ...]] = []
+    labels: list[tuple[float, float]] = []
+    digest = hashlib.sha256()
 
-    def on_tick(result: TickResult) -> bool:
-        assert camera.record is not None
+    def collect(result: TickResult) -> None:
+        record = camera.record
+        assert record is not None
+        frame = result.frame
+        digest.update(f"{frame.index}:{frame.session}:".encode())
+        digest.update(frame.image.tobytes())
         pilot = result.decision.pilot or (np.nan, np.nan)
         cmd = result.decision.command
-        rows.append((camera.record["_index"], *pilot, cmd.steering, cmd.throttle))
+        rows.append((record["_index"], *pilot, cmd.steering, cmd.throttle))
+        labels.append(tuple(_number(record.get(k)) for k in label_keys))  # type: ignore[misc]
         clock.now_s += period
-        return False
 
-    loop.run(keeper, on_tick=on_tick)
+    try:
+        Runner(loop, keeper, hooks=[collect]).run()
+    finally:
+        camera.close()
     if not rows:
         raise CarError(f"{tub}: no readable frames to replay")
-    return ReplayRun(np.array(rows, np.float64), camera.skipped,
-                     {k: v.summary() for k, v in loop.stats.items()}, engine.describe())
+    return ReplayRun(np.array(rows, np.float64), np.array(labels, np.float64).reshape(-1, 2),
+                     camera.skipped, {k: v.summary() for k, v in loop.stats.items()},
+                     engine.describe(), digest.hexdigest())
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def model_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def write_reference(path: Path, run: ReplayRun, model: Path, tub: str, tolerance: float,
-                    rate_hz: float) -> None:
+def write_reference(path: Path, run: ReplayRun, model: Path, tub: str | os.PathLike,
+                    tolerance: float, rate_hz: float) -> None:
+    """The reference file: machine-independent (the tub by name and digest, not its path)."""
     data = {"format": FORMAT, "version": VERSION, "model": model.name,
-            "model_sha256": model_digest(model), "tub": str(tub), "rate_hz": rate_hz,
+            "model_sha256": model_digest(model), "tub": Path(tub).name,
+            "tub_digest": run.tub_digest, "records": len(run.outputs), "rate_hz": rate_hz,
             "tolerance": tolerance, "engine": run.engine, "columns": list(COLUMNS),
             "outputs": [[int(r[0]), *(None if np.isnan(v) else round(float(v), 7)
                                       for v in r[1:])] for r in run.outputs]}
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def check_same_tub(run: ReplayRun, reference: dict[str, Any], ref_path: Path) -> None:
+    """A reference compares only with a run on the frames it was made from."""
+    expected = reference.get("tub_digest")
+    if expected is not None and expected != run.tub_digest:
+        raise CarError(f"{ref_path} was made from other frames (tub {reference.get('tub')!r}, "
+                       f"{reference.get('records')} records) than this tub gives; replay the "
+                       "tub it names, or write a new reference with --update-ref")
 
 
 def load_reference(path: Path) -> dict[str, Any]:

@@ -6,16 +6,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from car.actuator import Actuator
 from car.loop import DriveLoop, TickResult
-from car.mcu.actuator import SerialActuator
 
 SMOOTHING = 0.1  # weight of the newest tick in the rate estimate
 
 
 class LoopStatus:
-    """The loop's rate and latency, mode, recording, MCU state and model, as plain data."""
+    """The loop's rate and latency, mode, recording, the actuator's own fields (the MCU's
+    fault, battery and failsafe) and the model, as plain data."""
 
-    def __init__(self, loop: DriveLoop, actuator: Any, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, loop: DriveLoop, actuator: Actuator,
+                 clock: Callable[[], float] = time.monotonic):
         self.loop = loop
         self.actuator = actuator
         self.clock = clock
@@ -44,11 +46,5 @@ class LoopStatus:
             "reason": decision.reason,
             "mcu": False,
         }
-        if isinstance(self.actuator, SerialActuator):
-            telemetry = self.actuator.telemetry
-            status["mcu"] = True
-            status["mcu_fault"] = self.actuator.fault
-            if telemetry is not None:
-                status["battery_v"] = round(telemetry.battery_mv / 1000.0, 2)
-                status["mcu_failsafe"] = telemetry.failsafe
+        status.update(self.actuator.status())
         return status

@@ -52,7 +52,7 @@ class FakeCamera:
 
 
 class FakeEngine:
-    """Returns ``outputs(n)`` on its n-th inference; counts resets."""
+    """Returns ``outputs(n)`` on its n-th inference; counts resets and closes."""
 
     name = "fake"
     provider = "test"
@@ -66,6 +66,7 @@ class FakeEngine:
         self.path = Path(label)
         self.calls = 0
         self.resets = 0
+        self.closed = 0
 
     def preprocess(self, frame: np.ndarray) -> np.ndarray:
         return frame
@@ -82,3 +83,6 @@ class FakeEngine:
 
     def describe(self) -> str:
         return self.label
+
+    def close(self) -> None:
+        self.closed += 1

@@ -27,12 +27,13 @@ from car.errors import CarError
 from car.frames import Command, Mode
 from car.loop import DriveLoop, Ratekeeper
 from car.modes import Arbiter
+from car.run import RunSpec, drive
 from car.sim.donkey.client import DonkeyClient
-from car.sim.donkey.eval import evaluate_remote
 from car.sim.donkey.link import DonkeyLink, is_donkey_address, parse_address
 from car.sim.donkey.server import DonkeyServer
 from car.sim.donkey.session import ServeOptions
 from car.sim.eval import evaluate
+from car.sim.link import SimLink
 from car.sim.track import Track
 from car.sim.tracks import load_track
 from car.sim.world import Simulator
@@ -88,7 +89,8 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.fixture(scope="module")
 def direct_eval(scenes: dict[str, Track]):
     sim = Simulator(scenes["diyrobocars"], Config().sim)
-    return evaluate(sim, load_engine(FIXTURE), Config(), laps=1, rate_hz=20, latency_s=0.0)
+    return evaluate(SimLink(sim, 0.05, lockstep=True, latency_s=0.0), load_engine(FIXTURE),
+                    Config(), laps=1, rate_hz=20)
 
 
 def test_a_lock_step_lap_through_the_protocol_scores_as_the_embedded_eval(scenes, direct_eval):
@@ -98,7 +100,7 @@ def test_a_lock_step_lap_through_the_protocol_scores_as_the_embedded_eval(scenes
         client = connect(server.port, scene="diyrobocars", lockstep=True, time_step_s=0.05)
         link = DonkeyLink(client, 0.05)
         try:
-            remote = evaluate_remote(link, load_engine(FIXTURE), Config(), laps=1, rate_hz=20)
+            remote = evaluate(link, load_engine(FIXTURE), Config(), laps=1, rate_hz=20)
         finally:
             link.close()
     direct = direct_eval
@@ -147,16 +149,15 @@ def test_car_drive_on_a_donkey_simulator(scenes, capsys):
     assert server.served == 1
 
 
-def test_car_record_on_a_donkey_simulator_writes_a_valid_tub(scenes, tmp_path, monkeypatch,
-                                                             capsys):
+def test_recording_on_a_donkey_simulator_writes_a_valid_tub(scenes, tmp_path):
     person = ScriptedController(Mode.USER, steering=0.1, throttle=0.3)
-    monkeypatch.setattr("car.commands.session.Session._controller", lambda self: person)
     out = tmp_path / "tub"
     with serving(scenes) as server:
-        code = main(["record", "--sim", f"donkey://127.0.0.1:{server.port}", "--scene", "oval",
-                     "--controller", "none", "--duration", "2", "--out", str(out), "--json"])
-    summary = json.loads(capsys.readouterr().out)
-    assert code == 0 and summary["ticks"] > 0 and summary["mode"] == "user"
+        summary = drive(RunSpec(sim=f"donkey://127.0.0.1:{server.port}", scene="oval",
+                                controller=person, duration_s=2, record=str(out),
+                                auto_record=True, mode="user"), Config())
+    assert summary["stop_reason"] == "done" and summary["ticks"] > 0
+    assert summary["mode"] == "user"
     assert summary["sim"]["track"].startswith("oval at donkey://")
     records = list(Tub(out).records())
     assert 0 < len(records) == summary["record"]["written"]
@@ -196,8 +197,8 @@ def test_a_car_off_the_track_is_put_back_at_the_nearest_node(scenes):
         link.put_back = watched  # type: ignore[method-assign]
         pilot = FakeEngine(lambda n: (1.0, 0.5))
         try:
-            result = evaluate_remote(link, pilot, Config(), laps=1, rate_hz=20,
-                                     should_stop=lambda: link.status.time_s > 20)
+            result = evaluate(link, pilot, Config(), laps=1, rate_hz=20,
+                              should_stop=lambda: link.status.time_s > 20)
         finally:
             link.close()
     assert result.stop_reason == "interrupted" and result.laps_completed == 0

@@ -32,10 +32,14 @@ def sim_on(track: str, **kw) -> Simulator:
     return Simulator(load_track(track, 0.39), config.sim, **kw)
 
 
+def lockstep(sim: Simulator, latency_s: float) -> SimLink:
+    """The simulator as a lock-step World at 20 Hz, charging a fixed pilot latency."""
+    return SimLink(sim, 0.05, lockstep=True, latency_s=latency_s)
+
+
 def test_the_trained_pilot_laps_a_track_it_never_saw():
     sim = sim_on("diyrobocars")
-    result = evaluate(sim, load_engine(FIXTURE), Config(), laps=1, rate_hz=20,
-                      latency_s=0.002)
+    result = evaluate(lockstep(sim, 0.002), load_engine(FIXTURE), Config(), laps=1, rate_hz=20)
     assert result.laps_completed == 1, result
     assert result.autonomy_pct >= 95.0
     assert result.mean_abs_cte_m < 0.15
@@ -45,7 +49,7 @@ def test_the_trained_pilot_laps_a_track_it_never_saw():
 def test_the_expert_scores_full_autonomy_through_the_same_loop():
     sim = sim_on("technical")
     pilot = ExpertPilot(sim, Expert(sim.track, sim.params, 2.0), 0.05)
-    result = evaluate(sim, pilot, Config(), laps=1, rate_hz=20, latency_s=0.0)
+    result = evaluate(lockstep(sim, 0.0), pilot, Config(), laps=1, rate_hz=20)
     assert result.laps_completed == 1 and result.interventions == 0
     assert result.autonomy_pct == 100.0
 
@@ -53,7 +57,7 @@ def test_the_expert_scores_full_autonomy_through_the_same_loop():
 def test_departures_are_interventions_and_cost_six_seconds_each():
     sim = sim_on("oval")
     pilot = FakeEngine(lambda n: (1.0, 0.5))  # circles off the track again and again
-    result = evaluate(sim, pilot, Config(), laps=1, rate_hz=20, latency_s=0.0,
+    result = evaluate(lockstep(sim, 0.0), pilot, Config(), laps=1, rate_hz=20,
                       should_stop=lambda: sim.time_s > 30)
     assert result.interventions >= 3
     assert all(cause == "off track" for *_, cause in result.intervention_points)
@@ -65,16 +69,16 @@ def test_departures_are_interventions_and_cost_six_seconds_each():
 
 def test_a_car_that_does_not_move_is_an_intervention_too():
     sim = sim_on("oval")
-    result = evaluate(sim, FakeEngine(lambda n: (0.0, 0.0)), Config(), laps=1, rate_hz=20,
-                      latency_s=0.0, should_stop=lambda: sim.time_s > 25)
+    result = evaluate(lockstep(sim, 0.0), FakeEngine(lambda n: (0.0, 0.0)), Config(), laps=1,
+                      rate_hz=20, should_stop=lambda: sim.time_s > 25)
     assert result.interventions == 2  # stalled at 10 s and at 20 s
     assert {cause for *_, cause in result.intervention_points} == {"stalled"}
 
 
 def test_a_crawling_pilot_does_not_finish_and_the_command_fails(capsys):
     sim = sim_on("oval")
-    result = evaluate(sim, FakeEngine(lambda n: (0.0, 0.12)), Config(), laps=1, rate_hz=20,
-                      latency_s=0.0)
+    result = evaluate(lockstep(sim, 0.0), FakeEngine(lambda n: (0.0, 0.12)), Config(), laps=1,
+                      rate_hz=20)
     assert not result.finished and result.laps_completed == 0
     assert result.stop_reason.startswith("time limit")
     assert result.elapsed_s < 80  # 3x the expert's planned lap, plus 15 s
@@ -100,8 +104,8 @@ def test_lock_step_charges_the_pilots_latency_to_the_car():
 
 def test_a_slow_pilot_overruns_in_lock_step():
     sim = sim_on("oval")
-    result = evaluate(sim, FakeEngine(lambda n: (0.0, 0.3)), Config(), laps=1, rate_hz=20,
-                      latency_s=0.07, should_stop=lambda: sim.time_s > 2)
+    result = evaluate(lockstep(sim, 0.07), FakeEngine(lambda n: (0.0, 0.3)), Config(), laps=1,
+                      rate_hz=20, should_stop=lambda: sim.time_s > 2)
     assert result.loop["overruns"] == result.loop["ticks"] - 1 > 10  # every tick but the last
 
 

@@ -372,7 +372,7 @@ def test_an_actuator_fault_commands_neutral_until_it_clears(caplog):
         loop.run(keeper, max_ticks=6, on_tick=on_tick)
     assert act.history[:6] == [Command(0.3, 0.3)] * 2 + [NEUTRAL] * 2 + [Command(0.3, 0.3)] * 2
     assert loop.arbiter.counts.actuator_faults == 2
-    assert loop.summary(keeper, 1.0)["safety"]["actuator_faults"] == 2
+    assert loop.summary(keeper)["safety"]["actuator_faults"] == 2
     assert "no telemetry for 760 ms; reconnecting: outputs neutral until it is back" in caplog.text
 
 

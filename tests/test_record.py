@@ -1,17 +1,19 @@
-"""`car record`: a person's driving into a tub, with a scripted person standing in (the web
-page, gamepad and RC controllers have their own tests)."""
+"""Recording a person's driving into a tub: the run `car record` assembles (``car.run``),
+with a scripted person standing in (the web page, gamepad and RC controllers have their own
+tests)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 
 from car.cli import main
+from car.config import Config
 from car.controllers import ScriptedController
 from car.frames import UserInput
+from car.run import RunSpec, drive
 from car.tub.check import check_tub
 from car.tub.reader import Tub
 from training.records import load_records
@@ -34,20 +36,17 @@ class Person(ScriptedController):
                          recording=False if n == 30 else True if n == 35 else None)
 
 
-@pytest.fixture
-def person(monkeypatch: pytest.MonkeyPatch) -> Person:
-    person = Person()
-    monkeypatch.setattr("car.commands.session.Session._controller", lambda self: person)
-    return person
+def recording(out: Path) -> RunSpec:
+    """What `car record --sim oval --out OUT --duration 2.5 --hz 20` asks for, with a
+    scripted person at the controls."""
+    return RunSpec(sim="oval", record=str(out), duration_s=2.5, rate_hz=20, mode="user",
+                   controller=Person(), auto_record=True)
 
 
-def test_car_record_in_the_simulator_writes_a_tub_car_train_accepts(
-        tmp_path: Path, person: Person, capsys: pytest.CaptureFixture[str]) -> None:
+def test_recording_in_the_simulator_writes_a_tub_car_train_accepts(tmp_path: Path) -> None:
     out = tmp_path / "tub"
-    argv = ["record", "--sim", "oval", "--out", str(out), "--duration", "2.5", "--json",
-            "--controller", "none", "--hz", "20"]
-    assert main(argv) == 0
-    summary = json.loads(capsys.readouterr().out)
+    summary = drive(recording(out), Config())
+    assert summary["stop_reason"] == "done"
     ticks = summary["ticks"]
     assert ticks >= 40 and summary["mode"] == "user"
     record = summary["record"]
@@ -61,8 +60,7 @@ def test_car_record_in_the_simulator_writes_a_tub_car_train_accepts(
     assert records[-1]["sim/speed"] > 0.5
     assert check_tub(out).problems == []
     assert len(load_records([out])) == len(records)  # what `car train` reads
-    assert main(argv) == 0  # again: a second session in the same tub
-    capsys.readouterr()
+    drive(recording(out), Config())  # again: a second session in the same tub
     assert len(Tub(out).manifest.sessions["all_full_ids"]) == 2  # a new session id
 
 
@@ -73,7 +71,6 @@ def test_car_record_refuses_rc_without_the_mcu(capsys: pytest.CaptureFixture[str
 
 
 def test_the_status_says_mcu_only_for_the_serial_mcu() -> None:
-    from car.config import Config
     from car.controllers import ScriptedController as Scripted
     from car.loop import DriveLoop
     from car.modes import Arbiter

@@ -1,5 +1,5 @@
 """`car bench` (engine latency) and `car replay` (a tub through the loop, against a
-reference)."""
+reference: process replay, see ``car.replay``)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     r.add_argument("--model", required=True, metavar="PATH")
     r.add_argument("--ref", metavar="REF.json",
                    help="reference outputs (default: MODEL's folder/<model>.replay.json)")
-    r.add_argument("--update-ref", action="store_true", help="write the reference from this run")
+    r.add_argument("--update-ref", action="store_true",
+                   help="write the reference from this run (on purpose: it is what later runs "
+                        "must match)")
     r.add_argument("--tolerance", type=bounded(float, 0.0, 1.0),
                    help="largest allowed |difference| (default: the reference's, else 1e-3)")
     r.add_argument("--budget-ms", type=bounded(float, 0.01, 10_000.0),
@@ -54,14 +56,24 @@ def bench_command(args: argparse.Namespace) -> int:
 
 
 def replay_command(args: argparse.Namespace) -> int:
-    from car.commands.drive import open_engine
-    from car.replay import DEFAULT_TOLERANCE, compare, load_reference, replay, write_reference
+    from car.pilot import open_pilot
+    from car.replay import (
+        DEFAULT_TOLERANCE,
+        check_same_tub,
+        compare,
+        load_reference,
+        replay,
+        write_reference,
+    )
 
     config = config_from_args(args)
     model = Path(args.model)
-    engine = open_engine(args.model, args.provider)
+    engine = open_pilot(args.model, args.provider)
     hz = config.drive.rate_hz
-    run = replay(engine, args.tub, config.drive, hz)
+    try:
+        run = replay(engine, args.tub, config.drive, hz)
+    finally:
+        engine.close()
     ref_path = Path(args.ref) if args.ref else model.with_name(f"{model.stem}.replay.json")
     budget = args.budget_ms or 1000.0 / hz
     p99 = run.latency_ms["frame_to_command"]["p99"]
@@ -80,7 +92,9 @@ def replay_command(args: argparse.Namespace) -> int:
         raise CarError(f"{ref_path}: no reference to compare with; write one with "
                        "--update-ref (or name it with --ref)")
     else:
-        cmp = compare(run, load_reference(ref_path), args.tolerance)
+        reference = load_reference(ref_path)
+        check_same_tub(run, reference, ref_path)
+        cmp = compare(run, reference, args.tolerance)
         out["comparison"] = {"passed": cmp.passed, "compared": cmp.compared,
                              "max_abs_diff": cmp.max_abs_diff, "tolerance": cmp.tolerance,
                              "nan_mismatches": cmp.nan_mismatches,

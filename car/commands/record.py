@@ -10,12 +10,17 @@ with `car tub restore`). Each start adds a new session to the tub.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from car.commands import add_config_options, config_from_args
-from car.commands.session import Session, add_device_options, exit_code, format_summary, plan
+from car.commands.run_options import (
+    add_device_options,
+    camera_in_use,
+    device_fields,
+    drive_and_report,
+)
 from car.frames import Mode
+from car.run import Run, RunSpec
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -31,20 +36,17 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def record_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    run = plan(args, config, default_controller="web")
-    if run.controller == "none":
+    controller = args.controller or "web"
+    spec = RunSpec(mode=Mode.USER.value, controller=controller, record=args.out,
+                   auto_record=True, **device_fields(args),
+                   session_info={"record": {
+                       "controller": controller, "sim": args.sim,
+                       "camera": camera_in_use(args, config.camera.source)}})
+    run = Run(spec, config)
+    if controller == "none":
         print("car: note: --controller none: nobody drives, so nothing moves and little is "
               "recorded", file=sys.stderr)
-    info = {"record": {"controller": run.controller, "sim": args.sim,
-                       "camera": None if run.use_sim else run.camera_spec}}
-    with Session(args, config, run, mode=Mode.USER, record_path=args.out,
-                 session_info=info) as session:
-        session.loop.auto_record_throttle = config.record.auto_record_throttle
-        print(f"recording into {args.out} at {run.hz:g} Hz with the {run.controller} "
-              f"controller{session.describe()}; ticks with |throttle| > "
-              f"{config.record.auto_record_throttle:g} are kept; Ctrl-C stops",
-              file=sys.stderr)
-        summary = session.run(duration_s=args.duration)
-    session.add_record_summary(summary)
-    print(json.dumps(summary) if args.json else format_summary(summary))
-    return exit_code(summary["stop_reason"])
+    threshold = config.record.auto_record_throttle
+    return drive_and_report(run, args, lambda run: (
+        f"recording into {args.out} at {run.plan.hz:g} Hz with the {controller} controller"
+        f"{run.describe()}; ticks with |throttle| > {threshold:g} are kept"))

@@ -1,4 +1,6 @@
-"""`car sim`: the embedded simulator's tracks, expert recordings and track views."""
+"""`car sim`: the embedded simulator's tracks, expert recordings, track views, and the
+closed-loop eval (on the embedded simulator or a donkey simulator). `car sim serve` is
+``car.commands.sim_serve``'s; cli.py adds it to these subcommands."""
 
 from __future__ import annotations
 
@@ -12,27 +14,25 @@ import cv2
 from tqdm import tqdm
 
 from car.commands import CtrlC, add_config_options, bounded, config_from_args
-from car.config import Config
 from car.errors import CarError, TrackError
+from car.loop import MAX_RATE_HZ, MIN_RATE_HZ
 from car.sim.expert import DartNoise, Expert
 from car.sim.record import SIM_FIELDS, record_expert
-from car.sim.track import Track
-from car.sim.tracks import builtin_names, load_track
-from car.sim.vehicle import VehicleParams
+from car.sim.tracks import DEFAULT_TRACK, TRACK_HELP, builtin_names, load_track_for
 from car.sim.view import draw_view
-from car.sim.world import SimStatus, Simulator
+from car.sim.world import Simulator
 from car.tub.reader import Tub
 from car.tub.writer import TubWriter
-
-TRACK_HELP = "a built-in track name (see `car sim tracks`), a track .json file, or random:SEED"
+from car.world import SimStatus
 
 
 def add_track_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--track", default="diyrobocars", metavar="T",
-                        help=TRACK_HELP + " (default: diyrobocars)")
+    parser.add_argument("--track", default=DEFAULT_TRACK, metavar="T",
+                        help=f"{TRACK_HELP} (default: {DEFAULT_TRACK})")
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Adds `car sim` and its actions; returns its subparsers (cli.py adds `serve`)."""
     parser = commands.add_parser("sim", help="the embedded simulator: tracks, recordings, views")
     sub = parser.add_subparsers(dest="sim_command", metavar="ACTION", required=True)
 
@@ -54,8 +54,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     record.add_argument("--randomize", action="store_true",
                         help="domain randomisation: a new look (floor, lines, light, camera "
                              "mount, noise) every lap")
-    record.add_argument("--hz", type=bounded(float, 5.0, 200.0),
-                        help="records per simulated second, 5 to 200 (default: drive.rate_hz)")
+    record.add_argument("--hz", type=bounded(float, 5.0, MAX_RATE_HZ),
+                        help=f"records per simulated second, 5 to {MAX_RATE_HZ:g} (default: "
+                             "drive.rate_hz)")
     add_config_options(record)
     record.set_defaults(handler=record_command)
 
@@ -69,8 +70,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                     help="laps to drive, 1 to 1000 (default 3)")
     ev.add_argument("--seed", type=bounded(int, 0, 2**63 - 1), default=0)
     ev.add_argument("--randomize", action="store_true", help="a new look every lap")
-    ev.add_argument("--hz", type=bounded(float, 1.0, 200.0),
-                    help="loop rate, 1 to 200 Hz (default: drive.rate_hz)")
+    ev.add_argument("--hz", type=bounded(float, MIN_RATE_HZ, MAX_RATE_HZ),
+                    help=f"loop rate, {MIN_RATE_HZ:g} to {MAX_RATE_HZ:g} Hz (default: "
+                         "drive.rate_hz)")
     ev.add_argument("--latency-ms", type=bounded(float, 0.0, 1000.0), metavar="MS",
                     help="charge this fixed pilot latency instead of the measured one (for "
                          "runs that must be repeatable)")
@@ -107,15 +109,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     view.add_argument("--randomize", action="store_true", help="show a randomised look")
     add_config_options(view)
     view.set_defaults(handler=view_command)
-
-    from car.commands import sim_serve
-
-    sim_serve.register(sub)
-
-
-def load_track_for(spec: str, config: Config) -> Track:
-    """A track by spec, checked against the configured car's turning radius."""
-    return load_track(spec, VehicleParams.from_config(config.sim).turn_radius_m)
+    return sub
 
 
 def tracks_command(args: argparse.Namespace) -> None:
@@ -226,64 +220,63 @@ def view_command(args: argparse.Namespace) -> None:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from car.commands.drive import check_frame_size, open_engine
-    from car.commands.session import loop_rate
-    from car.sim.eval import EvalResult, ExpertPilot, evaluate
+    from car.devices import open_world
+    from car.pilot import open_pilot
+    from car.sim.eval import EvalResult, embedded_world, evaluate, expert_pilot
     from car.sim.eval_plot import draw_eval_map
 
     config = config_from_args(args)
-    hz = loop_rate(args, config)
-    if args.sim is not None:
-        return _eval_remote(args, config, hz)
-    if args.plot and Path(args.plot).suffix.lower() != ".png":
-        raise CarError(f"{args.plot}: --plot must name a .png file")
-    for flag in ("scene", "lockstep"):
-        if getattr(args, flag):
-            raise CarError(f"--{flag} is for a donkey simulator: add --sim donkey://HOST:PORT")
-    track = load_track_for(args.track, config)
+    hz = args.hz or config.drive.rate_hz
+    _check_eval_flags(args)
+    track = None if args.sim else load_track_for(args.track, config)
     engine = None
     if args.model:
-        engine = open_engine(args.model, args.provider)
-        check_frame_size(engine, config.camera.width, config.camera.height)
+        engine = open_pilot(args.model, args.provider,
+                            frame_size=(config.camera.width, config.camera.height))
     latency_s = None if args.latency_ms is None else args.latency_ms / 1000.0
 
     def run(expert: bool) -> EvalResult:
-        sim = Simulator(track, config.sim, width=config.camera.width,
-                        height=config.camera.height, seed=args.seed, randomize=args.randomize)
-        sim.reset(0.0, 0.0)
-        pilot = engine
-        if expert:
-            pilot = ExpertPilot(sim, Expert(track, sim.params, config.sim.expert_speed_mps,
-                                            line_m=config.sim.expert_line_m), 1.0 / hz)
+        if track is not None:
+            world = embedded_world(track, config, hz, seed=args.seed, randomize=args.randomize,
+                                   latency_s=latency_s)
+            pilot = expert_pilot(world, config) if expert else engine
+        else:
+            world = open_world(args.sim, args.scene, config, 1.0 / hz, lockstep=args.lockstep,
+                               max_cte=args.max_cte)
+            pilot = engine
         who = "expert" if expert else Path(args.model).name
-        bar, on_tick = _lap_bar(f"{who} on {track.name}", args.laps)
+        bar, on_tick = _lap_bar(f"{who} on {world.name}", args.laps)
         with CtrlC() as ctrl_c:
             try:
-                result = evaluate(sim, pilot, config, laps=args.laps, rate_hz=hz,
-                                  latency_s=latency_s, should_stop=lambda: ctrl_c.pressed,
-                                  on_tick=on_tick)
+                result = evaluate(world, pilot, config, laps=args.laps, rate_hz=hz,
+                                  lap_limit_s=args.lap_limit_s,
+                                  should_stop=lambda: ctrl_c.pressed, on_tick=on_tick)
             finally:
                 bar.close()
+                world.close()
+        health = world.health()
+        if health is not None:
+            print(health.line, file=sys.stderr)
         if ctrl_c.pressed:
             result.stop_reason = "interrupted"
         return result
 
-    result = run(expert=args.expert)
-    reference = None
-    if args.vs_expert and not args.expert and result.stop_reason != "interrupted":
-        reference = run(expert=True)
+    try:
+        result = run(expert=args.expert)
+        reference = None
+        if args.vs_expert and not args.expert and result.stop_reason != "interrupted":
+            reference = run(expert=True)
+    finally:
+        if engine is not None:
+            engine.close()
     out = result.to_json()
     if reference is not None:
         out["expert"] = reference.to_json()
         out["lap_time_vs_expert_pct"] = _lap_ratio(result, reference)
-    if args.plot:
+    if args.plot and track is not None:
         image = draw_eval_map(track, result)
         if not cv2.imwrite(args.plot, image):
             raise CarError(f"{args.plot}: could not write the image (does the folder exist?)")
-    return _print_eval(args, out, result)
-
-
-def _print_eval(args: argparse.Namespace, out: dict, result) -> int:
     if args.json:
         print(json.dumps(out))
     else:
@@ -295,11 +288,17 @@ def _print_eval(args: argparse.Namespace, out: dict, result) -> int:
     return 0 if result.finished else 1  # unfinished laps are a failed run
 
 
-def _eval_remote(args: argparse.Namespace, config: Config, hz: float) -> int:
-    """`car sim eval --sim donkey://...`: the score from the donkey simulator's reports."""
-    from car.commands.drive import check_frame_size, open_engine
-    from car.sim.donkey.eval import evaluate_remote
-    from car.sim.donkey.link import DonkeyLink, describe_health, is_donkey_address
+def _check_eval_flags(args: argparse.Namespace) -> None:
+    """Flags for the other kind of simulator are refused, in one line."""
+    if args.sim is None:
+        if args.plot and Path(args.plot).suffix.lower() != ".png":
+            raise CarError(f"{args.plot}: --plot must name a .png file")
+        for flag in ("scene", "lockstep"):
+            if getattr(args, flag):
+                raise CarError(f"--{flag} is for a donkey simulator: add --sim "
+                               "donkey://HOST:PORT")
+        return
+    from car.sim.donkey.link import is_donkey_address
 
     if not is_donkey_address(args.sim):
         raise CarError(f"--sim {args.sim}: car sim eval takes donkey://HOST:PORT here; for the "
@@ -310,23 +309,6 @@ def _eval_remote(args: argparse.Namespace, config: Config, hz: float) -> int:
                       ("latency_ms", "the donkey simulator keeps its own time")):
         if getattr(args, flag):
             raise CarError(f"--{flag.replace('_', '-')} cannot be used with --sim: {why}")
-    engine = open_engine(args.model, args.provider)
-    check_frame_size(engine, config.camera.width, config.camera.height)
-    link = DonkeyLink.open(args.sim, args.scene, (config.camera.width, config.camera.height),
-                           1.0 / hz, lockstep=args.lockstep, max_cte=args.max_cte)
-    bar, on_tick = _lap_bar(f"{Path(args.model).name} on {link.name}", args.laps)
-    with CtrlC() as ctrl_c:
-        try:
-            result = evaluate_remote(link, engine, config, laps=args.laps, rate_hz=hz,
-                                     lap_limit_s=args.lap_limit_s,
-                                     should_stop=lambda: ctrl_c.pressed, on_tick=on_tick)
-        finally:
-            bar.close()
-            link.close()
-    if ctrl_c.pressed:
-        result.stop_reason = "interrupted"
-    print(describe_health(link.health()), file=sys.stderr)
-    return _print_eval(args, result.to_json(), result)
 
 
 def _lap_bar(desc: str, laps: int) -> tuple[tqdm, Callable[[float], None]]:

@@ -12,12 +12,11 @@ from car.config import Config
 from car.errors import CarError
 from car.sim.donkey.messages import DEFAULT_PORT
 from car.sim.track import Track
-from car.sim.tracks import builtin_names
+from car.sim.tracks import TRACK_HELP, builtin_names, load_track_for
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from car.commands.sim import TRACK_HELP
-
+    """Adds `serve` to `car sim`'s subcommands."""
     serve = sub.add_parser("serve", help="serve the simulator over the donkey simulator's TCP "
                            "protocol (for gym-donkeycar, donkeycar or `car drive --sim "
                            "donkey://...`)")
@@ -48,8 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def scenes_from(specs: list[str] | None, config: Config) -> dict[str, Track]:
     """``[NAME=]SPEC`` arguments → scene name → track, in order; names must differ."""
-    from car.commands.sim import load_track_for
-
     scenes: dict[str, Track] = {}
     for arg in specs or builtin_names():
         name, sep, spec = arg.partition("=")

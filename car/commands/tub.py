@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from car.commands import bounded
+from car.commands import add_config_options, bounded, config_from_args
 from car.errors import CarError, TubError
 from car.tub.check import CheckReport, check_tub
 from car.tub.format import index_ranges, slices
@@ -84,6 +84,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     plot.add_argument("--end", type=int, help="stop before this index")
     plot.add_argument("--steering-key", default="user/angle")
     plot.add_argument("--throttle-key", default="user/throttle")
+    add_config_options(plot)
     plot.set_defaults(handler=plot_command)
 
 
@@ -247,18 +248,21 @@ def movie_command(args: argparse.Namespace) -> None:
 
 
 def plot_command(args: argparse.Namespace) -> None:
-    from car.tub.plot import predict_tub, write_plot
-    from deploy.engine import EngineError, load_engine
+    from car.pilot import open_pilot
+    from car.replay import replay
+    from car.tub.plot import write_plot
 
     tub = Tub(args.path)
-    try:
-        engine = load_engine(args.model)
-    except EngineError as exc:
-        raise CarError(str(exc)) from None
-    rows, skipped = predict_tub(tub, engine, args.steering_key, args.throttle_key, args.start,
-                                args.end)
+    drive = config_from_args(args).drive
+    engine = open_pilot(args.model)
+    try:  # the same run as `car replay`: the loop, its temporal-state rule, its engine
+        run = replay(engine, tub.path, drive, drive.rate_hz, start=args.start, end=args.end,
+                     label_keys=(args.steering_key, args.throttle_key))
+    finally:
+        engine.close()
+    rows = np.column_stack([run.outputs[:, 0], run.labels, run.outputs[:, 1:3]])
     mae = np.nanmean(np.abs(rows[:, 1] - rows[:, 3]))
     out = write_plot(rows, args.out, f"{Path(args.model).name} ({engine.manifest.model_type}) "
                                      f"on {tub.path.name}: {len(rows)} records")
-    note = f", {skipped} skipped (missing or corrupt image)" if skipped else ""
+    note = f", {run.skipped} skipped (missing or corrupt image)" if run.skipped else ""
     print(f"wrote {out}: {len(rows)} records{note}, steering MAE {mae:.3f}")

@@ -13,9 +13,12 @@ from car.frames import Mode, UserInput
 
 
 class Controller(Protocol):
-    """``poll(now_s)`` → the user's input at loop time ``now_s``; called once per tick."""
+    """``poll(now_s)`` → the user's input at loop time ``now_s``; called once per tick.
+    ``close()`` releases what it holds (a device, a server) and is safe to call twice."""
 
     def poll(self, now_s: float) -> UserInput: ...
+
+    def close(self) -> None: ...
 
 
 class ScriptedController:
@@ -39,3 +42,6 @@ class ScriptedController:
             self._polled = True
             return self._first
         return self._steady
+
+    def close(self) -> None:
+        """Nothing to release."""

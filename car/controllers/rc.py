@@ -41,6 +41,9 @@ class RcController:
         return UserInput(self._map(self.pulses.steering, t.rc_steering_us),
                          self._map(self.pulses.throttle, t.rc_throttle_us), mode=mode)
 
+    def close(self) -> None:
+        """Nothing to release: the MCU link belongs to the actuator."""
+
     @staticmethod
     def _map(channel: Channel, us: int) -> float:
         return 0.0 if abs(us - channel.mid_us) <= DEADBAND_US else channel.from_us(us)

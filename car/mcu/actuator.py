@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from car.actuator import Actuator
 from car.config import Config
-from car.frames import Command
+from car.frames import NEUTRAL, Command
+from car.health import Health
 from car.mcu import protocol as p
 from car.mcu.link import McuLink
 from car.mcu.pulses import PulseMap
@@ -32,6 +34,7 @@ class SerialActuator:
         self.sent = 0
         self.latched_at_connect = False  # the MCU reported an e-stop latch when we connected
         self._estop_sent = False
+        self._follower: Actuator | None = None
         self._log = LimitedLog(log)
 
     @classmethod
@@ -68,6 +71,22 @@ class SerialActuator:
             self._log.warning("failsafe", self.link.clock(), "the MCU on %s reports FAILSAFE "
                               "although commands are sent: are they reaching it (TX wire, "
                               "baud)?", self.link.port)
+        if self._follower is not None and \
+                self.link.telemetry_age_s() > self.link.config.timeout_ms / 1000.0:
+            self._follower.send(NEUTRAL)  # no telemetry: the MCU has failed safe
+
+    def follow(self, target: Actuator) -> None:
+        """Hardware in the loop: ``target`` (a simulated car) gets the pulses the MCU reports
+        applying, from the link's reader thread, and neutral once the MCU has gone silent
+        for its watchdog time (it has failed safe)."""
+        pulses = self.pulses
+
+        def on_telemetry(t: p.Telemetry) -> None:
+            target.send(Command(pulses.steering.from_us(t.applied_steering_us),
+                                pulses.throttle.from_us(t.applied_throttle_us)))
+
+        self._follower = target
+        self.link.on_telemetry.append(on_telemetry)
 
     @property
     def fault(self) -> str | None:
@@ -77,8 +96,30 @@ class SerialActuator:
     def telemetry(self) -> p.Telemetry | None:
         return self.link.telemetry
 
-    def health(self) -> dict[str, Any]:
-        """Link and MCU state, as plain data for summaries and status pages."""
+    def describe(self) -> str:
+        return f"the MCU on {self.link.port}"
+
+    def status(self) -> dict[str, Any]:
+        """The web page's MCU fields: fault, battery and failsafe."""
+        out: dict[str, Any] = {"mcu": True, "mcu_fault": self.link.fault}
+        t = self.link.telemetry
+        if t is not None:
+            out["battery_v"] = round(t.battery_mv / 1000.0, 2)
+            out["mcu_failsafe"] = t.failsafe
+        return out
+
+    def health(self) -> Health:
+        """Link and MCU state for the run summary."""
+        m = self.report()
+        battery = f", battery {m['battery_v']:.2f} V" if m["battery_v"] is not None else ""
+        line = (f"mcu {m['port']} ({m['firmware']}): {m['sent']} frames sent, "
+                f"{m['telemetry']} telemetry{battery}, {m['losses']} link loss(es), "
+                f"{m['reconnects']} reconnect(s), {sum(m['rx_dropped'].values())} bad "
+                "frame(s) received")
+        return Health("mcu", m, line)
+
+    def report(self) -> dict[str, Any]:
+        """Link and MCU state, as plain data."""
         t = self.link.telemetry
         s = self.link.stats
         c = self.link.parser.counts

@@ -1,17 +1,20 @@
-"""`car sim eval`: a closed-loop score, in the style of NVIDIA's PilotNet.
+"""`car sim eval`: a closed-loop score, in the style of NVIDIA's PilotNet, on any World
+(``car.world``): the embedded simulator, or a donkey simulator over TCP.
 
 The pilot drives the simulated car through the real drive loop (the same arbiter, limits
-and safety as on the car) in lock-step. An intervention is a departure from the track
-(|cte| > width / 2, checked every period), or a car that makes no headway for ``STALL_S``;
-the car is then put back at rest on the centreline. ``autonomy = 100 × (1 − 6 s ×
-interventions / elapsed simulated seconds)``, floored at 0: each intervention costs the six
-seconds a safety driver would take. A run that has not done its laps in three times the
-expert's planned lap time (plus 15 s) ends unfinished: crawling is not driving.
+and safety as on the car) and the one runner (``car.runner``). An intervention is a
+departure from the track (the embedded simulator: |cte| > width / 2, checked every period;
+a donkey simulator: a hit, or |cte| over its ``max_cte``), or a car that makes no headway
+for ``STALL_S``; the car is then put back at rest on the track. ``autonomy = 100 × (1 − 6 s
+× interventions / elapsed simulated seconds)``, floored at 0: each intervention costs the
+six seconds a safety driver would take. A run that has not done its laps in three times
+the expert's planned lap time (plus 15 s) ends unfinished: crawling is not driving. A
+world with no planned lap (a donkey simulator) limits each lap to ``lap_limit_s`` instead.
 """
 
 from __future__ import annotations
 
-import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,23 +22,22 @@ from typing import Any
 
 import numpy as np
 
-from car.actuator import Actuator
 from car.config import Config
 from car.controllers import ScriptedController
 from car.frames import Mode
-from car.latency import LatencyHistogram
 from car.loop import DriveLoop, Ratekeeper, TickResult
 from car.modes import Arbiter
-from car.sim.expert import LATERAL_ACCEL_MPS2, PLAN_BRAKE_MPS2, Expert, speed_profile
+from car.runner import Rules, Runner
+from car.sim.expert import Expert
 from car.sim.link import SimLink
 from car.sim.track import Track
 from car.sim.world import Simulator
+from car.world import World
 
-log = logging.getLogger(__name__)
 INTERVENTION_PENALTY_S = 6.0
 STALL_S = 10.0  # no headway for this long is an intervention too
-STALL_M = 0.5
 TIME_LIMIT_LAPS = 3.0  # a run ends unfinished after 3x the expert's planned lap time a lap
+LAP_LIMIT_S = 120.0  # a world with no planned lap: each lap within this
 
 
 @dataclass
@@ -79,13 +81,6 @@ class EvalResult:
         }
 
 
-def reference_lap_s(sim: Simulator, config: Config) -> float:
-    """The expert's planned lap time on this track: the yardstick for the time limit."""
-    cap = min(config.sim.expert_speed_mps, sim.params.top_speed_mps * 0.95)
-    profile = speed_profile(sim.track, cap, LATERAL_ACCEL_MPS2, PLAN_BRAKE_MPS2)
-    return float(np.sum(sim.track.curve.ds / np.maximum(profile, 0.05)))
-
-
 def autonomy_pct(interventions: int, elapsed_s: float) -> float:
     """PilotNet's autonomy, floored at 0 (more than one intervention per 6 s is none)."""
     if elapsed_s <= 0:
@@ -94,8 +89,9 @@ def autonomy_pct(interventions: int, elapsed_s: float) -> float:
 
 
 class ExpertPilot:
-    """The simulator's expert behind the Engine interface, scored for reference. It reads
-    the true pose instead of the frame, through the same loop, limits and latency."""
+    """The embedded simulator's expert behind the Engine interface, scored for reference.
+    It reads the true pose instead of the frame, through the same loop, limits and
+    latency."""
 
     name = "expert"
     provider = "simulator"
@@ -123,71 +119,65 @@ class ExpertPilot:
     def describe(self) -> str:
         return "the simulator's expert (true pose, no camera)"
 
+    def close(self) -> None:
+        """Nothing to release."""
 
-def evaluate(sim: Simulator, pilot: Any, config: Config, *, laps: int, rate_hz: float,
-             latency_s: float | None = None, should_stop: Callable[[], bool] = lambda: False,
-             on_tick: Callable[[float], None] | None = None,
-             actuator_wrapper: Callable[[Actuator], Actuator] | None = None) -> EvalResult:
-    """Drive ``laps`` laps of ``sim.track`` with ``pilot`` (an Engine or ExpertPilot)."""
-    track: Track = sim.track
-    period_s = 1.0 / rate_hz
-    link = SimLink(sim, period_s, lockstep=True, latency_s=latency_s)
-    actuator: Actuator = link.actuator
-    if actuator_wrapper is not None:
-        actuator = actuator_wrapper(actuator)
+
+def embedded_world(track: Track, config: Config, rate_hz: float, *, seed: int = 0,
+                   randomize: bool = False, latency_s: float | None = None) -> SimLink:
+    """The embedded simulator on ``track`` in lock-step, charging the measured pilot latency
+    (or a fixed ``latency_s``) to the car."""
+    sim = Simulator(track, config.sim, width=config.camera.width, height=config.camera.height,
+                    seed=seed, randomize=randomize)
+    return SimLink(sim, 1.0 / rate_hz, lockstep=True, latency_s=latency_s)
+
+
+def expert_pilot(world: SimLink, config: Config) -> ExpertPilot:
+    """The expert for an embedded world, at ``sim.expert_speed_mps`` on its line."""
+    sim = world.sim
+    expert = Expert(sim.track, sim.params, config.sim.expert_speed_mps,
+                    line_m=config.sim.expert_line_m)
+    return ExpertPilot(sim, expert, world.period_s)
+
+
+def evaluate(world: World, pilot: Any, config: Config, *, laps: int, rate_hz: float,
+             lap_limit_s: float = LAP_LIMIT_S, should_stop: Callable[[], bool] = lambda: False,
+             on_tick: Callable[[float], None] | None = None) -> EvalResult:
+    """Drive ``laps`` laps of ``world`` with ``pilot`` (an Engine or ExpertPilot) in the
+    world's own time (lock-step or real); ``on_tick`` gets the laps driven so far."""
     arbiter = Arbiter(config.drive, rate_hz, Mode.LOCAL)
-    loop = DriveLoop(link.camera, actuator, ScriptedController(Mode.LOCAL), arbiter, pilot,
-                     clock=link.clock)
-    keeper = Ratekeeper(rate_hz, clock=link.clock, sleep=lambda s: None)
-    limit_s = sim.time_s + laps * TIME_LIMIT_LAPS * reference_lap_s(sim, config) + 15.0
-    charged = LatencyHistogram()  # the pilot latency charged to the car, per tick
-    path: list[tuple[float, float, float]] = []
-    points: list[tuple[float, float, str]] = []
-    state = {"lap": sim.status().lap, "headway_s": sim.time_s,
-             "headway_m": sim.progress.distance_m}
+    loop = DriveLoop(world.camera, world.actuator, ScriptedController(Mode.LOCAL), arbiter,
+                     pilot, clock=world.clock)
+    keeper = Ratekeeper(rate_hz, clock=world.clock,
+                        sleep=(lambda s: None) if world.lockstep else time.sleep)
+    reference_s = world.reference_lap_s()
+    time_limit_s = None if reference_s is None else \
+        laps * TIME_LIMIT_LAPS * reference_s + 15.0
+    rules = Rules(laps=laps, scoring=True, stall_s=STALL_S, time_limit_s=time_limit_s,
+                  lap_limit_s=lap_limit_s if reference_s is None else None, keep_path=True)
 
-    def after_tick(result: TickResult) -> bool:
-        status = sim.status()
-        charged.add(link.last_latency_s)
-        worst_cte = max(link.take_worst_abs_cte(), abs(status.cte_m))
-        path.append((status.x, status.y, abs(status.cte_m)))
-        if status.lap != state["lap"]:
-            state["lap"] = status.lap
-            sim.new_look()  # randomize: a new look every lap
-        cause = None
-        if worst_cte > track.width_m / 2:
-            cause = "off track"
-        elif sim.progress.distance_m > state["headway_m"] + STALL_M:
-            state["headway_m"], state["headway_s"] = sim.progress.distance_m, status.time_s
-        elif status.time_s - state["headway_s"] > STALL_S:
-            cause = "stalled"
-        if cause is not None:
-            points.append((status.x, status.y, cause))
-            log.info("intervention %d at %.1f s: %s", len(points), status.time_s, cause)
-            sim.reset_to_track()
-            pilot.reset()
-            state["headway_m"], state["headway_s"] = sim.progress.distance_m, sim.time_s
+    def progress(result: TickResult) -> None:
         if on_tick is not None:
-            on_tick(min(float(laps), sim.progress.distance_m / track.length_m))
-        return status.lap >= laps or status.time_s > limit_s or should_stop()
+            on_tick(min(float(laps), world.lap_progress()))
 
-    start_s = sim.time_s
-    reason = loop.run(keeper, on_tick=after_tick)
-    status = sim.status()
-    if reason == "done":
-        reason = "laps done" if status.lap >= laps else (
-            "interrupted" if should_stop() else
-            f"time limit: {laps} lap(s) not done in {limit_s - start_s:.0f} s, "
-            f"{TIME_LIMIT_LAPS:g}x the expert's pace")
-    elapsed = status.time_s - start_s
-    cte = np.array([p[2] for p in path]) if path else np.zeros(1)
-    summary = loop.summary(keeper, elapsed)
-    summary["charged_latency_ms"] = charged.summary()
+    outcome = Runner(loop, keeper, world, rules, hooks=[progress]).run(should_stop)
+    status = world.status
+    reason = outcome.reason
+    if reason == "stopped":
+        reason = "interrupted"
+    elif reason == "done":
+        reason = "laps done" if status.lap >= laps else f"time limit: {outcome.limit}" + (
+            f", {TIME_LIMIT_LAPS:g}x the expert's pace" if reference_s is not None else "")
+    elapsed = outcome.world_elapsed_s
+    path = np.array(outcome.path, np.float64).reshape(-1, 3)
+    cte = path[:, 2] if len(path) else np.zeros(1)
+    summary = loop.summary(keeper)
+    summary["charged_latency_ms"] = outcome.charged_latency.summary()
+    points = outcome.interventions
     return EvalResult(
-        track=track.name, laps=laps, laps_completed=status.lap,
-        lap_times_s=list(status.lap_times_s), autonomy_pct=autonomy_pct(len(points), elapsed),
-        interventions=len(points), mean_abs_cte_m=float(cte.mean()),
-        max_abs_cte_m=float(cte.max()), elapsed_s=elapsed, pilot=pilot.describe(),
-        latency="measured" if latency_s is None else f"fixed {latency_s * 1000:g} ms",
-        stop_reason=reason, loop=summary,
-        path=np.array(path, np.float64).reshape(-1, 3), intervention_points=points)
+        track=world.name, laps=laps, laps_completed=min(status.lap, laps),
+        lap_times_s=list(status.lap_times_s[:laps]),
+        autonomy_pct=autonomy_pct(len(points), elapsed), interventions=len(points),
+        mean_abs_cte_m=float(cte.mean()), max_abs_cte_m=float(cte.max()), elapsed_s=elapsed,
+        pilot=pilot.describe(), latency=world.latency_note, stop_reason=reason, loop=summary,
+        path=path, intervention_points=points)

@@ -1,15 +1,21 @@
-"""The embedded simulator as the drive loop's camera and actuator.
+"""The embedded simulator as a World (``car.world``): the drive loop's camera and actuator,
+and the car's pose, departures and headway for the runner.
 
 Two ways to keep time:
 
-- **real time** (`car drive --sim`): the simulated world follows the monotonic clock. A
-  frame shows the car where it is now; a command acts after the simulated actuation delay,
-  so the pilot's real latency is paid as it would be on the car.
+- **real time** (`car drive --sim`, `car record --sim`): the simulated world follows the
+  monotonic clock. The camera renders ahead on its own thread at ``fps``, as a real camera
+  captures on its own, and ``read()`` hands over the newest frame, stamped with the time of
+  the pose it shows. A command acts after the simulated actuation delay, so the pilot's
+  real latency is paid as it would be on the car.
 - **lock-step** (`car sim eval`): the world waits for the loop, so a run takes as long as
-  the computer needs and no longer. The loop's clock is simulated time (from 0). Each command acts
-  after the actuation delay plus the pilot's latency: measured from frame to command on
-  this computer, or a fixed ``latency_s``. A tick that takes longer than a period delays
-  the next frame until it ends, as the Ratekeeper does on the car.
+  the computer needs and no longer. The loop's clock is simulated time (from 0); frames are
+  rendered when read. Each command acts after the actuation delay plus the pilot's latency:
+  measured from frame to command on this computer, or a fixed ``latency_s``. A tick that
+  takes longer than a period delays the next frame until it ends, as the Ratekeeper does
+  on the car.
+
+With ``randomize``, every lap brings a new look (floor, lines, light, camera mount).
 """
 
 from __future__ import annotations
@@ -18,18 +24,26 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+
+from car.camera import CameraError
 from car.frames import Command, Frame
-from car.sim.world import SimStatus, Simulator
+from car.health import Health
+from car.sim.expert import LATERAL_ACCEL_MPS2, PLAN_BRAKE_MPS2, speed_profile
+from car.sim.world import Simulator
+from car.world import STALL_M, SimStatus
 
 Clock = Callable[[], float]
+DEFAULT_FPS = 60.0
+FIRST_FRAME_S = 5.0  # real time: the camera thread's first frame must come by then
 
 
 class SimLink:
     """One simulator shared by ``camera`` and ``actuator``; ``clock`` is the loop's clock."""
 
     def __init__(self, sim: Simulator, period_s: float, *, lockstep: bool,
-                 latency_s: float | None = None, wall: Clock = time.perf_counter,
-                 monotonic: Clock = time.monotonic):
+                 latency_s: float | None = None, fps: float | None = None,
+                 wall: Clock = time.perf_counter, monotonic: Clock = time.monotonic):
         self.sim = sim
         self.period_s = period_s
         self.lockstep = lockstep
@@ -38,14 +52,17 @@ class SimLink:
         self._monotonic = monotonic
         self._origin_s = monotonic() - sim.time_s  # real time: simulated = clock - origin
         self._captured_wall = wall()
-        self._seq = 0
         self.last_latency_s = 0.0
         self.worst_abs_cte_m = 0.0
-        self.lock = threading.Lock()  # the loop's thread and its watchdog both drive the car
+        self._look_lap = sim.progress.laps
+        self._headway_mark_m = sim.progress.distance_m
+        self.lock = threading.Lock()  # the loop's thread, its watchdog and the camera's
         sim.renderer  # build the renderer now, not in the first tick  # noqa: B018
-        self.camera = SimCamera(self)
         self.actuator = SimActuator(self)
+        self.camera: SimCamera | LiveSimCamera = SimCamera(self) if lockstep else \
+            LiveSimCamera(self, max(fps or DEFAULT_FPS, 1.0 / period_s))
 
+    # ---------------------------------------------------------------- the world's time
     def clock(self) -> float:
         if self.lockstep:
             return self.sim.time_s
@@ -60,12 +77,14 @@ class SimLink:
     def _note(self, status: SimStatus) -> None:
         self.worst_abs_cte_m = max(self.worst_abs_cte_m, abs(status.cte_m))
 
-    def take_worst_abs_cte(self) -> float:
-        """The largest |cte| seen since the last call (checked every period, not only at
-        the frames)."""
-        worst, self.worst_abs_cte_m = self.worst_abs_cte_m, 0.0
-        return worst
+    def _pose_to_render(self) -> tuple[float, float, float]:
+        """The camera's pose now, after a new look if a lap just ended (call under lock)."""
+        if self.sim.progress.laps != self._look_lap:
+            self._look_lap = self.sim.progress.laps
+            self.sim.new_look()  # randomize: a new look every lap; a no-op otherwise
+        return self.sim.camera_pose()
 
+    # ---------------------------------------------------------------- the World protocol
     @property
     def status(self) -> SimStatus:
         return self.sim.status()
@@ -74,37 +93,135 @@ class SimLink:
     def name(self) -> str:
         return self.sim.track.name
 
+    def take_worst_abs_cte(self) -> float:
+        """The largest |cte| seen since the last call (checked every physics catch-up and
+        every period in lock-step, not only at the frames)."""
+        worst, self.worst_abs_cte_m = self.worst_abs_cte_m, 0.0
+        return worst
+
+    def departure(self) -> str | None:
+        """Off the track (|cte| over half its width) at any time since the last call."""
+        worst = max(self.take_worst_abs_cte(), abs(self.sim.status().cte_m))
+        return "off track" if worst > self.sim.track.width_m / 2 else None
+
     def lost(self) -> str | None:
-        """Why the car needs putting back (a whole track width off the centreline), or None."""
+        """A whole track width off the centreline: put the car back."""
         return "far off the track" if self.sim.far_off_track else None
 
     def put_back(self) -> None:
-        self.sim.reset_to_track()
+        with self.lock:
+            self.sim.reset_to_track()
+            self._headway_mark_m = self.sim.progress.distance_m
+
+    def made_headway(self) -> bool:
+        distance = self.sim.progress.distance_m
+        if distance > self._headway_mark_m + STALL_M:
+            self._headway_mark_m = distance
+            return True
+        return False
+
+    def lap_progress(self) -> float:
+        return self.sim.progress.distance_m / self.sim.track.length_m
+
+    def charged_latency_s(self) -> float | None:
+        return self.last_latency_s if self.lockstep else None
+
+    def reference_lap_s(self) -> float | None:
+        """The expert's planned lap time on this track."""
+        sim = self.sim
+        cap = min(sim.config.expert_speed_mps, sim.params.top_speed_mps * 0.95)
+        profile = speed_profile(sim.track, cap, LATERAL_ACCEL_MPS2, PLAN_BRAKE_MPS2)
+        return float(np.sum(sim.track.curve.ds / np.maximum(profile, 0.05)))
+
+    @property
+    def latency_note(self) -> str:
+        if not self.lockstep:
+            return "real: the simulator runs in real time"
+        return "measured" if self.latency_s is None else f"fixed {self.latency_s * 1000:g} ms"
+
+    def health(self) -> Health | None:
+        return None
 
     def close(self) -> None:
-        """Nothing to release."""
+        self.camera.close()
 
 
 class SimCamera:
-    """Renders what the simulated car's camera sees now."""
+    """Lock-step: renders what the simulated car's camera sees when the loop reads."""
 
     def __init__(self, link: SimLink):
         self.link = link
         self.size = link.sim.size
+        self._seq = 0
 
     def read(self) -> Frame:
         link = self.link
         with link.lock:
-            link._catch_up()
             stamp = link.clock()
-            image = link.sim.render()
+            image = link.sim.renderer.render(*link._pose_to_render())
             link._captured_wall = link._wall()
-            frame = Frame(image, stamp, link._seq)
-            link._seq += 1
+            frame = Frame(image, stamp, self._seq)
+            self._seq += 1
         return frame
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class LiveSimCamera:
+    """Real time: renders ahead on its own thread at ``fps`` and hands the newest frame to
+    ``read()``, as a real camera's reader thread does. The renderer's tables stay warm, and
+    the loop's capture is a hand-over rather than a render."""
+
+    def __init__(self, link: SimLink, fps: float):
+        self.link = link
+        self.size = link.sim.size
+        self.period_s = 1.0 / fps
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._failed: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sim-camera", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        link, seq = self.link, 0
+        next_s = link._monotonic()
+        try:
+            while not self._stop.is_set():
+                with link.lock:
+                    link._note(link._catch_up())
+                    pose = link._pose_to_render()
+                    stamp = link._monotonic()
+                image = link.sim.renderer.render(*pose)  # only this thread renders
+                with self._cond:
+                    self._latest = Frame(image, stamp, seq)
+                    self._cond.notify_all()
+                seq += 1
+                next_s += self.period_s
+                wait_s = next_s - link._monotonic()
+                if wait_s < 0:  # behind: the next frame now, not a burst to catch up
+                    next_s, wait_s = link._monotonic(), 0.0
+                self._stop.wait(wait_s)
+        except Exception as exc:  # reported by read(), which the loop handles
+            with self._cond:
+                self._failed = f"the simulator's camera failed: {type(exc).__name__}: {exc}"
+                self._cond.notify_all()
+
+    def read(self) -> Frame:
+        with self._cond:
+            self._cond.wait_for(lambda: self._latest is not None or self._failed is not None,
+                                timeout=FIRST_FRAME_S)
+            if self._failed is not None:
+                raise CameraError(self._failed)
+            if self._latest is None:
+                raise CameraError(f"the simulator's camera gave no frame in {FIRST_FRAME_S:g} s")
+            return self._latest  # may be the previous frame: the loop judges its age
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
 
 
 class SimActuator:
@@ -139,6 +256,16 @@ class SimActuator:
         while sim.time_s < end - 1e-9:
             link._note(sim.run_until(min(end, sim.time_s + link.period_s)))
 
+    def describe(self) -> str:
+        return "the simulated car"
+
+    def health(self) -> Health | None:
+        return None
+
+    def status(self) -> dict[str, object]:
+        return {}
+
     def close(self) -> None:
         """Leave the car with neutral commands (no time passes)."""
-        self.link.sim.command(0.0, 0.0)
+        with self.link.lock:
+            self.link.sim.command(0.0, 0.0)

@@ -11,16 +11,25 @@ from typing import Any
 
 import numpy as np
 
+from car.config import Config
 from car.errors import TrackError
 from car.sim.track import Track, TrackStyle, build_track
+from car.sim.vehicle import VehicleParams
 
 TRACK_KEYS = ("name", "width_m", "centerline", "style", "description")
 BUILTIN_DIR = "builtin_tracks"
+DEFAULT_TRACK = "diyrobocars"
+TRACK_HELP = "a built-in track name (see `car sim tracks`), a track .json file, or random:SEED"
 
 
 def builtin_names() -> list[str]:
     files = resources.files("car.sim").joinpath(BUILTIN_DIR).iterdir()
     return sorted(p.name[:-5] for p in files if p.name.endswith(".json"))
+
+
+def load_track_for(spec: str, config: Config) -> Track:
+    """A track by spec, checked against the configured car's turning radius."""
+    return load_track(spec, VehicleParams.from_config(config.sim).turn_radius_m)
 
 
 def load_track(spec: str, min_turn_radius_m: float) -> Track:

@@ -1,9 +1,9 @@
-"""The simulator: one car on one track, stepped at the control rate, rendered on demand."""
+"""The embedded simulator: one car on one track, stepped at the control rate, rendered on
+demand. ``car.sim.link.SimLink`` puts it behind the World protocol for the drive loop."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,25 +14,7 @@ from car.sim.render import Renderer
 from car.sim.scoring import Progress
 from car.sim.track import Track
 from car.sim.vehicle import Vehicle, VehicleParams
-
-
-@dataclass(frozen=True)
-class SimStatus:
-    """What the sim knows after a step: ground truth for recording and scoring."""
-
-    time_s: float
-    x: float
-    y: float
-    yaw: float
-    speed_mps: float
-    steering: float  # applied by the servo now (after delay and slew), normalised
-    throttle: float  # applied by the ESC now, normalised
-    cte_m: float
-    s_m: float
-    lap: int  # laps completed
-    lap_times_s: tuple[float, ...]
-    off_track: bool
-    off_track_events: int
+from car.world import SimStatus
 
 
 class Simulator:

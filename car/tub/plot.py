@@ -1,6 +1,7 @@
 """`car tub plot`: a model's predictions against the recorded labels, over time (as
-donkeycar's tubplot does), drawn with OpenCV. The model runs through the engine and the
-preprocessing the car drives with, so what it shows is what the car would do."""
+donkeycar's tubplot does), drawn with OpenCV. The predictions come from `car replay`'s run
+(``car.replay.replay``): the engine, the preprocessing and the drive loop the car drives
+with, so what it shows is what the car would do."""
 
 from __future__ import annotations
 
@@ -11,43 +12,9 @@ import cv2
 import numpy as np
 
 from car.errors import CarError
-from car.tub.reader import Tub
-from deploy.engine import Engine, EngineError
 
 WIDTH, PANEL = 1200, 260
 LABEL, MODEL = (200, 120, 40), (40, 140, 255)  # BGR: blue-ish labels, orange predictions
-
-
-def predict_tub(tub: Tub, engine: Engine, steering_key: str, throttle_key: str,
-                start: int | None = None, end: int | None = None) -> tuple[np.ndarray, int]:
-    """((N, 5) rows: index, label steering, label throttle, model steering, model throttle;
-    the count of records skipped for a missing or corrupt image). The model's temporal
-    state is reset at every gap in indexes, every new session and every skipped record."""
-    rows = []
-    skipped = 0
-    last_index, last_session = None, None
-    for rec in tub.records():
-        i = rec["_index"]
-        if (start is not None and i < start) or (end is not None and i >= end):
-            continue
-        if last_index is None or i != last_index + 1 or rec.get("_session_id") != last_session:
-            engine.reset()
-        last_index, last_session = i, rec.get("_session_id")
-        try:
-            image = tub.load_image(rec)
-        except CarError:  # a missing or corrupt image: skip it, count it, start afresh
-            skipped += 1
-            last_index = None
-            continue
-        try:
-            predicted = engine.predict(image)
-        except (EngineError, ValueError) as exc:
-            raise CarError(f"{tub.path} record {i}: {exc}") from None
-        rows.append((i, float(rec.get(steering_key, np.nan)), float(rec.get(throttle_key, np.nan)),
-                     *predicted))
-    if not rows:
-        raise CarError(f"{tub.path}: no records to plot in that range")
-    return np.array(rows), skipped
 
 
 def write_plot(rows: np.ndarray, out: str | os.PathLike, title: str) -> Path:

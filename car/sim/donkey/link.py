@@ -1,6 +1,5 @@
-"""A donkey simulator (``donkey://HOST:PORT``) as the drive loop's camera and actuator, with the
-same face as the embedded simulator's ``SimLink``: ``camera``, ``actuator``, ``clock``,
-``status``, ``lost()`` and ``put_back()``.
+"""A donkey simulator (``donkey://HOST:PORT``) as a World (``car.world``): the drive loop's
+camera and actuator, and the car's pose, departures and headway from its telemetry.
 
 - **real time**: frames carry their arrival time on the monotonic clock; a control goes out
   at once.
@@ -8,7 +7,8 @@ same face as the embedded simulator's ``SimLink``: ``camera``, ``actuator``, ``c
   each control makes the simulator run one period and answer with one frame, which the
   actuator waits for. The loop's clock is the simulator's.
 
-A car that has left the track (``hit`` in telemetry, or |cte| over ``max_cte``) is put back
+A car that has left the track (``hit`` in telemetry, or |cte| over ``max_cte``: a departure,
+and lost) is put back
 at the nearest path node with ``node_position`` and ``set_position`` (newer Unity builds and
 `car sim serve`), or with ``reset_car`` when the simulator does not answer.
 """
@@ -23,9 +23,10 @@ from car.actuator import ActuatorError
 from car.camera import CameraError
 from car.errors import CarError
 from car.frames import Command, Frame
+from car.health import Health
 from car.sim.donkey import messages as m
 from car.sim.donkey.client import DonkeyClient
-from car.sim.world import SimStatus
+from car.world import STALL_M, SimStatus
 
 SCHEME = "donkey://"
 SILENT_S = 5.0  # no telemetry for this long: the simulator has stopped answering
@@ -57,6 +58,8 @@ class DonkeyLink:
         self.max_cte = max_cte
         self.resets = 0
         self._warned_reset = False
+        self._wall_start_s = time.monotonic()
+        self._headway_mark: tuple[int | None, float, float] | None = None
         self.camera = DonkeyCamera(self)
         self.actuator = DonkeyActuator(self)
 
@@ -81,13 +84,20 @@ class DonkeyLink:
 
     @property
     def status(self) -> SimStatus:
+        """From the newest telemetry; its time is the simulator's, or the wall clock's since
+        the link opened when the simulator sends none."""
         t = self.client.telemetry
         assert t is not None, "connect() waits for the first frame"
         c = self.client
-        return SimStatus(time_s=t.time_s, x=t.x, y=t.y, yaw=t.yaw, speed_mps=t.speed,
+        time_s = t.time_s if math.isfinite(t.time_s) else time.monotonic() - self._wall_start_s
+        return SimStatus(time_s=time_s, x=t.x, y=t.y, yaw=t.yaw, speed_mps=t.speed,
                          steering=t.steering, throttle=t.throttle, cte_m=t.cte, s_m=0.0,
                          lap=c.laps, lap_times_s=tuple(c.lap_times_s),
                          off_track=abs(t.cte) > self.max_cte, off_track_events=self.resets)
+
+    def departure(self) -> str | None:
+        """A hit since the last call, or |cte| over ``max_cte``: both a departure and lost."""
+        return self.lost()
 
     def lost(self) -> str | None:
         """Why the car needs putting back (a hit since the last call, or |cte| too large)."""
@@ -127,9 +137,39 @@ class DonkeyLink:
         # The next frame shows the car where it was put (lock-step: the step it answers).
         client.wait_frame(seq, SILENT_S if self.lockstep else REPLY_S)
         client.take_hits()
+        self._headway_mark = None
 
-    def health(self) -> dict:
-        return self.client.health()
+    def made_headway(self) -> bool:
+        """A new path node, or (a simulator that reports none) ``STALL_M`` travelled."""
+        t = self.client.telemetry
+        now = None if t is None else (t.active_node, t.x, t.y)
+        last = self._headway_mark
+        if last is None or now is None:
+            moved = True
+        elif now[0] is not None:
+            moved = now[0] != last[0]
+        else:
+            moved = math.hypot(now[1] - last[1], now[2] - last[2]) > STALL_M
+        if moved:
+            self._headway_mark = now
+        return moved
+
+    def lap_progress(self) -> float:
+        return float(self.client.laps)
+
+    def charged_latency_s(self) -> float | None:
+        return None  # the simulator keeps its own time: the car pays what the loop took
+
+    def reference_lap_s(self) -> float | None:
+        return None  # a remote track comes with no planned lap
+
+    @property
+    def latency_note(self) -> str:
+        return "none: lock-step" if self.lockstep else "real: the simulator runs in real time"
+
+    def health(self) -> Health:
+        h = self.client.health()
+        return Health("donkey", h, describe_health(h))
 
     def close(self) -> None:
         self.client.close()
@@ -181,6 +221,15 @@ class DonkeyActuator:
     def __init__(self, link: DonkeyLink):
         self.link = link
         self.sent = 0
+
+    def describe(self) -> str:
+        return f"the car in the simulator at {self.link.client.address}"
+
+    def health(self) -> Health | None:
+        return None  # the link's figures are the world's health
+
+    def status(self) -> dict[str, object]:
+        return {}
 
     @property
     def fault(self) -> str | None:

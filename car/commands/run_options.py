@@ -1,0 +1,110 @@
+"""What `car drive` and `car record` share: the flags that describe a run, their mapping
+onto ``car.run.RunSpec``, the run itself under Ctrl-C, and the summary they print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from car.commands import CtrlC, bounded
+from car.devices import ACTUATORS, CONTROLLERS
+from car.health import Health
+from car.loop import MAX_RATE_HZ, MIN_RATE_HZ
+from car.run import Run
+from car.sim.tracks import DEFAULT_TRACK
+
+
+def add_device_options(p: argparse.ArgumentParser, *, controller_help: str) -> None:
+    """Where frames come from, where commands go, who the user is, and when to stop."""
+    p.add_argument("--sim", nargs="?", const=DEFAULT_TRACK, metavar="TRACK",
+                   help=f"drive the embedded simulator on TRACK (default {DEFAULT_TRACK}), or "
+                        "a donkey simulator (the Unity sim, or `car sim serve`) at "
+                        "donkey://HOST:PORT")
+    p.add_argument("--scene", help="with --sim donkey://...: the scene to load (default: the "
+                   "simulator's first)")
+    p.add_argument("--camera", metavar="SPEC",
+                   help="usb:INDEX, csi[:SENSOR], gst:PIPELINE or replay:TUB "
+                        "(default: camera.source in car.toml)")
+    p.add_argument("--hz", type=bounded(float, MIN_RATE_HZ, MAX_RATE_HZ),
+                   help=f"loop rate, {MIN_RATE_HZ:g} to {MAX_RATE_HZ:g} Hz (default: "
+                        "drive.rate_hz)")
+    p.add_argument("--actuator", choices=ACTUATORS,
+                   help="where commands go: sim (the default with --sim), serial (the MCU; "
+                        "with --sim, hardware in the loop: the simulated car follows the "
+                        "pulses the MCU reports) or dry (nowhere). Default off the simulator: "
+                        "actuator.driver")
+    p.add_argument("--port", help="serial port of the MCU (default: actuator.port)")
+    p.add_argument("--controller", choices=CONTROLLERS, help=controller_help)
+    p.add_argument("--duration", type=bounded(float, 0.1, 1e6), metavar="S",
+                   help="stop after S seconds")
+    p.add_argument("--seed", type=bounded(int, 0, 2**63 - 1), default=0,
+                   help="simulator seed (default 0)")
+    p.add_argument("--randomize", action="store_true", help="simulator: a new look every lap")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def device_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunSpec fields the shared flags set."""
+    return {"sim": args.sim, "scene": args.scene, "camera": args.camera, "rate_hz": args.hz,
+            "actuator": args.actuator, "port": args.port, "duration_s": args.duration,
+            "seed": args.seed, "randomize": args.randomize}
+
+
+def on_the_car(args: argparse.Namespace, camera_source: str) -> bool:
+    """Neither a simulator nor a replayed tub: a real camera."""
+    spec = camera_in_use(args, camera_source)
+    return spec is not None and not spec.startswith("replay:")
+
+
+def camera_in_use(args: argparse.Namespace, camera_source: str) -> str | None:
+    """The camera spec a run reads, or None when a simulator draws the frames."""
+    spec = args.camera or camera_source
+    return None if args.sim is not None or spec == "sim" else spec
+
+
+def drive_and_report(run: Run, args: argparse.Namespace,
+                     start_line: Callable[[Run], str]) -> int:
+    """Open the run, print its start line, drive until a stop (Ctrl-C: the first press
+    stops at the next tick, a second at once), close, print the summary; the exit code."""
+    with run:
+        print(f"{start_line(run)}; Ctrl-C stops (twice: at once)", file=sys.stderr)
+        with CtrlC(second_raises=True) as ctrl_c:
+            summary = run.drive(should_stop=lambda: ctrl_c.pressed)
+        if ctrl_c.pressed:
+            summary["stop_reason"] = "interrupted"
+    print(json.dumps(summary) if args.json else format_summary(summary, run.health))
+    return exit_code(summary["stop_reason"])
+
+
+def exit_code(reason: str) -> int:
+    return 1 if reason.startswith("device failed") else (130 if reason == "interrupted" else 0)
+
+
+def format_summary(summary: dict[str, Any], health: list[Health]) -> str:
+    """The human-readable summary `car drive` and `car record` print on exit."""
+    lines = [f"{summary['ticks']} ticks in {summary['elapsed_s']:.1f} s: {summary['hz']} Hz "
+             f"(target {summary['target_hz']:g}), {summary['overruns']} overruns "
+             f"({summary['overrun_pct']:.2f}%); stopped: {summary['stop_reason']}",
+             f"engine: {summary['engine']}",
+             f"{'stage':<18}{'p50 ms':>9}{'p99 ms':>9}"]
+    for name, lat in summary["latency_ms"].items():
+        if lat["p50"] is not None:
+            lines.append(f"{name:<18}{lat['p50']:>9.3f}{lat['p99']:>9.3f}")
+    safety = {k: v for k, v in summary["safety"].items() if v}
+    if safety:
+        lines.append("safety: " + ", ".join(f"{k} {v}" for k, v in safety.items()))
+    if "sim" in summary:
+        s = summary["sim"]
+        laps = ", ".join(f"{t:.2f} s" for t in s["lap_times_s"])
+        lines.append(f"sim {s['track']}: {s['laps']} lap(s){f' ({laps})' if laps else ''}, "
+                     f"{s['off_track_events']} off-track event(s), {s['resets']} reset(s)")
+    lines += [h.line for h in health]
+    if "record" in summary:
+        r = summary["record"]
+        dropped = f", {r['dropped']} DROPPED (disk too slow)" if r["dropped"] else ""
+        erased = f", {r['erased']} erased (restorable)" if r.get("erased") else ""
+        lines.append(f"recorded {r['written']} records into {r['path']}{dropped}{erased}")
+    return "\n".join(lines)
