@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -88,21 +87,18 @@ def test_car_mcu_emulate_serves_until_terminated(capsys: pytest.CaptureFixture[s
 
 def test_car_mcu_emulate_detach_returns_the_port_at_once(tmp_path: Path) -> None:
     log = tmp_path / "emu.log"
-    start = time.monotonic()
     done = subprocess.run([*CAR, "mcu", "emulate", "--detach", "--log", str(log)],
-                          capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0 and time.monotonic() - start < 20
+                          capture_output=True, text=True, timeout=60)  # a hang, not a speed
+    assert done.returncode == 0
     port = done.stdout.strip()
     pid = int(re.search(r"pid (\d+)", done.stderr).group(1))  # type: ignore[union-attr]
-    try:
+    try:  # the command has returned, and the emulator it left behind serves the port
         assert os.path.exists(port)
         assert main(["mcu", "status", "--port", port, "--seconds", "0"]) == 0
     finally:
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and "emulator stopped" not in log.read_text():
-        time.sleep(0.05)
-    assert "CONFIGURED on" in log.read_text() and "emulator stopped" in log.read_text()
+    assert wait_for(lambda: "emulator stopped" in log.read_text(), 10)
+    assert "CONFIGURED on" in log.read_text()
 
 
 def test_car_mcu_emulate_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
@@ -116,7 +112,8 @@ def test_hardware_in_the_loop_when_the_mcu_hangs(emu: PtyEmulator, tmp_path: Pat
 
     def hang_once_driving() -> None:  # the MCU stops answering after 1 s of driving
         wait_for(lambda: emu.core.outputs[1] > 1500, 20.0)
-        time.sleep(1.0)
+        drives = emu.core.counts.drives
+        wait_for(lambda: emu.core.counts.drives >= drives + 20, 20.0)  # 20 ticks at 20 Hz
         emu.frozen.set()
 
     threading.Thread(target=hang_once_driving, daemon=True).start()

@@ -26,6 +26,7 @@ from tests.conftest import (
     frame,
     writer_in_another_process,
 )
+from tests.waiting import wait_for
 
 ALL_INPUTS = ["cam/image_array", "cam/gray", "depth/array", "user/angle", "count", "user/mode",
               "flag", "imu/array", "path/list", "behavior/vector"]
@@ -202,10 +203,17 @@ def test_a_writer_thread_error_reaches_the_caller(tmp_path: Path,
     writer = TubWriter(tmp_path / "tub", DRIVE_INPUTS, DRIVE_TYPES)
     monkeypatch.setattr(TubAppender, "append", append)
     writer.write(drive_record(0))
-    with pytest.raises(TubError, match="No space left on device"):
-        for i in range(200):
-            writer.write(drive_record(i))
-            time.sleep(0.005)
+    errors: list[TubError] = []
+
+    def refused() -> bool:  # a later write raises the thread's error
+        try:
+            writer.write(drive_record(1))
+        except TubError as exc:
+            errors.append(exc)
+        return bool(errors)
+
+    assert wait_for(refused, 10)
+    assert "No space left on device" in str(errors[0])
     with pytest.raises(TubError, match="No space left"):
         writer.close()
     monkeypatch.undo()

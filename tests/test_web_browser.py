@@ -96,6 +96,12 @@ class FakeLoop:
         self._thread.join(timeout=2)
 
 
+def page_ticks(page: Page, ticks: int) -> None:
+    """Wait until ``page`` has sent ``ticks`` more control messages (one per 40 ms tick)."""
+    sent = page.evaluate("window.carPage.sent")
+    page.wait_for_function(f"window.carPage.sent >= {sent + ticks}", timeout=5000)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
@@ -208,7 +214,9 @@ def test_gamepad_standard_mapping(browser: Browser, web: WebController,
     mark = loop.mark()
     page.evaluate("fakePad.buttons[1].value = 1")  # B: stop, once however long it is held
     loop.wait_for(lambda u, _: u.estop, mark)
-    time.sleep(0.2)
+    page_ticks(page, 5)  # five more reads of the pad with B held
+    page.evaluate("fakePad.axes[0] = -0.5")  # then a marker, sent after all of them
+    loop.wait_for(lambda u, _: u.steering == -0.5, mark)
     assert sum(u.estop for u, _ in loop.since(mark)) == 1
     page.close()
 
@@ -231,7 +239,10 @@ def test_buttons_send_requests_once(browser: Browser, web: WebController,
     loop.wait_for(lambda u, _: u.estop, mark)
     page.locator("#limit").fill("40")
     loop.wait_for(lambda u, _: u.throttle_limit == pytest.approx(0.4), mark)
-    time.sleep(0.2)  # a few more ticks: nothing is delivered twice
+    page_ticks(page, 5)  # a few more ticks: nothing is delivered twice
+    page.keyboard.down("ArrowLeft")  # a marker after them
+    loop.wait_for(lambda u, _: u.steering < 0, mark)
+    page.keyboard.up("ArrowLeft")
     delivered = [u for u, _ in loop.since(mark)]
     assert sum(u.recording is not None for u in delivered) == 1
     assert sum(u.mode is not None for u in delivered) == 1
@@ -296,14 +307,17 @@ def test_a_hidden_page_sends_one_neutral_and_stops(browser: Browser, web: WebCon
     sent = page.evaluate(HIDE, True)  # a background tab: timers would run at ~1 Hz
     loop.wait_for(lambda u, failsafe: u == UserInput() and not failsafe, mark)  # the neutral
     neutral = loop.mark()
-    loop.wait_for(lambda u, failsafe: failsafe, neutral)  # then nothing
-    time.sleep(0.3)
+    # then nothing: the failsafe (250 ms without a control) while the page's 25 Hz timer runs
+    loop.wait_for(lambda u, failsafe: failsafe, neutral)
     assert page.evaluate("[window.carPage.sent, window.carPage.hiddenNeutrals]") == [sent + 1, 1]
     assert all(u.throttle == 0 for u, _ in loop.since(neutral))
     page.evaluate(HIDE, False)  # visible again: ArrowUp is still down, but nothing is held
     mark = loop.mark()
     loop.wait_for(lambda u, failsafe: not failsafe, mark)
-    time.sleep(0.2)
+    page_ticks(page, 5)
+    page.keyboard.down("ArrowLeft")  # a marker after those ticks
+    loop.wait_for(lambda u, _: u.steering < 0, mark)
+    page.keyboard.up("ArrowLeft")
     assert all(u.throttle == 0 for u, _ in loop.since(mark))
     page.keyboard.up("ArrowUp")
     page.keyboard.down("ArrowUp")  # a new press drives again
@@ -343,18 +357,24 @@ def test_second_page_is_view_only(browser: Browser, web: WebController,
     assert "VIEW ONLY" in second.inner_text("#banner-view")
     assert second.inner_text("#role") == "view only"
     assert first.inner_text("#role") == "driving"
+    mark = loop.mark()
     second.keyboard.down("ArrowUp")  # ignored: the first page drives
-    time.sleep(0.2)
-    assert all(u.throttle == 0 for u, _ in loop.since(loop.mark() - 3))
+    second.wait_for_function("window.carPage.throttle > 0.3")  # its stick is up
+    page_ticks(first, 3)
+    first.keyboard.down("ArrowLeft")  # a marker from the driving page, after those
+    loop.wait_for(lambda u, _: u.steering < 0, mark)
+    first.keyboard.up("ArrowLeft")
+    assert all(u.throttle == 0 for u, _ in loop.since(mark))
     mark = loop.mark()
     first.close()  # the second takes over, its throttle held: not until it centres
     second.wait_for_selector("#banner-view", state="hidden")
     second.wait_for_selector("#banner-takeover", state="visible")
     assert "center the controls to take over" in second.inner_text("#banner-takeover")
-    time.sleep(0.3)
-    assert all(u.throttle == 0 for u, _ in loop.since(mark))
+    page_ticks(second, 5)  # the new owner sends its held throttle
     second.keyboard.up("ArrowUp")  # centred: it drives from here
+    # the server took the centred control, so every control before it too
     second.wait_for_selector("#banner-takeover", state="hidden")
+    assert all(u.throttle == 0 for u, _ in loop.since(mark))
     second.keyboard.down("ArrowUp")
     loop.wait_for(lambda u, _: u.throttle > 0.3, loop.mark())
     second.keyboard.up("ArrowUp")

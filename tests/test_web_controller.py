@@ -271,10 +271,7 @@ def test_binary_and_oversized_messages_are_rejected(web: WebController) -> None:
         await ws.send_str(control(0.5, 0.5) + " " * 10_000)
         closed = await asyncio.wait_for(ws.receive(), 3)
         assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-        for _ in range(100):
-            if not web.owner_connected:
-                break
-            await asyncio.sleep(0.01)
+        await gone(web)
         assert web.poll(0.0) == UserInput()
     run(web, scenario)
     assert web.stats["malformed"] == 1
@@ -432,7 +429,7 @@ def test_each_frame_is_encoded_once_for_every_browser(web: WebController) -> Non
                 while msg.type != aiohttp.WSMsgType.BINARY:
                     msg = await asyncio.wait_for(ws.receive(), 3)
                 assert msg.data.startswith(JPEG_MAGIC)
-        for _ in range(100):  # the server counts a frame once its send has returned
+        for _ in range(300):  # the server counts a frame once its send has returned
             if web.stats["frames_sent"] == 6:
                 break
             await asyncio.sleep(0.01)
@@ -441,16 +438,19 @@ def test_each_frame_is_encoded_once_for_every_browser(web: WebController) -> Non
     assert web.stats["frames_sent"] == 6
 
 
-def test_close_ends_the_sockets_and_the_thread(clock: FakeClock) -> None:
+def test_close_ends_the_sockets_and_the_thread(clock: FakeClock,
+                                               caplog: pytest.LogCaptureFixture) -> None:
     web = WebController(WebConfig(host="127.0.0.1", port=0, token=TOKEN), clock=clock)
     web.start()
 
     async def scenario(session: aiohttp.ClientSession, base: str) -> None:
         ws = await open_ws(session, base)
         received = asyncio.ensure_future(ws.receive())  # answers the server's close
-        started = time.monotonic()
-        await asyncio.get_running_loop().run_in_executor(None, web.close)
-        assert time.monotonic() - started < 0.5
+        with caplog.at_level(logging.WARNING, "car.controllers.web"):
+            await asyncio.get_running_loop().run_in_executor(None, web.close)
+        # close() returned through the clean shutdown (it closed the socket itself), not by
+        # giving up on a hung one
+        assert "did not stop cleanly" not in caplog.text
         msg = await asyncio.wait_for(received, 3)
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert msg.extra == "the car is stopping"
