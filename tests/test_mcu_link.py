@@ -175,7 +175,7 @@ def test_link_loss_goes_neutral_and_reconnects(emu: PtyEmulator) -> None:
         assert wait_for(lambda: act.fault is None and act.link.stats.reconnects == 1, 5.0)
         act.send(Command(-0.5, 0.0))
         assert wait_for(lambda: applied(act) == (1310, 1500))
-        health = act.health()
+        health = act.health().data
         assert health["losses"] == 1 and health["reconnects"] == 1
         assert health["send_skipped"] >= 1 and health["battery_v"] > 6
     finally:
