@@ -275,8 +275,7 @@ class DonkeyClient:
         with self._cond:
             seq = self.counts.telemetry
             self.counts.telemetry += 1
-            t = read_telemetry(message, seq, now)
-            self.telemetry = t
+            self.telemetry = t = read_telemetry(message, seq, now)
             stamp = t.time_s if self.lockstep and not math.isnan(t.time_s) else now
             self.frame = Frame(image, stamp, seq)
             if t.hit != "none":
