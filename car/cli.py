@@ -14,6 +14,7 @@ from car import __version__
 from car.commands import bench as bench_commands
 from car.commands import build as build_commands
 from car.commands import calibrate as calibrate_commands
+from car.commands import calibrate_servo as calibrate_servo_commands
 from car.commands import config as config_commands
 from car.commands import drive as drive_commands
 from car.commands import gamepad as gamepad_commands
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_commands.register(commands)
     build_commands.register(commands)
     mcu_commands.register(commands)
-    calibrate_commands.register(commands)
+    calibrate_servo_commands.register(calibrate_commands.register(commands))
     gamepad_commands.register(commands)
     return parser
 

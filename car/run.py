@@ -163,7 +163,7 @@ class Run:
 
     def _open(self) -> None:
         spec, config, p, stack = self.spec, self.config, self.plan, self._stack
-        threads = None  # ONNX Runtime's own choice of intra-op threads
+        threads = config.drive.inference_threads or None  # None: ONNX Runtime's default
         if spec.model is not None:
             self.engine = open_pilot(spec.model, spec.provider, threads=threads)
             stack.callback(self.engine.close)

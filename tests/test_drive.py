@@ -175,7 +175,8 @@ def test_car_drive_refuses_a_model_without_its_manifest(tmp_path, capsys):
 
 def test_car_replay_against_a_reference(tmp_path, capsys, sim_tub_pristine):
     ref = tmp_path / "ref.json"
-    base = ["replay", str(sim_tub_pristine), "--model", str(FIXTURE), "--ref", str(ref)]
+    base = ["replay", str(sim_tub_pristine), "--model", str(FIXTURE), "--ref", str(ref),
+            "--budget-ms", "10000"]  # what is compared here is the outputs, not the speed
     assert main([*base, "--update-ref"]) == 0
     assert main([*base, "--json"]) == 0
     passed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -191,7 +192,8 @@ def test_car_replay_against_a_reference(tmp_path, capsys, sim_tub_pristine):
 def test_car_replay_counts_a_nan_on_one_side_as_a_mismatch(tmp_path, capsys,
                                                            sim_tub_pristine):
     ref = tmp_path / "ref.json"
-    base = ["replay", str(sim_tub_pristine), "--model", str(FIXTURE), "--ref", str(ref)]
+    base = ["replay", str(sim_tub_pristine), "--model", str(FIXTURE), "--ref", str(ref),
+            "--budget-ms", "10000"]  # what is compared here is the outputs, not the speed
     assert main([*base, "--update-ref"]) == 0
     data = json.loads(ref.read_text())
     data["outputs"][0][1] = None  # the reference said NaN there

@@ -4,10 +4,8 @@
 from the camera) and, with ``--write``, stores it in ``[lens]`` (see docs/calibration.md).
 
 More targets (``car calibrate steering``, ``car calibrate throttle``) hang off the same
-parser: ``add_calibrate_parser(commands)`` makes ``car calibrate`` with the camera target
-and returns its sub-subparsers, so another module adds its own with
-``servo.register(add_calibrate_parser(commands))``; ``register(commands)`` is the plain
-one-module form that cli.py calls.
+parser: ``register(commands)`` makes ``car calibrate`` with the camera target and returns
+its sub-subparsers, and cli.py hands them to ``car.commands.calibrate_servo.register``.
 """
 
 from __future__ import annotations
@@ -42,19 +40,14 @@ DEFAULT_VIEWS = 20
 HINT_AFTER_S = 5.0  # live: say how to move the board after this long without a new view
 
 
-def add_calibrate_parser(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """Add ``car calibrate`` with its ``camera`` target; returns the targets' subparsers."""
+def register(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add ``car calibrate`` with its ``camera`` target; returns the targets' subparsers
+    (cli.py adds ``steering`` and ``throttle`` from ``car.commands.calibrate_servo``)."""
     parser = commands.add_parser("calibrate", help="calibrate the camera lens (and the car's "
                                  "steering and throttle) into car.toml")
     targets = parser.add_subparsers(dest="calibrate_target", metavar="TARGET", required=True)
     register_camera(targets)
     return targets
-
-
-def register(commands: argparse._SubParsersAction) -> None:
-    from car.commands import calibrate_servo
-
-    calibrate_servo.register(add_calibrate_parser(commands))
 
 
 def register_camera(targets: argparse._SubParsersAction) -> None:

@@ -84,6 +84,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     plot.add_argument("--end", type=int, help="stop before this index")
     plot.add_argument("--steering-key", default="user/angle")
     plot.add_argument("--throttle-key", default="user/throttle")
+    plot.add_argument("--csv", metavar="PATH", help="also write the rows (index, recorded "
+                      "steering and throttle, the model's) as CSV")
     add_config_options(plot)
     plot.set_defaults(handler=plot_command)
 
@@ -264,5 +266,10 @@ def plot_command(args: argparse.Namespace) -> None:
     mae = np.nanmean(np.abs(rows[:, 1] - rows[:, 3]))
     out = write_plot(rows, args.out, f"{Path(args.model).name} ({engine.manifest.model_type}) "
                                      f"on {tub.path.name}: {len(rows)} records")
+    if args.csv:
+        header = "index,label_steering,label_throttle,model_steering,model_throttle"
+        np.savetxt(args.csv, rows, delimiter=",", header=header, comments="",
+                   fmt=["%d", "%.7g", "%.7g", "%.7g", "%.7g"])
     note = f", {run.skipped} skipped (missing or corrupt image)" if run.skipped else ""
-    print(f"wrote {out}: {len(rows)} records{note}, steering MAE {mae:.3f}")
+    print(f"wrote {out}{f' and {args.csv}' if args.csv else ''}: {len(rows)} records{note}, "
+          f"steering MAE {mae:.3f}")

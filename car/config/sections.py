@@ -57,6 +57,10 @@ class DriveConfig:
     hot_reload: bool = _field(
         True, "Reload the model when its file changes, loading it in the background and "
         "swapping it in between two ticks.")
+    inference_threads: int = _field(
+        0, "Threads ONNX Runtime may use for one inference; 0: its default (one per core). "
+        "1 leaves the other cores to the camera and the rest of the loop, for a steadier "
+        "rate with a large model on a small CPU.", min=0, max=64)
 
 
 @dataclass(frozen=True)
