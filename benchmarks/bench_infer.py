@@ -2,10 +2,10 @@
 
     python benchmarks/bench_infer.py [--models DIR] [--runs 300]
 
-``--models DIR`` takes trained models in DIR/<family>/pilot.onnx (with pilot.pt beside);
+``--models DIR`` takes trained models in DIR/<family>/pilot.onnx (with pilot.pt2 beside);
 without it, each family is built untrained and exported (latency does not depend on the
 weights). Batch 1, 160x120 frames, preprocessing timed separately from inference.
-The baseline is the training framework itself: the torch checkpoint run eagerly on the
+The baseline is the training framework itself: the exported torch program (pilot.pt2) on the
 CPU in the same run; ``vs torch cpu`` is its p50 over the row's p50.
 """
 

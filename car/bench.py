@@ -31,7 +31,7 @@ class BenchRow:
 
 def candidates(model: Path) -> list[tuple[str, Path, str | None]]:
     """(engine kind, file, provider) for the model and its siblings: ONNX Runtime on each
-    provider, the torch checkpoint, and any TensorRT engine built from it."""
+    provider, the exported torch program (``.pt2``), and any TensorRT engine built from it."""
     out: list[tuple[str, Path, str | None]] = []
     stem = model.with_suffix("")
     onnx = stem.with_suffix(".onnx")
@@ -41,9 +41,9 @@ def candidates(model: Path) -> list[tuple[str, Path, str | None]]:
     for suffix in TENSORRT_SUFFIXES:
         if stem.with_suffix(suffix).is_file():
             out.append(("tensorrt", stem.with_suffix(suffix), None))
-    if stem.with_suffix(".pt").is_file():
-        out.append(("torch", stem.with_suffix(".pt"), "cpu"))
-        out.append(("torch", stem.with_suffix(".pt"), "cuda"))
+    if stem.with_suffix(".pt2").is_file():
+        out.append(("torch", stem.with_suffix(".pt2"), "cpu"))
+        out.append(("torch", stem.with_suffix(".pt2"), "cuda"))
     if not out:
         out.append(("?", model, None))
     return out
@@ -102,7 +102,10 @@ def bench_model(model: Path, runs: int = 300, seed: int = 0) -> list[BenchRow]:
             rng = np.random.default_rng(seed)
             frames = [rng.integers(0, 256, (p.source_height, p.source_width, 3), np.uint8)
                       for _ in range(8)]
-        pre, inf = time_engine(engine, frames, runs)
+        try:
+            pre, inf = time_engine(engine, frames, runs)
+        finally:
+            engine.close()  # one engine's session or GPU buffers at a time
         row.preprocess_ms, row.infer_ms = pre.summary(), inf.summary()
     return rows
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy.engine import TENSORRT_SUFFIXES, EngineError
+from deploy.base import TENSORRT_SUFFIXES, EngineError
 from deploy.manifest import (
     Manifest,
     ManifestError,

@@ -1,9 +1,16 @@
-"""The model manifest: ``pilot.json`` next to ``pilot.onnx`` / ``pilot.trt`` / ``pilot.pt``.
+"""The model manifest: ``pilot.json`` next to ``pilot.onnx`` / ``pilot.pt2`` / ``pilot.trt``.
 
 It says everything an engine needs to run the model file and nothing about how it was
 built: model type, input shape and preprocessing, sequence length and recurrent state,
 outputs and their ranges, plus what it was trained on and how its export was checked.
 Versioned: a loader refuses a manifest newer than it understands.
+
+Outputs: the model gives one (1, N) tensor (``output_name``) whose N columns are named by
+``output_names``; engines find steering and throttle by the names ``"steering"`` and
+``"throttle"``, not by position. ``output_ranges`` gives each column's (low, high) in
+normalised units: steering -1 = full left, +1 = full right; throttle -1 = full reverse,
++1 = full forward; a range must lie within [-1, 1] (the tanh head's span), and engines
+refuse a manifest whose ranges do not.
 """
 
 from __future__ import annotations
@@ -57,6 +64,21 @@ class Manifest:
             raise ManifestError(f"sequence_length must be ≥ 1, got {self.sequence_length}")
         if len(self.output_names) != len(self.output_ranges):
             raise ManifestError("output_names and output_ranges differ in length")
+
+    def control_columns(self) -> tuple[int, int]:
+        """(steering column, throttle column) of the output, found by name; ManifestError
+        if either name is missing or a column's range is not within [-1, 1]."""
+        names = list(self.output_names)
+        if "steering" not in names or "throttle" not in names:
+            raise ManifestError(f"the manifest names the output columns {names}; a pilot's "
+                                "manifest names one \"steering\" and one \"throttle\" "
+                                "column (re-export with `car export`)")
+        for name, (low, high) in zip(names, self.output_ranges):
+            if not -1.0 <= low <= high <= 1.0:
+                raise ManifestError(f"the manifest gives output {name!r} the range "
+                                    f"[{low:g}, {high:g}]; ranges are in normalised units "
+                                    "within [-1, 1] (re-export with `car export`)")
+        return names.index("steering"), names.index("throttle")
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -3,6 +3,8 @@
 Provider order by default: TensorRT (with an engine cache beside the model, so only the
 first load pays for the build), then CUDA, then CPU, keeping those this onnxruntime build
 offers. ``provider`` forces one (``tensorrt``, ``cuda``, ``cpu`` or a full provider name).
+``threads`` sets the intra-op thread count (None: ONNX Runtime's default); worker threads
+never spin while waiting, so an idle pilot leaves the CPU to the camera and the loop.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy.engine import EngineError, ManifestEngine
+from deploy.base import EngineError, ManifestEngine
 
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -57,9 +59,14 @@ class OnnxEngine(ManifestEngine):
     """``predict(frame)`` → (steering, throttle) for one (H, W, 3) uint8 RGB camera frame."""
 
     name = "onnxruntime"
-    digest_section = "export"
+    digest_key = ("export", "sha256")
 
-    def __init__(self, path: str | os.PathLike, provider: str | None = None):
+    def __init__(self, path: str | os.PathLike, provider: str | None = None,
+                 threads: int | None = None):
+        self.session: Any = None
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise EngineError(f"threads = {threads!r}: ONNX Runtime takes a thread count of "
+                              "1 or more (or none, for its default)")
         super().__init__(path)
         ort = _onnxruntime()
         wanted = resolve_providers(provider)
@@ -74,6 +81,8 @@ class OnnxEngine(ManifestEngine):
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only; a provider fallback is reported below
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads is not None:
+            options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -94,3 +103,8 @@ class OnnxEngine(ManifestEngine):
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self._outputs, feeds)
+
+    def close(self) -> None:
+        """Drop the InferenceSession (ONNX Runtime frees its memory and threads)."""
+        self.session = None
+        super().close()

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy.engine import EngineError, ManifestEngine
+from deploy.base import EngineError, ManifestEngine
 
 INSTALL_TENSORRT = ("on a Jetson it comes with JetPack; on a desktop `pip install tensorrt`")
 INSTALL_CUDA_PYTHON = ("`pip install cuda-python` (the release matching your CUDA major "
@@ -129,7 +129,9 @@ class TensorRTEngine(ManifestEngine):
     """``predict(frame)`` → (steering, throttle) on a TensorRT engine built by `car build`."""
 
     name = "tensorrt"
-    digest_section = "engine"
+    digest_key = ("engine", "sha256")
+    remedy = ("the engine and its .json do not belong together (rebuild it with `car build` "
+              "from the .onnx)")
 
     def __init__(self, path: str | os.PathLike):
         self._device: dict[str, int] = {}
@@ -255,21 +257,22 @@ class TensorRTEngine(ManifestEngine):
 
     # ---------------------------------------------------------------- cleanup
     def close(self) -> None:
-        """Free the GPU and page-locked memory and the stream; the engine is unusable after."""
+        """Free the GPU and page-locked memory and the stream, drop the execution context
+        and the deserialized engine; the engine is unusable after. Safe to call twice."""
         cudart = self._cudart
         self._context = None  # the context goes before the buffers it points at
         self._trt_engine = None
         self._runtime = None
-        if cudart is None:
-            return
-        for ptr in self._device.values():
-            cudart.cudaFree(ptr)
-        for ptr in self._host_ptrs:
-            cudart.cudaFreeHost(ptr)
-        if self._stream is not None:
-            cudart.cudaStreamDestroy(self._stream)
+        self._host = {}  # views of the page-locked memory freed below
+        if cudart is not None:
+            for ptr in self._device.values():
+                cudart.cudaFree(ptr)
+            for ptr in self._host_ptrs:
+                cudart.cudaFreeHost(ptr)
+            if self._stream is not None:
+                cudart.cudaStreamDestroy(self._stream)
         self._device, self._host_ptrs, self._stream = {}, [], None
-        self._host = {}
+        super().close()
 
     def __del__(self) -> None:
         # At interpreter shutdown cuda-python may already be gone; nothing left to free.

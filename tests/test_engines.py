@@ -1,5 +1,6 @@
-"""Engines: load_engine by extension, the errors at load, providers, and every engine
-agreeing with ONNX Runtime CPU on the same model, temporal state included."""
+"""Engines: load_engine by extension, the errors at load (outputs that do not match the
+manifest included), providers and threads, close(), and every engine agreeing with ONNX
+Runtime CPU on the same model, temporal state included."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from deploy.engine import EngineError, load_engine
+from deploy.manifest import Manifest, save_manifest
 from deploy.onnx_engine import OnnxEngine, available_providers, resolve_providers
 from deploy.preprocess import Preprocess
 
@@ -35,7 +37,7 @@ def frames(n: int, seed: int = 1) -> list[np.ndarray]:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_torch_engine_matches_onnx_runtime_cpu_frame_by_frame(family, exported):
     onnx = load_engine(exported[family], "cpu")
-    torch_engine = load_engine(exported[family].with_suffix(".pt"), "cpu")
+    torch_engine = load_engine(exported[family].with_suffix(".pt2"), "cpu")
     assert (onnx.name, torch_engine.name) == ("onnxruntime", "torch")
     for engine in (onnx, torch_engine):
         engine.reset()
@@ -135,29 +137,159 @@ def test_unknown_extensions_and_missing_files(tmp_path):
         load_engine(tmp_path / "pilot.trt", provider="cpu")
 
 
-def test_a_nan_from_the_model_is_returned_for_the_loop_to_judge(tmp_path):
-    """The engine does not hide a NaN; the drive loop's safety turns it into neutral."""
+PP = Preprocess(source_width=32, source_height=24, crop_top=0, width=32, height=24)
+
+
+def constant_model(path: Path, values, manifest: Manifest | None = None,
+                   declared: list | None = None) -> Path:
+    """An ONNX model whose output ``controls`` is ``values`` (any shape) whatever the image,
+    declared as ``declared`` (default: the values' shape), beside its manifest."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
-    from deploy.manifest import Manifest, save_manifest
+    values = np.asarray(values, np.float32)
 
-    pp = Preprocess(source_width=32, source_height=24, crop_top=0, width=32, height=24)
-    nan = helper.make_tensor("nan", TensorProto.FLOAT, [1, 2], [float("nan"), 0.5])
+    def branch(name: str, value: np.ndarray):
+        out = helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+        return helper.make_graph([helper.make_node("Identity", [f"{name}_v"], [name])], name,
+                                 [], [out], [numpy_helper.from_array(value, f"{name}_v")])
+
+    # Through an If whose branches differ in shape, so shape inference cannot pin the
+    # output's shape and the declared symbolic dims stay symbolic.
+    other = np.zeros(tuple(d + 1 for d in values.shape), np.float32)
     graph = helper.make_graph(
         [helper.make_node("ReduceMean", ["image"], ["m"], keepdims=0),
+         helper.make_node("Greater", ["m", "low"], ["always"]),
+         helper.make_node("If", ["always"], ["values"], then_branch=branch("a", values),
+                          else_branch=branch("b", other)),
          helper.make_node("Mul", ["m", "zero"], ["z"]),
-         helper.make_node("Add", ["nan", "z"], ["controls"])],
-        "nan_model", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 24, 32])],
-        [helper.make_tensor_value_info("controls", TensorProto.FLOAT, [1, 2])],
-        initializer=[nan, helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])])
+         helper.make_node("Add", ["values", "z"], ["controls"])],
+        "constant", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 24, 32])],
+        [helper.make_tensor_value_info("controls", TensorProto.FLOAT,
+                                       declared or list(values.shape))],
+        initializer=[helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+                     helper.make_tensor("low", TensorProto.FLOAT, [], [-1e9])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    path = tmp_path / "nan.onnx"
     onnx.save(model, path)
-    save_manifest(Manifest("linear", pp), path)
+    save_manifest(manifest or Manifest("linear", PP), path)
+    return path
+
+
+def one_line_error(path: Path, **kw) -> str:
+    with pytest.raises(EngineError) as caught:
+        load_engine(path, **kw)
+    text = str(caught.value)
+    assert "\n" not in text and str(path.with_suffix("")) in text, text  # model or .json
+    return text
+
+
+def test_a_nan_from_the_model_is_returned_for_the_loop_to_judge(tmp_path):
+    """The engine does not hide a NaN; the drive loop's safety turns it into neutral."""
+    path = constant_model(tmp_path / "nan.onnx", [[float("nan"), 0.5]])
     steering, throttle = load_engine(path).predict(np.zeros((24, 32, 3), np.uint8))
     assert np.isnan(steering) and throttle == 0.5
+
+
+def test_steering_and_throttle_are_found_by_their_names_in_the_manifest(tmp_path):
+    swapped = Manifest("linear", PP, output_names=("throttle", "steering"))
+    path = constant_model(tmp_path / "m.onnx", [[0.25, -0.5]], swapped)
+    assert load_engine(path).predict(np.zeros((24, 32, 3), np.uint8)) == (-0.5, 0.25)
+    extra = Manifest("linear", PP, output_names=("steering", "brake", "throttle"),
+                     output_ranges=((-1.0, 1.0), (0.0, 1.0), (-1.0, 1.0)))
+    path = constant_model(tmp_path / "e.onnx", [[0.1, 0.9, 0.3]], extra)
+    assert load_engine(path).predict(np.zeros((24, 32, 3), np.uint8)) == pytest.approx(
+        (0.1, 0.3))
+
+
+@pytest.mark.parametrize("values, declared, message", [
+    ([[0.1, 0.2, 0.3]], None, "declares 'controls' with 3 column(s) where its manifest names 2"),
+    ([[0.1, 0.2], [0.3, 0.4]], None, "declares 'controls' with a batch of 2 rows where batch 1"),
+    ([[0.1, 0.2], [0.3, 0.4]], ["batch", 2], "gives 'controls' with a batch of 2 rows"),
+    ([[0.1, 0.2, 0.3]], [1, "columns"], "gives 'controls' with 3 column(s)"),
+    ([0.1, 0.2], None, "is [2], not (batch, columns)"),
+])
+def test_a_model_whose_outputs_do_not_match_its_manifest_is_refused_at_load(
+        tmp_path, values, declared, message):
+    """Declared shapes are checked first; symbolic ones by the warm-up's real array."""
+    text = one_line_error(constant_model(tmp_path / "m.onnx", values, declared=declared))
+    assert message in text and "re-export with `car export`" in text
+
+
+def test_a_torch_program_whose_outputs_do_not_match_its_manifest_is_refused(tmp_path):
+    import torch
+
+    class ThreeColumns(torch.nn.Module):
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return image.mean(dim=(2, 3))  # (1, 3)
+
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(ThreeColumns(), (torch.zeros(1, 3, 24, 32),)), path)
+    save_manifest(Manifest("linear", PP), path)
+    assert "3 column(s) where its manifest names 2" in one_line_error(path)
+
+
+@pytest.mark.parametrize("names, ranges, message", [
+    (("angle", "throttle"), ((-1.0, 1.0), (-1.0, 1.0)), 'one "steering" and one "throttle"'),
+    (("steering", "throttle"), ((-2.0, 2.0), (-1.0, 1.0)), "range [-2, 2]"),
+    (("steering", "throttle"), ((-1.0, 1.0), (0.5, 0.0)), "range [0.5, 0]"),
+])
+def test_a_manifest_without_steering_and_throttle_in_range_is_refused(tmp_path, names, ranges,
+                                                                      message):
+    manifest = Manifest("linear", PP, output_names=names, output_ranges=ranges)
+    text = one_line_error(constant_model(tmp_path / "m.onnx", [[0.1, 0.2]], manifest))
+    assert message in text
+
+
+def test_onnx_runtime_threads_are_set_when_asked():
+    assert load_engine(FIXTURE, "cpu", threads=1).session.get_session_options(
+        ).intra_op_num_threads == 1
+    assert OnnxEngine(FIXTURE, threads=2).session.get_session_options(
+        ).intra_op_num_threads == 2
+    assert load_engine(FIXTURE).session.get_session_options().intra_op_num_threads == 0
+    with pytest.raises(EngineError, match="thread count of 1 or more"):
+        load_engine(FIXTURE, threads=0)
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pt2"])
+def test_close_releases_the_runtime_and_is_idempotent(suffix, exported):
+    engine = load_engine(exported["rnn"].with_suffix(suffix), "cpu")
+    frame = frames(1)[0]
+    engine.predict(frame)
+    engine.close()
+    engine.close()
+    held = engine.session if suffix == ".onnx" else engine._module
+    assert held is None
+    with pytest.raises(EngineError, match="the engine was closed"):
+        engine.predict(frame)
+
+
+def test_the_training_checkpoint_is_not_run_and_says_what_to_run(exported):
+    text = one_line_error(exported["linear"].with_suffix(".pt"))
+    assert "training checkpoint" in text and "pilot.pt2" in text and "pilot.onnx" in text
+
+
+def test_a_torch_program_must_be_the_one_its_manifest_records(tmp_path, exported):
+    for name in ("pilot.pt2", "pilot.json"):
+        shutil.copy(exported["linear"].with_name(name), tmp_path / name)
+    assert load_engine(tmp_path / "pilot.pt2").name == "torch"
+    shutil.copy(exported["3d"].with_suffix(".pt2"), tmp_path / "pilot.pt2")
+    assert "belongs to another model file" in one_line_error(tmp_path / "pilot.pt2")
+    (tmp_path / "pilot.pt2").write_bytes(b"not a zip archive")
+    manifest = json.loads((tmp_path / "pilot.json").read_text())
+    del manifest["export"]["pt2_sha256"]
+    (tmp_path / "pilot.json").write_text(json.dumps(manifest))
+    assert "not a torch.export program" in one_line_error(tmp_path / "pilot.pt2")
+
+
+def test_deploy_never_imports_training():
+    import ast
+
+    for path in (Path(__file__).parent.parent / "deploy").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] == "training" for n in names), path
 
 
 def _torch_cuda() -> bool:
@@ -173,7 +305,7 @@ def _torch_cuda() -> bool:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_torch_on_cuda_matches_onnx_runtime_cpu(family, exported):
     cpu = load_engine(exported[family], "cpu")
-    gpu = load_engine(exported[family].with_suffix(".pt"), "cuda")
+    gpu = load_engine(exported[family].with_suffix(".pt2"), "cuda")
     assert gpu.provider.startswith("cuda")
     got = np.array([[*cpu.predict(f), *gpu.predict(f)] for f in frames(6)])
     np.testing.assert_allclose(got[:, :2], got[:, 2:], atol=1e-3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,7 @@ def test_device_buffers_are_allocated_once_and_freed_on_close(trt, tmp_path: Pat
     assert (cudart.calls["cudaMalloc"], cudart.calls["cudaMallocHost"]) == allocated
     assert cudart.calls["cudaStreamCreate"] == 1 and trt.executions == runs + 50
     engine.close()
+    engine.close()  # idempotent: nothing freed twice
     assert cudart.device == {} and cudart.host == {} and cudart.streams == set()
     with pytest.raises(EngineError, match="closed"):
         engine.predict(camera_frame(0))
@@ -135,6 +137,20 @@ def test_rnn_engine_carries_its_state(trt, tmp_path: Path) -> None:
     assert steps == pytest.approx([m, m + 1, m + 2], abs=1e-5)  # h_out = h_in + 1 fed back
     engine.reset()
     assert engine.predict(frame)[0] == pytest.approx(m, abs=1e-5)
+
+
+@pytest.mark.parametrize("shape, message", [((1, 3), "3 column(s) where its manifest names 2"),
+                                            ((2, 2), "a batch of 2 rows")])
+def test_an_engine_whose_output_does_not_fit_its_manifest_is_refused(trt, tmp_path: Path,
+                                                                     shape, message) -> None:
+    path = tmp_path / "pilot.trt"
+    path.write_bytes(fake.serialize([Tensor("image", LINEAR.input_shape)],
+                                    [Tensor("controls", shape)]))
+    save_manifest(dataclasses.replace(LINEAR, engine=trt.engine_section()), path)
+    with pytest.raises(EngineError, match=re.escape(message)) as caught:
+        load_engine(path)
+    assert "\n" not in str(caught.value) and "car build" in str(caught.value)
+    assert trt.cudart.device == {} and trt.cudart.host == {}  # freed on the way out
 
 
 def test_fp16_io_engine_casts_in_and_out(trt, tmp_path: Path) -> None:

@@ -1,8 +1,11 @@
-"""Training end to end on the CPU: every family trains, exports, and matches ONNX Runtime."""
+"""Training end to end on the CPU: every family trains, exports (ONNX and the torch.export
+program), and matches ONNX Runtime; `car export` re-exports a checkpoint without its tubs.
+Command-line runs point paths.models_dir at a temporary folder, never the repository's."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,11 @@ def quick(tubs: list[Path], model_type: str, out: Path, **kw) -> TrainConfig:
     return TrainConfig(tubs=tubs, model_type=model_type, out=out, **settings)
 
 
+def models_dir(tmp_path: Path) -> list[str]:
+    """`car train` adds to the models database: keep it out of the repository."""
+    return ["--set", f"paths.models_dir={tmp_path / 'models'}"]
+
+
 @pytest.mark.parametrize("model_type", FAMILIES)
 def test_each_family_trains_on_the_real_and_a_sim_tub_and_exports(
         model_type: str, real_tub_pristine: Path, sim_tub_pristine: Path,
@@ -40,7 +48,12 @@ def test_each_family_trains_on_the_real_and_a_sim_tub_and_exports(
         assert manifest.model_type == model_type
         assert manifest.export["max_abs_diff"] <= 1e-4
         assert manifest.training["records"]["train"] > 0
-        assert all((out / f).exists() for f in ("pilot.pt", "history.csv", "loss.png"))
+        assert all((out / f).exists() for f in ("pilot.pt", "pilot.pt2", "history.csv",
+                                                 "loss.png"))
+        assert out / "pilot.pt2" in result.files
+        assert manifest.export["pt2_max_abs_diff"] <= 1e-4
+        frames = load_checkpoint(out / "pilot.pt")[1]["check_frames"]
+        assert frames.dtype == np.uint8 and len(frames) == manifest.export["check_frames"]
         assert np.isfinite(result.metrics["valid_loss"])
         session = ort.InferenceSession(str(out / "pilot.onnx"),
                                        providers=["CPUExecutionProvider"])
@@ -113,32 +126,63 @@ def test_bad_requests_get_clear_errors(sim_tub_pristine: Path, tmp_path: Path,
     with pytest.raises(DataError, match="no usable records"):
         train(quick([sim_tub_pristine], "linear", tmp_path / "x", modes=("local",)))
     with pytest.raises(SystemExit):
-        main(["train", "--tub", str(sim_tub_pristine), "--type", "transformer", "--out", "x"])
+        main(["train", "--tub", str(sim_tub_pristine), "--type", "transformer", "--out", "x",
+              *models_dir(tmp_path)])
     assert "invalid choice: 'transformer'" in capsys.readouterr().err
     code = main(["train", "--tub", str(tmp_path / "nothing"), "--type", "linear",
-                 "--out", str(tmp_path / "y")])
+                 "--out", str(tmp_path / "y"), *models_dir(tmp_path)])
     assert code == 1 and "not a tub" in capsys.readouterr().err
 
 
-def test_car_train_and_car_export_from_the_command_line(sim_tub_pristine: Path,
-                                                        tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str],
-                                                        monkeypatch: pytest.MonkeyPatch
+def test_car_train_and_car_export_from_the_command_line(sim_tub: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
                                                         ) -> None:
-    monkeypatch.chdir(tmp_path)
-    out = tmp_path / "pilot"
-    code = main(["train", "--tub", str(sim_tub_pristine), "--type", "linear", "--out",
-                 str(out), "--epochs", "1", "--limit", "200", "--quiet", "--no-aug",
-                 "--dynamic-batch", "--find-lr"])
+    out, models = tmp_path / "pilot", tmp_path / "models"
+    code = main(["train", "--tub", str(sim_tub), "--type", "linear", "--out", str(out),
+                 "--epochs", "1", "--limit", "200", "--quiet", "--no-aug", "--dynamic-batch",
+                 "--find-lr", *models_dir(tmp_path)])
     text = capsys.readouterr().out
     assert code == 0 and "best validation" in text and "export check" in text
     assert (out / "lr_find.png").exists() and (out / "pilot_dynamic.onnx").exists()
-    database = [json.loads(line) for line in
-                (tmp_path / "models" / "database.jsonl").read_text().splitlines()]
-    assert database[-1]["type"] == "linear" and "validation" in database[-1]
+    assert (out / "pilot.pt2").exists() and "pilot.pt2" in text
+    database = [json.loads(line) for line in (models / "database.jsonl").read_text().splitlines()]
+    entry = database[-1]
+    assert entry["kind"] == "train" and entry["type"] == "linear"
+    assert entry["sha256"] == load_manifest(out / "pilot.onnx").export["sha256"]
+    assert entry["validation"]["steering_mae"] >= 0 and entry["records"]["train"] > 0
+    # The checkpoint carries its check frames: the tubs may be gone.
+    shutil.rmtree(sim_tub)
     code = main(["export", str(out / "pilot.pt"), "--out", str(tmp_path / "again.onnx")])
-    assert code == 0
-    assert load_manifest(tmp_path / "again.onnx").export["max_abs_diff"] <= 1e-4
+    assert code == 0 and "again.pt2" in capsys.readouterr().out
+    again = load_manifest(tmp_path / "again.onnx")
+    assert again.export["max_abs_diff"] <= 1e-4 and again.export["pt2_max_abs_diff"] <= 1e-4
+    assert again.export["check_frames"] == load_manifest(out / "pilot.onnx").export[
+        "check_frames"]
+    assert (tmp_path / "again.pt2").is_file()
+
+
+def test_a_checkpoint_without_check_frames_reads_them_from_its_tubs(
+        sim_tub: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A version 1 checkpoint (before frames were saved) falls back to its training tubs
+    by the same rule, and says so in one line when they are gone."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # its frame cache
+    out = tmp_path / "m"
+    train(quick([sim_tub], "3d", out))
+    payload = torch.load(out / "pilot.pt", weights_only=True)
+    del payload["check_frames"]
+    payload["version"] = 1
+    torch.save(payload, out / "pilot.pt")
+    assert load_checkpoint(out / "pilot.pt")[1]["check_frames"] is None
+    assert main(["export", str(out / "pilot.pt")]) == 0
+    manifest = load_manifest(out / "pilot.onnx")
+    assert manifest.export["check_frames"] == 32 + 3  # CHECK_FRAMES + the sequence length
+    capsys.readouterr()
+    shutil.rmtree(sim_tub)
+    assert main(["export", str(out / "pilot.pt")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be found" in err and len(err.strip().splitlines()) == 1, err
+    assert load_manifest(out / "pilot.onnx").export == manifest.export  # left as it was
 
 
 def test_rebuilt_models_take_their_documented_shapes() -> None:
@@ -176,10 +220,11 @@ def test_more_bad_input_gets_one_line_errors(sim_tub_pristine: Path, tmp_path: P
     train(quick([sim_tub_pristine], "linear", out))
     cases = [
         (["train", "--tub", str(sim_tub_pristine), "--type", "linear", "--out",
-          str(tmp_path / "c"), "--crop-top", "200"], "--crop-top 200"),
+          str(tmp_path / "c"), "--crop-top", "200", *models_dir(tmp_path)], "--crop-top 200"),
         (["export", str(out / "pilot.onnx")], "not a readable checkpoint"),
         (["train", "--tub", str(sim_tub_pristine), "--type", "rnn", "--out",
-          str(tmp_path / "d"), "--dynamic-batch"], "does not apply to rnn"),
+          str(tmp_path / "d"), "--dynamic-batch", *models_dir(tmp_path)],
+         "does not apply to rnn"),
         (["tub", "plot", str(sim_tub_pristine), "--model", str(tmp_path / "none.onnx"),
           "--out", str(tmp_path / "p.png")], "no such model file"),
     ]

@@ -1,19 +1,20 @@
-"""`car train`: tubs → frame cache → session split → fastai Learner → pilot.pt/.onnx/.json.
+"""`car train`: tubs → frame cache → session split → fastai Learner → pilot.pt, then the
+export: pilot.onnx + pilot.pt2 + pilot.json.
 
 Writes into ``out``: ``pilot.pt`` (the best checkpoint by validation loss, with its model
-config), ``pilot.onnx`` + ``pilot.json`` (export checked against torch), ``history.csv``,
-``loss.png``, ``lr_find.png`` with ``find_lr``, and appends a line to the models database.
+config and its export-check frames), ``pilot.onnx`` and ``pilot.pt2`` with their manifest
+``pilot.json`` (both checked against torch), ``history.csv``, ``loss.png``, and
+``lr_find.png`` with ``find_lr``. The models database is the caller's (`car train` adds a
+line to it through car.model_db); training depends on car.tub and deploy only.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,13 @@ from deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, Preproces
 from training.augment import Augmenter
 from training.cache import load_frames, read_frame
 from training.checkpoint import save_checkpoint
-from training.export import export_model
+from training.export import check_positions, export_model
 from training.models import TEMPORAL, build_model
 from training.records import DataError, load_records, windows
 from training.split import Split, split_records
 from training.torch_data import FramesDataset, make_loader
 
-MODEL_FILES = ("pilot.pt", "pilot.onnx", "pilot.json")
-CHECK_FRAMES = 32
+MODEL_FILES = ("pilot.pt", "pilot.onnx", "pilot.pt2", "pilot.json")
 
 
 @dataclass
@@ -58,7 +58,6 @@ class TrainConfig:
     limit: int | None = None  # use only the first N usable records
     dynamic_batch: bool = False
     cache_dir: Path | None = None
-    database: Path | None = None
     progress: bool = True
 
 
@@ -159,16 +158,14 @@ def _train(cfg: TrainConfig) -> TrainResult:
         "validation": metrics, "lr": lr, "batch_size": batch, "seed": cfg.seed,
         "device": device,
     }
-    checkpoint = cfg.out / "pilot.pt"
-    save_checkpoint(checkpoint, model, cfg.model_type, model_config, preprocess, seq_len,
-                    training)
-    check = np.asarray(cache.frames[_check_positions(split.val, CHECK_FRAMES + seq_len)])
+    check = np.asarray(cache.frames[check_positions(split.val, seq_len)])
+    save_checkpoint(cfg.out / "pilot.pt", model, cfg.model_type, model_config, preprocess,
+                    seq_len, training, check_frames=check)
     manifest = export_model(model, cfg.model_type, preprocess, seq_len,
                             cfg.out / "pilot.onnx", check, training, cfg.dynamic_batch)
     (cfg.out / "best.pth").unlink(missing_ok=True)
     _plot_loss(history, cfg.out / "loss.png")
     duration = time.monotonic() - start
-    _log_to_database(cfg, training, duration)
     names = (*MODEL_FILES, "pilot_dynamic.onnx", "history.csv", "loss.png", "lr_find.png")
     files = [cfg.out / n for n in names if (cfg.out / n).exists()]
     return TrainResult(manifest, split, metrics, history, lr, duration, device,
@@ -285,12 +282,6 @@ def _history(learn: Any) -> list[dict[str, float]]:
             for i, values in enumerate(learn.recorder.values)]
 
 
-def _check_positions(runs: list[range], count: int) -> np.ndarray:
-    """Consecutive record positions for the export check (rnn and 3d need a stretch)."""
-    run = max(runs, key=len)
-    return np.arange(run.start, run.start + min(len(run), count))
-
-
 def _plot_loss(history: list[dict[str, float]], path: Path) -> None:
     import matplotlib
 
@@ -310,25 +301,3 @@ def _plot_loss(history: list[dict[str, float]], path: Path) -> None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
-
-def _log_to_database(cfg: TrainConfig, training: dict[str, Any], duration_s: float) -> None:
-    if cfg.database is None:
-        return
-    cfg.database.parent.mkdir(parents=True, exist_ok=True)
-    line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "out": str(cfg.out.resolve()),
-            "type": cfg.model_type, "tubs": training["tubs"], "records": training["records"],
-            "validation": training["validation"], "epochs": training["epochs_run"],
-            "duration_s": round(duration_s, 1), "git_commit": _git_commit(),
-            "config": {k: (str(v) if isinstance(v, Path) else v)
-                       for k, v in asdict(cfg).items() if k not in ("tubs", "out")}}
-    with open(cfg.database, "a", encoding="utf-8") as f:
-        f.write(json.dumps(line, default=str) + "\n")
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).parent)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None

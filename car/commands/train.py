@@ -1,7 +1,8 @@
 """`car train` and `car export`: run the training pipeline (the `training` extra).
 
 These handlers import ``training`` (and so torch) only when they run: the car's own install
-has no torch, and there they say how to get it.
+has no torch, and there they say how to get it. `car train` adds each model it trains to
+the models database (car.model_db, in ``paths.models_dir``).
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from car import model_db
 from car.commands import add_config_options, bounded, config_from_args
 from car.errors import CarError
 from deploy.manifest import MODEL_TYPES
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    train = commands.add_parser("train", help="train a model on tubs; writes pilot.onnx + "
-                                              "pilot.json (needs the training extra)")
+    train = commands.add_parser("train", help="train a model on tubs; writes pilot.pt, "
+                                              "pilot.onnx, pilot.pt2 and pilot.json (needs "
+                                              "the training extra)")
     train.add_argument("--tub", nargs="+", required=True, metavar="DIR",
                        help="tub folders or globs")
     train.add_argument("--type", required=True, choices=MODEL_TYPES, dest="model_type")
@@ -59,11 +62,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_config_options(train)
     train.set_defaults(handler=train_command)
 
-    export = commands.add_parser("export", help="re-export a pilot.pt checkpoint to ONNX with "
-                                                "its manifest (needs the training extra)")
+    export = commands.add_parser("export", help="re-export a pilot.pt checkpoint to ONNX and "
+                                                ".pt2 with their manifest (needs the training "
+                                                "extra; not the tubs)")
     export.add_argument("checkpoint", metavar="PILOT.pt")
     export.add_argument("--out", metavar="PILOT.onnx",
-                        help="ONNX file to write (default: beside the checkpoint)")
+                        help="ONNX file to write (default: beside the checkpoint); the .pt2 "
+                             "and .json go beside it")
     export.add_argument("--dynamic-batch", action="store_true")
     export.set_defaults(handler=export_command)
 
@@ -91,7 +96,6 @@ def train_command(args: argparse.Namespace) -> int:
         workers=args.workers, pretrained=args.pretrained, force=args.force,
         modes=None if args.all_modes else tuple(args.modes or ("user",)),
         crop_top=args.crop_top, limit=args.limit, dynamic_batch=args.dynamic_batch,
-        database=Path(config.paths.models_dir) / "database.jsonl",
         progress=not args.quiet)
     result = module.train(cfg)
     print(f"data: {result.data_summary}")
@@ -106,36 +110,26 @@ def train_command(args: argparse.Namespace) -> int:
     print(f"export check: ONNX Runtime vs torch max |diff| "
           f"{result.manifest.export['max_abs_diff']:.1e}")
     print("wrote " + ", ".join(str(p) for p in result.files if p.exists()))
+    try:
+        model_db.record_training(config.paths.models_dir, cfg.out / "pilot.onnx",
+                                 args.model_type, result.manifest.training, result.duration_s)
+    except OSError as exc:  # the model is written; a database line is not worth failing for
+        print(f"car: could not add the model to the models database in "
+              f"{config.paths.models_dir}: {exc.strerror or exc}", file=sys.stderr)
     return 0
 
 
 def export_command(args: argparse.Namespace) -> int:
     _training()
-    import numpy as np
+    from training.export import reexport
 
-    from training.cache import load_frames
-    from training.checkpoint import load_checkpoint
-    from training.export import export_model
-    from training.records import load_records
-
-    model, meta = load_checkpoint(args.checkpoint)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
-    from deploy.preprocess import Preprocess
-
-    preprocess = Preprocess.from_dict(meta["preprocess"])
-    tubs = [Path(t) for t in meta["training"].get("tubs", [])]
-    missing = [str(t) for t in tubs if not (t / "manifest.json").is_file()]
-    if not tubs or missing:
-        raise CarError(f"the export check needs frames from the training tubs, and "
-                       f"{', '.join(missing) or 'none are named'} cannot be found")
-    data = load_records(tubs[:1])
-    cache = load_frames(data, preprocess, progress=False)
-    data.drop_unusable(cache.ok, cache.bad_reasons())
-    run = max(data.runs, key=len)  # consecutive frames: the rnn and 3d checks need them
-    count = max(40, meta["sequence_length"] + 8)
-    frames = np.asarray(cache.frames[run.start:run.start + count])
-    manifest = export_model(model, meta["model_type"], preprocess, meta["sequence_length"],
-                            out, frames, meta["training"], args.dynamic_batch)
-    print(f"wrote {out} and {out.with_suffix('.json')}: {meta['model_type']}, ONNX Runtime vs "
-          f"torch max |diff| {manifest.export['max_abs_diff']:.1e}", file=sys.stdout)
+    if out.suffix.lower() != ".onnx":
+        raise CarError(f"--out {out}: name the .onnx file to write (the .pt2 and .json go "
+                       "beside it)")
+    manifest = reexport(args.checkpoint, out, args.dynamic_batch)
+    print(f"wrote {out}, {out.with_suffix('.pt2')} and {out.with_suffix('.json')}: "
+          f"{manifest.model_type}, checked on {manifest.export['check_frames']} frames: "
+          f"ONNX Runtime vs torch max |diff| {manifest.export['max_abs_diff']:.1e}, "
+          f".pt2 {manifest.export['pt2_max_abs_diff']:.1e}")
     return 0
