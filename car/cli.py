@@ -19,6 +19,7 @@ from car.commands import config as config_commands
 from car.commands import drive as drive_commands
 from car.commands import gamepad as gamepad_commands
 from car.commands import mcu as mcu_commands
+from car.commands import models as models_commands
 from car.commands import record as record_commands
 from car.commands import sim as sim_commands
 from car.commands import sim_serve as sim_serve_commands
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     tub_commands.register(commands)
     sim_serve_commands.register(sim_commands.register(commands))
     train_commands.register(commands)
+    models_commands.register(commands)
     drive_commands.register(commands)
     record_commands.register(commands)
     bench_commands.register(commands)

@@ -43,10 +43,6 @@ class Command:
     throttle: float = 0.0
     estop: bool = False
 
-    @property
-    def is_neutral(self) -> bool:
-        return self.steering == 0.0 and self.throttle == 0.0
-
 
 NEUTRAL = Command()
 ESTOP = Command(estop=True)

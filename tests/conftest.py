@@ -26,6 +26,23 @@ DRIVE_TYPES = ["image_array", "float", "float", "str"]
 
 
 @pytest.fixture(scope="session")
+def test_config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A car.toml whose only setting keeps the models database out of the checkout."""
+    root = tmp_path_factory.mktemp("config")
+    path = root / "car.toml"
+    path.write_text(f'[paths]\nmodels_dir = "{root / "models"}"\n', encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _models_outside_the_checkout(test_config_file: Path, monkeypatch: pytest.MonkeyPatch
+                                 ) -> None:
+    """Commands that read car.toml (`car sim eval` records scores, `car train` models) find
+    the test config through $CAR_CONFIG; tests of the config's own lookup unset it."""
+    monkeypatch.setenv("CAR_CONFIG", str(test_config_file))
+
+
+@pytest.fixture(scope="session")
 def real_tub_pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shared real tub, extracted once; tests must not modify it (use ``real_tub``)."""
     root = tmp_path_factory.mktemp("real")

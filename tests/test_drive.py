@@ -223,3 +223,17 @@ def test_car_drive_on_a_replayed_tub_moves_no_motors(capsys, sim_tub_pristine):
     captured = capsys.readouterr()
     assert code == 0 and "dry run" in captured.err  # not the MCU on actuator.port
     assert json.loads(captured.out)["stop_reason"] == "end of frames"
+
+
+def test_car_sim_eval_adds_its_score_to_car_models(capsys, tmp_path):
+    where = ["--set", f"paths.models_dir={tmp_path}"]
+    assert main(["sim", "eval", "--model", str(FIXTURE), "--track", "oval", "--laps", "1",
+                 "--latency-ms", "2", *where]) == 0
+    capsys.readouterr()
+    assert main(["models", "--json", *where]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["model"] == str(FIXTURE) and row["type"] == "linear"
+    assert row["eval"]["track"] == "oval" and row["eval"]["laps_completed"] == 1
+    assert row["eval"]["autonomy_pct"] > 90
+    assert main(["models", *where]) == 0
+    assert "1/1 laps oval" in capsys.readouterr().out

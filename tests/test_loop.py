@@ -113,7 +113,7 @@ def test_estop_also_holds_in_user_mode():
     arbiter = Arbiter(FAST, HZ, Mode.USER)
     arbiter.estop()
     d = arbiter.decide(UserInput(0.5, 0.5), None, stale=False, now_s=0.0)
-    assert d.command == ESTOP and d.command.is_neutral and d.reason == "estop"
+    assert d.command == ESTOP and d.reason == "estop"
 
 
 def test_mode_arbitration_and_the_ai_throttle_limits():

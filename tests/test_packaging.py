@@ -42,7 +42,7 @@ def imported_modules(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("package", ["car", "deploy"])
 def test_runtime_packages_never_import_torch(package: str) -> None:
-    allowed = {ROOT / "deploy" / "torch_engine.py"}  # the .pt debugging engine, lazily
+    allowed = {ROOT / "deploy" / "torch_engine.py"}  # the .pt2 debugging engine, lazily
     offenders = {str(p.relative_to(ROOT)): imported_modules(p) & HEAVY
                  for p in (ROOT / package).rglob("*.py") if p not in allowed}
     assert not {k: v for k, v in offenders.items() if v}

@@ -15,7 +15,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     b = commands.add_parser("bench", help="preprocessing and inference latency of a model on "
                             "every engine and provider available")
     b.add_argument("--model", required=True, metavar="PATH",
-                   help="pilot.onnx (its .pt and .trt siblings are benched too)")
+                   help="pilot.onnx (its .pt2 and .trt siblings are benched too)")
     b.add_argument("--runs", type=bounded(int, 10, 100_000), default=300,
                    help="timed runs per engine (default 300)")
     b.add_argument("--json", action="store_true", help="print JSON")

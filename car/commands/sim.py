@@ -63,7 +63,7 @@ def register(commands: argparse._SubParsersAction) -> argparse._SubParsersAction
     ev = sub.add_parser("eval", help="closed-loop score: autonomy, lap times and |cte| of a "
                         "model (or the expert) driving a track")
     who = ev.add_mutually_exclusive_group(required=True)
-    who.add_argument("--model", metavar="PATH", help="pilot.onnx, .trt or .pt with its manifest")
+    who.add_argument("--model", metavar="PATH", help="pilot.onnx, .trt or .pt2 with its manifest")
     who.add_argument("--expert", action="store_true", help="score the expert, for reference")
     add_track_option(ev)
     ev.add_argument("--laps", type=bounded(int, 1, 1000), default=3,
@@ -273,6 +273,8 @@ def eval_command(args: argparse.Namespace) -> int:
     if reference is not None:
         out["expert"] = reference.to_json()
         out["lap_time_vs_expert_pct"] = _lap_ratio(result, reference)
+    if args.model and result.stop_reason != "interrupted":
+        _record_score(config.paths.models_dir, args.model, out)
     if args.plot and track is not None:
         image = draw_eval_map(track, result)
         if not cv2.imwrite(args.plot, image):
@@ -286,6 +288,17 @@ def eval_command(args: argparse.Namespace) -> int:
     if result.stop_reason == "interrupted":
         return 130
     return 0 if result.finished else 1  # unfinished laps are a failed run
+
+
+def _record_score(models_dir: str, model: str, out: dict) -> None:
+    """The score goes into the models database, for `car models`; a failure only warns."""
+    from car.model_db import database_path, record_eval
+
+    try:
+        record_eval(models_dir, model, out)
+    except OSError as exc:
+        print(f"car: warning: the score was not added to {database_path(models_dir)}: {exc}",
+              file=sys.stderr)
 
 
 def _check_eval_flags(args: argparse.Namespace) -> None:

@@ -30,13 +30,11 @@ class RcController:
         self.source = source
         self.pulses = pulses
         self._mode = mode
-        self.no_signal_polls = 0
 
     def poll(self, now_s: float) -> UserInput:
         mode, self._mode = self._mode, None
         t = self.source.telemetry
         if t is None or not t.rc_present:
-            self.no_signal_polls += 1
             return UserInput(0.0, 0.0, mode=mode)
         return UserInput(self._map(self.pulses.steering, t.rc_steering_us),
                          self._map(self.pulses.throttle, t.rc_throttle_us), mode=mode)
