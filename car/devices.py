@@ -53,7 +53,7 @@ def open_world(sim: str, scene: str | None, config: Config, period_s: float, *, 
     track = load_track_for(sim, config)
     simulator = Simulator(track, config.sim, width=size[0], height=size[1], seed=seed,
                           randomize=randomize)
-    return SimLink(simulator, period_s, lockstep=lockstep, fps=config.camera.fps)
+    return SimLink(simulator, period_s, lockstep=lockstep)
 
 
 def open_frames(spec: str, config: Config) -> Camera:

@@ -4,10 +4,11 @@ and the car's pose, departures and headway for the runner.
 Two ways to keep time:
 
 - **real time** (`car drive --sim`, `car record --sim`): the simulated world follows the
-  monotonic clock. The camera renders ahead on its own thread at ``fps``, as a real camera
-  captures on its own, and ``read()`` hands over the newest frame, stamped with the time of
-  the pose it shows. A command acts after the simulated actuation delay, so the pilot's
-  real latency is paid as it would be on the car.
+  monotonic clock. The camera renders on its own thread, as a real camera captures on its
+  own, each frame timed to be ready just before the loop reads it, and ``read()`` hands
+  over the newest frame, stamped with the time of the pose it shows. A command acts after
+  the simulated actuation delay, so the pilot's real latency is paid as it would be on the
+  car.
 - **lock-step** (`car sim eval`): the world waits for the loop, so a run takes as long as
   the computer needs and no longer. The loop's clock is simulated time (from 0); frames are
   rendered when read. Each command acts after the actuation delay plus the pilot's latency:
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -34,16 +36,16 @@ from car.sim.world import Simulator
 from car.world import STALL_M, SimStatus
 
 Clock = Callable[[], float]
-DEFAULT_FPS = 60.0
 FIRST_FRAME_S = 5.0  # real time: the camera thread's first frame must come by then
+LEAD_MARGIN_S = 0.002  # a frame is due this long before the loop's read, beyond its render
 
 
 class SimLink:
     """One simulator shared by ``camera`` and ``actuator``; ``clock`` is the loop's clock."""
 
     def __init__(self, sim: Simulator, period_s: float, *, lockstep: bool,
-                 latency_s: float | None = None, fps: float | None = None,
-                 wall: Clock = time.perf_counter, monotonic: Clock = time.monotonic):
+                 latency_s: float | None = None, wall: Clock = time.perf_counter,
+                 monotonic: Clock = time.monotonic):
         self.sim = sim
         self.period_s = period_s
         self.lockstep = lockstep
@@ -60,7 +62,7 @@ class SimLink:
         sim.renderer  # build the renderer now, not in the first tick  # noqa: B018
         self.actuator = SimActuator(self)
         self.camera: SimCamera | LiveSimCamera = SimCamera(self) if lockstep else \
-            LiveSimCamera(self, max(fps or DEFAULT_FPS, 1.0 / period_s))
+            LiveSimCamera(self, period_s)
 
     # ---------------------------------------------------------------- the world's time
     def clock(self) -> float:
@@ -169,44 +171,66 @@ class SimCamera:
 
 
 class LiveSimCamera:
-    """Real time: renders ahead on its own thread at ``fps`` and hands the newest frame to
-    ``read()``, as a real camera's reader thread does. The renderer's tables stay warm, and
-    the loop's capture is a hand-over rather than a render."""
+    """Real time: renders on its own thread and hands the newest frame to ``read()``, as a
+    real camera's reader thread does; the loop's capture is a hand-over, not a render.
 
-    def __init__(self, link: SimLink, fps: float):
+    Each frame is timed to be ready just before the loop is due to read it (one loop period
+    after its last read, less the longest recent render and a margin), like a camera
+    triggered by the loop: the frame is about a render old when read, and the renderer
+    works while the loop sleeps. Before the first read it renders one frame at once."""
+
+    def __init__(self, link: SimLink, period_s: float):
         self.link = link
         self.size = link.sim.size
-        self.period_s = 1.0 / fps
+        self.period_s = period_s
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._failed: str | None = None
+        self._read_s: float | None = None  # when the loop last read
+        self._renders_s: deque[float] = deque([0.002], maxlen=32)  # recent render times
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim-camera", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        link, seq = self.link, 0
-        next_s = link._monotonic()
         try:
+            self._render()
+            served: float | None = None  # the read the newest frame was made for
             while not self._stop.is_set():
-                with link.lock:
-                    link._note(link._catch_up())
-                    pose = link._pose_to_render()
-                    stamp = link._monotonic()
-                image = link.sim.renderer.render(*pose)  # only this thread renders
-                with self._cond:
-                    self._latest = Frame(image, stamp, seq)
-                    self._cond.notify_all()
-                seq += 1
-                next_s += self.period_s
-                wait_s = next_s - link._monotonic()
-                if wait_s < 0:  # behind: the next frame now, not a burst to catch up
-                    next_s, wait_s = link._monotonic(), 0.0
-                self._stop.wait(wait_s)
+                read_s = self._next_read(served)
+                if read_s is None or read_s == served:
+                    continue
+                served = read_s
+                lead_s = max(self._renders_s) + LEAD_MARGIN_S
+                if self._stop.wait(max(0.0, read_s + self.period_s - lead_s
+                                       - self.link._monotonic())):
+                    return
+                self._render()
         except Exception as exc:  # reported by read(), which the loop handles
             with self._cond:
                 self._failed = f"the simulator's camera failed: {type(exc).__name__}: {exc}"
                 self._cond.notify_all()
+
+    def _next_read(self, served: float | None) -> float | None:
+        """Waits (up to a second) for the loop to read after ``served``; that read's time."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._read_s != served or self._stop.is_set(),
+                                timeout=1.0)
+            return self._read_s
+
+    def _render(self) -> None:
+        link = self.link
+        t0 = time.perf_counter()
+        with link.lock:
+            link._note(link._catch_up())
+            pose = link._pose_to_render()
+            stamp = link._monotonic()
+        image = link.sim.renderer.render(*pose)  # only this thread renders
+        self._renders_s.append(time.perf_counter() - t0)
+        with self._cond:
+            seq = self._latest.seq + 1 if self._latest is not None else 0
+            self._latest = Frame(image, stamp, seq)
+            self._cond.notify_all()
 
     def read(self) -> Frame:
         with self._cond:
@@ -216,10 +240,14 @@ class LiveSimCamera:
                 raise CameraError(self._failed)
             if self._latest is None:
                 raise CameraError(f"the simulator's camera gave no frame in {FIRST_FRAME_S:g} s")
+            self._read_s = self.link._monotonic()
+            self._cond.notify_all()
             return self._latest  # may be the previous frame: the loop judges its age
 
     def close(self) -> None:
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
 
