@@ -33,34 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from car.config import Config, DriveConfig  # noqa: E402
-from car.frames import Frame  # noqa: E402
 from car.run import Run, RunSpec  # noqa: E402
-from car.sim.link import SimLink  # noqa: E402
+from car.sim.link import SimCamera, SimLink  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "pilot_linear.onnx"
-
-
-class RenderOnReadCamera:
-    """The baseline: the simulator's camera as it was, rendering in ``read()`` on the
-    loop's thread (physics caught up to now, then the frame)."""
-
-    def __init__(self, link: SimLink):
-        self.link = link
-        self.size = link.sim.size
-        self._seq = 0
-
-    def read(self) -> Frame:
-        link = self.link
-        with link.lock:
-            link._note(link._catch_up())
-            stamp = link.clock()
-            image = link.sim.renderer.render(*link.sim.camera_pose())
-            self._seq += 1
-            return Frame(image, stamp, self._seq)
-
-    def close(self) -> None:
-        link = self.link
-        link.camera.close()
 
 
 def drive(model: Path, hz: float, seconds: float, *, threads: int | None = None,
@@ -71,8 +47,8 @@ def drive(model: Path, hz: float, seconds: float, *, threads: int | None = None,
     with Run(spec, config, report=lambda line: None) as run:
         if render_on_read:
             assert isinstance(run.world, SimLink)
-            run.world.camera.close()  # no thread rendering ahead
-            run.loop.camera = RenderOnReadCamera(run.world)
+            run.world.camera.close()  # no thread rendering ahead: render when read
+            run.loop.camera = SimCamera(run.world)
         return run.drive()
 
 

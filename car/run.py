@@ -142,6 +142,7 @@ class Run:
         self.engine: Engine | None = None
         self.world: World | None = None
         self.health: list[Health] = []  # the devices' reports, after drive()
+        self.recorder: DriveRecorder | None = None
         self.summary: dict[str, Any] | None = None
         self._stack = contextlib.ExitStack()
         self._record_stats: list[Any] = []
@@ -181,7 +182,6 @@ class Run:
         self.motors: Motors = open_actuator(p.actuator, config, spec.port, self.world,
                                             self.report)
         stack.callback(self.motors.actuator.close)
-        self.recorder: DriveRecorder | None = None
         if spec.record is not None:
             recorder = open_recorder(spec.record, config, self.world, spec.session_info)
             self.recorder = recorder

@@ -80,9 +80,6 @@ class Runner:
         deadline = self.loop.clock() + rules.duration_s if rules.duration_s else None
 
         def after_tick(result: TickResult) -> bool:
-            if should_stop():  # asked to stop: at once, before the next wait
-                state["asked"] = True
-                return True
             stop = False
             if world is not None:
                 stop = self._world_rules(result, world, outcome, state, start_s)
@@ -90,6 +87,9 @@ class Runner:
                 stop = True
             for hook in self.hooks:
                 stop = bool(hook(result)) or stop
+            if not stop and should_stop():  # asked to stop: now, before the next wait
+                state["asked"] = True
+                stop = True
             return stop
 
         outcome.reason = self.loop.run(

@@ -7,6 +7,10 @@ OUT=demo_out
 rm -rf "$OUT/real_tub" "$OUT/crash_tub" "$OUT/sim_tub" "$OUT/sim_train" "$OUT/pilot" \
     "$OUT/drive_tub"
 mkdir -p "$OUT/real_tub"
+# The demo's own car.toml: it only keeps the models database (`car models`) in demo_out.
+printf '[paths]\nmodels_dir = "%s/models"\n' "$OUT" > "$OUT/car.toml"
+rm -rf "$OUT/models"
+export CAR_CONFIG="$OUT/car.toml"
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 echo "== 1. A real donkeycar tub (October 2020, tub v2), unpacked into $OUT/real_tub"
@@ -90,6 +94,14 @@ cat "$OUT/serve.log"
 echo
 echo "== 9. Config"
 step car config show --set drive.rate_hz=30
+
+echo
+echo "== 10. The same runs from Python: the README's example builds a run (car.run.RunSpec),"
+echo "   drives the simulator for three seconds and reads the summary; then the models"
+echo "   database: what car train and car sim eval recorded"
+EXAMPLE=$(sed -n '/<!-- python-example -->/,/^```$/p' README.md | sed '1,2d;$d')
+step python -c "$EXAMPLE"
+step car models
 
 echo "Demo done. Look at $OUT/map.png, $OUT/view.png, $OUT/pilot/loss.png, $OUT/pred.png,"
 echo "$OUT/sim_movie.mp4, $OUT/hist.png and $OUT/movie.mp4."

@@ -149,7 +149,9 @@ class SimLink:
 
 
 class SimCamera:
-    """Lock-step: renders what the simulated car's camera sees when the loop reads."""
+    """Renders what the simulated car's camera sees when the loop reads, on the loop's
+    thread: the lock-step camera (in real time the world would first catch up to now;
+    ``benchmarks/bench_loop.py`` measures that against ``LiveSimCamera``)."""
 
     def __init__(self, link: SimLink):
         self.link = link
@@ -159,6 +161,7 @@ class SimCamera:
     def read(self) -> Frame:
         link = self.link
         with link.lock:
+            link._note(link._catch_up())
             stamp = link.clock()
             image = link.sim.renderer.render(*link._pose_to_render())
             link._captured_wall = link._wall()
