@@ -195,6 +195,9 @@ class Run:
         self.loop = DriveLoop(camera, self.motors.actuator, self.input.controller,
                               self.arbiter, self.engine, recorder=self.recorder,
                               clock=self.world.clock if self.world else time.monotonic)
+        loop = self.loop
+        if self.engine is not None:  # the engine driving at the end (a reload swaps it)
+            stack.callback(lambda: loop.engine.close() if loop.engine is not None else None)
         if spec.auto_record:
             self.loop.auto_record_throttle = config.record.auto_record_throttle
         self.status = LoopStatus(self.loop, self.motors.actuator)

@@ -105,3 +105,34 @@ def test_a_spec_that_cannot_work_is_refused_before_anything_opens(spec: RunSpec,
                                                                   message: str) -> None:
     with pytest.raises(CarError, match=re.escape(message)):
         Run(spec, Config())
+
+
+def test_the_engine_a_hot_reload_swapped_in_is_closed_with_the_run(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import time
+
+    import numpy as np
+
+    from deploy.engine import EngineError
+
+    model = tmp_path / "pilot.onnx"
+    for suffix in (".onnx", ".json"):
+        shutil.copy(FIXTURE.with_suffix(suffix), model.with_suffix(suffix))
+    run = Run(RunSpec(sim="oval", model=str(model), mode="local", hot_reload=True), Config())
+    start = time.monotonic()
+    touched: list[bool] = []
+
+    def touched_then_swapped() -> bool:  # the file changes once; stop when the new one drives
+        if time.monotonic() - start > 0.3 and not touched:
+            os.utime(model, (time.time(), time.time() + 5))
+            touched.append(True)
+        return run.loop.swaps > 0 or time.monotonic() - start > 30
+
+    with run:
+        run.drive(should_stop=touched_then_swapped)
+    assert run.loop.swaps == 1 and run.loop.engine is not run.engine
+    blank = np.zeros((120, 160, 3), np.uint8)
+    for engine in (run.engine, run.loop.engine):
+        with pytest.raises(EngineError, match="closed"):
+            engine.predict(blank)  # type: ignore[union-attr]
