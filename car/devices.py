@@ -48,12 +48,9 @@ def open_world(sim: str, scene: str | None, config: Config, period_s: float, *, 
         return DonkeyLink.open(sim, scene, size, period_s, lockstep=lockstep, max_cte=max_cte)
     from car.sim.link import SimLink
     from car.sim.tracks import load_track_for
-    from car.sim.world import Simulator
 
-    track = load_track_for(sim, config)
-    simulator = Simulator(track, config.sim, width=size[0], height=size[1], seed=seed,
-                          randomize=randomize)
-    return SimLink(simulator, period_s, lockstep=lockstep)
+    return SimLink.on_track(load_track_for(sim, config), config, period_s, lockstep=lockstep,
+                            seed=seed, randomize=randomize)
 
 
 def open_frames(spec: str, config: Config) -> Camera:

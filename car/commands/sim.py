@@ -222,8 +222,9 @@ def view_command(args: argparse.Namespace) -> None:
 def eval_command(args: argparse.Namespace) -> int:
     from car.devices import open_world
     from car.pilot import open_pilot
-    from car.sim.eval import EvalResult, embedded_world, evaluate, expert_pilot
+    from car.sim.eval import EvalResult, evaluate, expert_pilot
     from car.sim.eval_plot import draw_eval_map
+    from car.sim.link import SimLink
 
     config = config_from_args(args)
     hz = args.hz or config.drive.rate_hz
@@ -237,8 +238,8 @@ def eval_command(args: argparse.Namespace) -> int:
 
     def run(expert: bool) -> EvalResult:
         if track is not None:
-            world = embedded_world(track, config, hz, seed=args.seed, randomize=args.randomize,
-                                   latency_s=latency_s)
+            world = SimLink.on_track(track, config, 1.0 / hz, lockstep=True, seed=args.seed,
+                                     randomize=args.randomize, latency_s=latency_s)
             pilot = expert_pilot(world, config) if expert else engine
         else:
             world = open_world(args.sim, args.scene, config, 1.0 / hz, lockstep=args.lockstep,

@@ -30,7 +30,6 @@ from car.modes import Arbiter
 from car.runner import Rules, Runner
 from car.sim.expert import Expert
 from car.sim.link import SimLink
-from car.sim.track import Track
 from car.sim.world import Simulator
 from car.world import World
 
@@ -121,15 +120,6 @@ class ExpertPilot:
 
     def close(self) -> None:
         """Nothing to release."""
-
-
-def embedded_world(track: Track, config: Config, rate_hz: float, *, seed: int = 0,
-                   randomize: bool = False, latency_s: float | None = None) -> SimLink:
-    """The embedded simulator on ``track`` in lock-step, charging the measured pilot latency
-    (or a fixed ``latency_s``) to the car."""
-    sim = Simulator(track, config.sim, width=config.camera.width, height=config.camera.height,
-                    seed=seed, randomize=randomize)
-    return SimLink(sim, 1.0 / rate_hz, lockstep=True, latency_s=latency_s)
 
 
 def expert_pilot(world: SimLink, config: Config) -> ExpertPilot:

@@ -29,9 +29,11 @@ from collections.abc import Callable
 import numpy as np
 
 from car.camera import CameraError
+from car.config import Config
 from car.frames import Command, Frame
 from car.health import Health
 from car.sim.expert import LATERAL_ACCEL_MPS2, PLAN_BRAKE_MPS2, speed_profile
+from car.sim.track import Track
 from car.sim.world import Simulator
 from car.world import STALL_M, SimStatus
 
@@ -63,6 +65,15 @@ class SimLink:
         self.actuator = SimActuator(self)
         self.camera: SimCamera | LiveSimCamera = SimCamera(self) if lockstep else \
             LiveSimCamera(self, period_s)
+
+    @classmethod
+    def on_track(cls, track: Track, config: Config, period_s: float, *, lockstep: bool,
+                 seed: int = 0, randomize: bool = False, latency_s: float | None = None
+                 ) -> SimLink:
+        """A new simulator on ``track`` with the configured car and camera, as a World."""
+        sim = Simulator(track, config.sim, width=config.camera.width,
+                        height=config.camera.height, seed=seed, randomize=randomize)
+        return cls(sim, period_s, lockstep=lockstep, latency_s=latency_s)
 
     # ---------------------------------------------------------------- the world's time
     def clock(self) -> float:
