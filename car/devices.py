@@ -5,6 +5,7 @@ what they return in reverse; this module is the one place that knows the concret
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from car.world import World
 
 Report = Callable[[str], None]
 WATCHDOG_PERIODS = 2.5  # the MCU's timeout must span this many loop periods
+PAGE_SEND_MS = 40  # the web page sends a control this often (static/app.js SEND_MS)
 CONTROLLERS = ("web", "gamepad", "rc", "none")
 ACTUATORS = ("sim", "serial", "dry")
 SIM_RECORD_FIELDS = (("sim/cte", "float"), ("sim/speed", "float"), ("sim/x", "float"),
@@ -76,6 +78,16 @@ def check_watchdog_fits(timeout_ms: int, hz: float) -> None:
                        "between ticks; raise actuator.timeout_ms or the loop rate")
 
 
+def check_failsafe_fits(failsafe_ms: int, hz: float) -> None:
+    """The page's controls (every PAGE_SEND_MS) must stay fresh for a whole loop period."""
+    need = math.ceil(1000.0 / hz + 2 * PAGE_SEND_MS)
+    if failsafe_ms < need:
+        raise CarError(f"web.failsafe_ms = {failsafe_ms} is too short for a {hz:g} Hz loop: "
+                       f"a command lasts {1000.0 / hz:.0f} ms and the page sends every "
+                       f"{PAGE_SEND_MS} ms; set web.failsafe_ms to {need} or more, or raise "
+                       "--hz")
+
+
 @dataclass
 class Motors:
     """The actuator, and what a run needs from the MCU when it is one: its telemetry for
@@ -109,16 +121,20 @@ def open_actuator(kind: str, config: Config, port: str | None, world: World | No
 
 @dataclass
 class Input:
-    """The controller, and a hook that feeds the web page every tick (``publish``)."""
+    """The controller, a hook that feeds the web page every tick (``publish``), and the
+    page server's counters for the summary (``counters``)."""
 
     controller: Controller
     publish: Callable[[TickResult, dict[str, Any]], None] | None = None
+    counters: Callable[[], dict[str, int]] | None = None
 
 
 def open_controller(kind: str | Controller, config: Config, mode: Mode,
-                    rc_source: SerialActuator | None, report: Report) -> Input:
+                    rc_source: SerialActuator | None, report: Report,
+                    period_s: float = 0.0) -> Input:
     """``web`` (the page), ``gamepad``, ``rc`` (the transmitter through the MCU), ``none``
-    (a fixed input: the pilot alone), or a Controller object the caller made."""
+    (a fixed input: the pilot alone), or a Controller object the caller made. ``period_s``:
+    the loop's period (the web failsafe counts the time a polled input stays in force)."""
     if not isinstance(kind, str):
         return Input(kind)
     if kind == "rc":
@@ -136,14 +152,16 @@ def open_controller(kind: str | Controller, config: Config, mode: Mode,
     if kind == "web":
         from car.controllers.web import WebController
 
-        web = WebController(config.web, start_mode=mode, erase_count=config.record.erase_count)
+        web = WebController(config.web, start_mode=mode, erase_count=config.record.erase_count,
+                            period_s=period_s)
         try:
             url = web.start()
         except BaseException:
             web.close()
             raise
         report(f"web controller: open {url}")
-        return Input(web, publish=lambda result, status: web.publish(result.frame, status))
+        return Input(web, publish=lambda result, status: web.publish(result.frame, status),
+                     counters=lambda: web.stats)
     if kind == "none":
         return Input(ScriptedController(mode))
     raise CarError(f"unknown controller {kind!r}; use one of {', '.join(CONTROLLERS)}")

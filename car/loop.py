@@ -92,7 +92,7 @@ class DriveLoop:
         self.engine = engine
         self.recorder = recorder
         self.recording = recorder is not None
-        self.auto_record_throttle = -1.0  # record ticks with |throttle| above this
+        self.auto_record_throttle = 0.0  # record ticks with |throttle| above this; 0: all
         self.recorded = 0
         self.clock = clock
         self.timer = timer
@@ -102,6 +102,7 @@ class DriveLoop:
         self.ticks = 0
         self.swaps = 0
         self.pilot_errors = 0
+        self.late_outputs = 0  # pilot outputs not sent: their frame was too old by then
         self.repeated_frames = 0
         self.record_errors = 0
         self._incoming: queue.SimpleQueue[Engine] = queue.SimpleQueue()
@@ -145,7 +146,8 @@ class DriveLoop:
             self._first_tick_s = now
         self._last_tick_s = now
         age_s = now - frame.time_s
-        stale = age_s > STALE_PERIODS * self.period_s
+        limit_s = STALE_PERIODS * self.period_s
+        stale = age_s > limit_s
         if stale:
             self._log.warning("stale", now, "frame %d is %.0f ms old (limit %.0f ms): outputs "
                               "neutral; is the camera delivering at the loop rate?", frame.seq,
@@ -175,6 +177,15 @@ class DriveLoop:
             t2 = t3 = timer()
         else:
             pilot, ran, t2, t3 = self._run_pilot(frame, stale, now)
+            if pilot is not None and self.clock() - frame.time_s > limit_s:
+                stale = True  # the frame's age when the command goes out is what counts
+                pilot = None
+                self.late_outputs += 1
+                self._log.warning("late", now, "the pilot answered on frame %d when it was "
+                                  "%.0f ms old (limit %.0f ms): outputs neutral; the model "
+                                  "is too slow for %.0f Hz", frame.seq,
+                                  (self.clock() - frame.time_s) * 1000, limit_s * 1000,
+                                  1.0 / self.period_s)
             self._last_pilot = pilot
         fault = self.actuator.fault
         if fault is not None:
@@ -184,8 +195,9 @@ class DriveLoop:
         t4 = timer()
         self.actuator.send(decision.command)
         t5 = timer()
+        threshold = self.auto_record_throttle
         if self.recording and self.recorder is not None and \
-                abs(decision.command.throttle) > self.auto_record_throttle:
+                (threshold <= 0 or abs(decision.command.throttle) > threshold):
             self._record(frame, decision)
         t6 = timer()
         latency_s = max(0.0, age_s) + (t5 - t1)
@@ -321,6 +333,7 @@ class DriveLoop:
                        "stale_frames": c.stale_frames,
                        "repeated_frames": self.repeated_frames,
                        "bad_outputs": c.bad_outputs, "pilot_errors": self.pilot_errors,
+                       "late_outputs": self.late_outputs,
                        "record_errors": self.record_errors,
                        "throttle_capped": c.throttle_capped, "mode_changes": c.mode_changes},
             "model_swaps": self.swaps,

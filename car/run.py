@@ -31,6 +31,7 @@ from car.devices import (
     Input,
     Motors,
     Report,
+    check_failsafe_fits,
     check_watchdog_fits,
     open_actuator,
     open_controller,
@@ -122,6 +123,8 @@ def plan(spec: RunSpec, config: Config) -> Plan:
         raise CarError("--actuator sim needs --sim")
     if actuator == "serial":
         check_watchdog_fits(config.actuator.timeout_ms, hz)
+    if spec.controller == "web":
+        check_failsafe_fits(config.web.failsafe_ms, hz)
     if spec.controller == "rc" and actuator != "serial":
         raise CarError("--controller rc reads the transmitter through the MCU: add "
                        "--actuator serial")
@@ -166,7 +169,8 @@ class Run:
         spec, config, p, stack = self.spec, self.config, self.plan, self._stack
         threads = config.drive.inference_threads or None  # None: ONNX Runtime's default
         if spec.model is not None:
-            self.engine = open_pilot(spec.model, spec.provider, threads=threads)
+            self.engine = open_pilot(spec.model, spec.provider, threads=threads,
+                                     rate_hz=p.hz)
             stack.callback(self.engine.close)
         if p.world is not None:
             self.world = open_world(p.world, spec.scene, config, 1.0 / p.hz, seed=spec.seed,
@@ -190,7 +194,7 @@ class Run:
         if self.motors.estop_latched:
             self.arbiter.estop()
         self.input: Input = open_controller(p.controller, config, p.mode,
-                                            self.motors.rc_source, self.report)
+                                            self.motors.rc_source, self.report, 1.0 / p.hz)
         stack.callback(self.input.controller.close)
         self.loop = DriveLoop(camera, self.motors.actuator, self.input.controller,
                               self.arbiter, self.engine, recorder=self.recorder,
@@ -205,8 +209,9 @@ class Run:
         if self.engine is not None and hot:
             size = camera.size
 
-            def reload(path: Any) -> Engine:  # a model for other frames never takes over
-                return open_pilot(path, spec.provider, frame_size=size, threads=threads)
+            def reload(path: Any) -> Engine:  # a model for other frames, or too slow for
+                return open_pilot(path, spec.provider, frame_size=size,  # the rate, never
+                                  threads=threads, rate_hz=p.hz)  # takes over
 
             watcher = ModelWatcher(spec.model, reload, self.loop.swap_engine).start()
             stack.callback(watcher.stop)
@@ -251,6 +256,8 @@ class Run:
                                    self.motors.actuator.health()) if h is not None]
         for h in self.health:
             summary[h.key] = h.data
+        if self.input.counters is not None:
+            summary["web"] = self.input.counters()
         self.summary = summary
         return summary
 

@@ -393,3 +393,22 @@ def test_an_estopped_loop_ends_and_watchdogs_with_the_estop_kept():
         time.sleep(0.005)
     watchdog.stop()
     assert act.last == ESTOP and watchdog.trips == 1
+
+
+@pytest.mark.parametrize(("threshold", "kept"), [(0.0, 6), (0.05, 3)])
+def test_auto_record_at_zero_keeps_every_tick(tmp_path, threshold, kept):
+    """``record.auto_record_throttle = 0`` keeps standing-still ticks too, as documented."""
+    clock = FakeClock()
+    recorder = DriveRecorder(tmp_path / "tub", RecordConfig())
+    throttles = iter([0.0, 0.3, 0.0, 0.3, 0.0, 0.3])
+
+    class Person(ScriptedController):
+        def poll(self, now_s):
+            return UserInput(0.0, next(throttles))
+
+    loop, _, _ = make_loop(mode=Mode.USER, controller=Person(Mode.USER), clock=clock,
+                           recorder=recorder)
+    loop.auto_record_throttle = threshold
+    run_ticks(loop, clock, 6)
+    recorder.close()
+    assert loop.recorded == kept and len(list(Tub(tmp_path / "tub").records())) == kept

@@ -32,13 +32,14 @@ DESKTOP = {"width": 1366, "height": 900}
 
 
 class Clock:
-    """time.monotonic, unless frozen."""
+    """time.monotonic (plus ``offset``), unless frozen."""
 
     def __init__(self) -> None:
         self.frozen: float | None = None
+        self.offset = 0.0
 
     def __call__(self) -> float:
-        return time.monotonic() if self.frozen is None else self.frozen
+        return time.monotonic() + self.offset if self.frozen is None else self.frozen
 
 
 class FakeLoop:
@@ -357,8 +358,8 @@ def test_refused_without_the_token(browser: Browser, web: WebController) -> None
     page.close()
 
 
-def test_second_page_is_view_only(browser: Browser, web: WebController,
-                                  loop: FakeLoop) -> None:
+def test_second_page_is_view_only(browser: Browser, web: WebController, loop: FakeLoop,
+                                  clock: Clock) -> None:
     first = open_page(browser, web)
     second = open_page(browser, web, PHONE)
     second.wait_for_selector("#banner-view", state="visible")
@@ -374,8 +375,19 @@ def test_second_page_is_view_only(browser: Browser, web: WebController,
     first.keyboard.up("ArrowLeft")
     assert all(u.throttle == 0 for u, _ in loop.since(mark))
     mark = loop.mark()
-    first.close()  # the second takes over, its throttle held: not until it centres
+    first.close()  # nobody drives; the control is kept 10 s for the first page
     second.wait_for_selector("#banner-view", state="hidden")
+    second.wait_for_selector("#takeover", state="visible")
+    second.wait_for_function("document.querySelector('#takeover').disabled")
+    assert second.inner_text("#takeover").startswith("Take control (in ")
+    second.screenshot(path="/tmp/web_takeover_wait.png")
+    second.wait_for_timeout(300)  # its held throttle counts for nothing: it does not drive
+    assert all(u.throttle == 0 for u, _ in loop.since(mark))
+    clock.offset += 10.5  # the window is over: a deliberate press takes control
+    second.wait_for_function("!document.querySelector('#takeover').disabled")
+    assert second.inner_text("#takeover") == "Take control"
+    second.click("#takeover")  # its throttle is still held: not until it centres
+    second.wait_for_selector("#takeover", state="hidden")
     second.wait_for_selector("#banner-takeover", state="visible")
     assert "center the controls to take over" in second.inner_text("#banner-takeover")
     page_ticks(second, 5)  # the new owner sends its held throttle

@@ -179,8 +179,8 @@ def test_url_and_token(web: WebController) -> None:
 
 
 def test_any_address_url_names_the_lan_address() -> None:
-    with WebController(WebConfig(host="0.0.0.0", port=0, token="t")) as web:
-        assert web.url == f"http://{lan_address()}:{web.port}/?token=t"
+    with WebController(WebConfig(host="0.0.0.0", port=0, token=TOKEN)) as web:
+        assert web.url == f"http://{lan_address()}:{web.port}/?token={TOKEN}"
 
 
 def test_busy_port_is_a_clear_error() -> None:
@@ -362,26 +362,52 @@ def test_second_browser_is_view_only(web: WebController) -> None:
     assert web.stats["viewers_refused_control"] == 4
 
 
-def test_owner_leaving_is_neutral_at_once_and_hands_over(web: WebController,
-                                                         clock: FakeClock) -> None:
+def test_owner_leaving_is_neutral_at_once_and_nobody_else_drives(web: WebController,
+                                                               clock: FakeClock) -> None:
     async def scenario(session: aiohttp.ClientSession, base: str) -> None:
-        owner = await open_ws(session, base)
-        viewer = await open_ws(session, base)
+        owner = await open_ws(session, base, client="tab-one-aaaa")
+        viewer = await open_ws(session, base, client="tab-two-bbbb")
         await take_control(web, owner)
         await owner.send_str(control(0.6, 0.7))
         await settle(web, 2)
         assert web.poll(0.0) == UserInput(0.6, 0.7)
         await owner.close()  # the clock stands still: this is not the failsafe timer
         hello = await next_text(viewer, "hello")
+        assert hello["owner"] is False and hello["message"].startswith(
+            "the driving browser left: nobody drives")
+        assert web.poll(0.0) == UserInput() and web.failsafe
+        for _ in range(2):  # its controls were auto-centred: they still do not count
+            await viewer.send_str(control(0, 0))
+        error = await next_text(viewer, "error")
+        assert error["message"] == "nobody drives: press Take control to drive"
+        await viewer.send_str(json.dumps({"type": "take_over"}))
+        error = await next_text(viewer, "error")
+        assert error["message"] == \
+            "take over refused: the driving browser may come back for 10 s more"
+        status = await fresh_status(web, viewer)
+        assert status["control_free"] is True and status["reclaim_s"] == 10.0
+        clock.t += 10.1  # the window is over: Take control is a deliberate press
+        await viewer.send_str(json.dumps({"type": "take_over"}))
+        hello = await next_text(viewer, "hello")
         assert hello["owner"] is True and hello["takeover_pending"] is True
-        assert hello["message"] == \
-            "the other browser left: you are driving: center the controls to take over"
-        assert web.poll(0.0) == UserInput()
-        assert web.failsafe
         await take_control(web, viewer)
         await viewer.send_str(control(-0.1, 0.2))
-        await settle(web, 4)
+        await settle(web, 6)
         assert web.poll(0.0) == UserInput(-0.1, 0.2)
+    run(web, scenario)
+    assert web.stats["takeovers"] == 1 and web.stats["takeovers_refused"] == 1
+    assert web.stats["viewers_refused_control"] == 2
+
+
+def test_nobody_takes_control_from_a_connected_owner(web: WebController) -> None:
+    async def scenario(session: aiohttp.ClientSession, base: str) -> None:
+        owner = await open_ws(session, base)
+        viewer = await open_ws(session, base)
+        await take_control(web, owner)
+        await viewer.send_str(json.dumps({"type": "take_over"}))
+        error = await next_text(viewer, "error")
+        assert error["message"] == "take over refused: view only: another browser is driving"
+        assert (await fresh_status(web, owner))["owner"] is True
     run(web, scenario)
 
 
@@ -645,8 +671,8 @@ def test_a_flooding_socket_is_closed(web: WebController,
                 if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
                     break
             assert msg.data == 1008 and "too many messages" in msg.extra
-            hello = await next_text(viewer, "hello")  # the owner's socket closed: handover
-            assert hello["owner"] is True
+            hello = await next_text(viewer, "hello")  # the owner's socket closed
+            assert hello["owner"] is False  # and nobody drives
         assert "sent more than 200 messages within 1 s: closing its socket (it was " \
             "driving: neutral now)" in caplog.text
         assert web.poll(0.0) == UserInput() and web.failsafe
@@ -661,7 +687,9 @@ def test_a_new_owner_must_centre_its_controls(web: WebController) -> None:
     async def scenario(session: aiohttp.ClientSession, base: str) -> None:
         first = await open_ws(session, base)
         second = await open_ws(session, base)
-        await first.close()
+        await first.close()  # (no client id: no page to wait for)
+        assert (await next_text(second, "hello"))["owner"] is False
+        await second.send_str(json.dumps({"type": "take_over"}))
         hello = await next_text(second, "hello")
         assert hello["owner"] is True and hello["takeover_pending"] is True
         for _ in range(3):  # the stick was pushed when it inherited control: ignored
@@ -671,12 +699,12 @@ def test_a_new_owner_must_centre_its_controls(web: WebController) -> None:
         assert error["message"] == "mode refused: you are driving: center the controls " \
             "to take over"
         await second.send_str(json.dumps({"type": "estop"}))  # a stop is always taken
-        await settle(web, 5)
+        await settle(web, 6)
         assert web.poll(0.0) == UserInput(estop=True) and web.failsafe
         assert (await fresh_status(web, second))["takeover_pending"] is True
         await second.send_str(control(0.04, -0.04))  # centred: consent
         await second.send_str(control(0, 0.9))
-        await settle(web, 7)
+        await settle(web, 8)
         assert web.poll(0.0) == UserInput(0, 0.9)
         assert (await fresh_status(web, second))["takeover_pending"] is False
     run(web, scenario)
@@ -690,41 +718,41 @@ def test_the_owner_reconnecting_in_time_gets_control_back(web: WebController,
         second = await open_ws(session, base, client="tab-two-bbbb")
         await take_control(web, first)
         await first.close()  # a Wi-Fi hiccup
-        assert (await next_text(second, "hello"))["owner"] is True  # not centred yet
+        assert (await next_text(second, "hello"))["owner"] is False
         clock.t += 9.9
+        await second.send_str(json.dumps({"type": "take_over"}))  # still kept for the first
+        await next_text(second, "error")
         again = await session.ws_connect(f"{base}/ws?token={TOKEN}&client=tab-one-aaaa")
         hello = await next_text(again, "hello")
         assert hello["owner"] is True and hello["takeover_pending"] is True
-        demoted = await next_text(second, "hello")
-        assert demoted["owner"] is False
-        assert demoted["message"] == "view only: the browser that was driving came back"
-        await second.send_str(control(0, 0))  # no longer the owner: refused
+        await second.send_str(control(0, 0))  # a watcher: refused
         await take_control(web, again)
         await again.send_str(control(0.1, 0.2))
-        await settle(web, 4)
+        await settle(web, 5)
         assert web.poll(0.0) == UserInput(0.1, 0.2)
     run(web, scenario)
     assert web.stats["reclaimed"] == 1 and web.stats["viewers_refused_control"] == 1
 
 
-@pytest.mark.parametrize("case", ["too late", "heir centred", "other id"])
-def test_no_reclaim_too_late_or_from_a_centred_heir(web: WebController, clock: FakeClock,
-                                                   case: str) -> None:
+@pytest.mark.parametrize("case", ["too late", "other id"])
+def test_no_reclaim_too_late_or_by_another_page(web: WebController, clock: FakeClock,
+                                                case: str) -> None:
     async def scenario(session: aiohttp.ClientSession, base: str) -> None:
         first = await open_ws(session, base, client="tab-one-aaaa")
-        second = await open_ws(session, base, client="tab-two-bbbb")
         await first.close()
-        assert (await next_text(second, "hello"))["owner"] is True
+        await gone(web)
         clock.t += 10.1 if case == "too late" else 5.0
-        if case == "heir centred":
-            await take_control(web, second)
-        again = await open_ws(session, base, client="tab-three-cc" if case == "other id"
-                              else "tab-one-aaaa")
-        await again.send_str(control(0, 0))
-        await take_control(web, second)
-        await second.send_str(control(0.3, 0))
-        await settle(web, 4 if case == "heir centred" else 3)
-        assert web.poll(0.0) == UserInput(0.3, 0)
+        again = await session.ws_connect(f"{base}/ws?token={TOKEN}&client=" + (
+            "tab-three-cc" if case == "other id" else "tab-one-aaaa"))
+        hello = await next_text(again, "hello")
+        assert hello["owner"] is False  # not even the old page drives without pressing
+        assert hello["message"] == "nobody drives: press Take control to drive"
+        await again.send_str(json.dumps({"type": "take_over"}))
+        if case == "too late":
+            assert (await next_text(again, "hello"))["owner"] is True
+        else:
+            assert (await next_text(again, "error"))["message"].startswith(
+                "take over refused: the driving browser may come back for 5 s")
     run(web, scenario)
     assert web.stats["reclaimed"] == 0
 
@@ -743,15 +771,13 @@ def test_the_same_page_on_a_new_socket_inherits_first(web: WebController) -> Non
 # ---------------------------------------------------------------------------- token
 
 
-@pytest.mark.parametrize(("token", "warned"), [("short-token", True), ("", False),
-                                               ("x" * 16, False)])
-def test_a_short_token_is_warned_about(token: str, warned: bool,
-                                       caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, "car.controllers.web"), \
-            WebController(WebConfig(host="127.0.0.1", port=0, token=token)):
+@pytest.mark.parametrize("token", ["short-token", "x" * 15])
+def test_a_short_token_is_refused(token: str) -> None:
+    with pytest.raises(CarError, match=rf"^web\.token is {len(token)} characters: anyone on "
+                       r"the network could guess it; set 16 or more random characters"):
+        WebController(WebConfig(host="127.0.0.1", port=0, token=token))
+    with WebController(WebConfig(host="127.0.0.1", port=0, token="x" * 16)):
         pass
-    assert ("web.token is short: anyone on the network could guess it; use 16+ random "
-            "characters or leave it empty" in caplog.text) is warned
 
 
 def test_too_many_browsers_are_refused(web: WebController,

@@ -21,13 +21,16 @@ from urllib.parse import quote
 from car.config import WebConfig
 from car.controllers.web.server import WebServer
 from car.controllers.web.state import ControlState
+from car.errors import CarError
 from car.frames import Frame, Mode, UserInput
 
 log = logging.getLogger(__name__)
 ANY_ADDRESS = ("0.0.0.0", "", "::")
 MIN_TOKEN_CHARS = 16
-SHORT_TOKEN = ("web.token is short: anyone on the network could guess it; use 16+ random "
-               "characters or leave it empty")
+SHORT_TOKEN = ("web.token is {n} characters: anyone on the network could guess it; set 16 "
+               "or more random characters (e.g. `python -c \"import secrets; "
+               "print(secrets.token_urlsafe(16))\"`), or leave it empty for a new random "
+               "token every run")
 
 
 class WebController:
@@ -36,27 +39,29 @@ class WebController:
     ``clock`` times the failsafe: ``poll`` reads neutral once the owner's last control
     message is ``config.failsafe_ms`` old, or at once when the owner leaves, and stays
     neutral until the owner has centred its controls (a new owner) and sent two controls
-    within ``failsafe_ms`` of each other. Once an owner has connected, losing it (it left,
-    or the failsafe began) while the mode the loop published is not ``user`` requests
-    ``Mode.USER`` with the next poll. A config port of 0 picks a free port (``port`` is the
-    actual one after ``start``).
+    within ``failsafe_ms`` of each other. ``period_s`` is the loop's period: an input polled
+    now stays in force until the next poll, so it must still be fresh then. Once an owner
+    has connected, losing it (it left, or the failsafe began) while the mode the loop
+    published is not ``user`` requests ``Mode.USER`` with the next poll. A config port of 0
+    picks a free port (``port`` is the actual one after ``start``). A configured token
+    shorter than 16 characters is refused (CarError).
     """
 
     def __init__(self, config: WebConfig, *, start_mode: Mode | None = Mode.USER,
-                 erase_count: int = 100, clock: Callable[[], float] = time.monotonic):
+                 erase_count: int = 100, clock: Callable[[], float] = time.monotonic,
+                 period_s: float = 0.0):
+        if config.token and len(config.token) < MIN_TOKEN_CHARS:
+            raise CarError(SHORT_TOKEN.format(n=len(config.token)))
         self.config = config
         self.clock = clock
-        self.token = config.token or secrets.token_urlsafe(12)
+        self.token = config.token or secrets.token_urlsafe(18)
         self.port = config.port
         self.url = ""
-        self._state = ControlState(config.failsafe_ms, clock, start_mode)
+        self._state = ControlState(config.failsafe_ms, clock, start_mode, horizon_s=period_s)
         self._server = WebServer(config, self.token, self._state, erase_count)
 
     def start(self) -> str:
-        """Listen on its own thread; returns the URL to open. CarError if the port is busy.
-        Warns about a configured token shorter than 16 characters."""
-        if self.config.token and len(self.config.token) < MIN_TOKEN_CHARS:
-            log.warning(SHORT_TOKEN)
+        """Listen on its own thread; returns the URL to open. CarError if the port is busy."""
         self.port = self._server.start()
         host = self.config.host
         host = lan_address() if host in ANY_ADDRESS else host
@@ -96,10 +101,14 @@ class WebController:
     @property
     def stats(self) -> dict[str, int]:
         """Counters: connections, messages, malformed, clamped, refused (bad token),
-        viewers_refused_control, frames encoded/sent/dropped, rate_limited (sockets closed
-        for flooding), too_many (browsers refused over the limit), reclaimed (owners back
-        within 10 s), not_centred (requests refused before the owner centred),
-        failsafe_polls, erase_ignored, mode_switches (to user, for a lost watcher)."""
+        token_limited (answered 429 after too many bad tokens), cross_origin (sockets of
+        another site's page), pending_closed / header_timeouts / over_budget (connections
+        closed before sending the token), loop_errors, viewers_refused_control, frames
+        encoded/sent/dropped, rate_limited (sockets closed for flooding), too_many
+        (browsers refused over the limit), reclaimed (owners back within 10 s), takeovers
+        (Take control pressed) and takeovers_refused, not_centred (requests refused before
+        the owner centred), failsafe_polls, erase_ignored, mode_switches (to user, for a
+        lost watcher)."""
         state = self._state
         return {**self._server.stats, "viewers": max(0, len(self._server.clients) - 1),
                 "failsafe_polls": state.failsafe_polls, "erase_ignored": state.erase_ignored,

@@ -49,13 +49,16 @@ class JpegEncoder:
 
 
 def status_message(status: dict[str, Any], state: ControlState, owned: bool, browsers: int,
-                   stats: dict[str, int]) -> dict[str, Any]:
+                   stats: dict[str, int], reclaim_s: float = 0.0) -> dict[str, Any]:
     """The page's status message (without ``owner``, which differs per browser): the loop's
-    status, the failsafe and takeover state, viewers, and the counts of refused input."""
+    status, the failsafe and takeover state (``control_free``: nobody drives;
+    ``reclaim_s``: how long the control is still kept for the browser that left), viewers,
+    and the counts of refused input."""
     message = jsonable(status)
     message.update(type="status", failsafe=state.failsafe,
                    failsafe_switched=state.switched_to_user,
                    takeover_pending=owned and not state.consented,
+                   control_free=not owned, reclaim_s=round(reclaim_s, 1),
                    viewers=browsers - owned,
                    rejected={"malformed": stats["malformed"], "clamped": stats["clamped"],
                              "refused": stats["refused"],

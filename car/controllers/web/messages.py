@@ -11,7 +11,9 @@ Every message is an object with a ``type``:
   ``erase`` (the last ``record.erase_count`` records; at most one per 3 s),
   ``throttle_limit`` (``value`` in [0, 1]), ``estop`` and ``clear_estop``: one-shot
   requests, coalesced per kind until the loop's next poll (the latest mode, recording and
-  limit win; an e-stop is delivered with the very next poll and wins over a clear).
+  limit win; an e-stop is delivered with the very next poll and wins over a clear);
+- ``take_over``: a watcher asks to drive (the page's Take control button); see
+  ``owners.py`` for when it is granted.
 
 A number outside its range is clamped (and reported); anything else that is wrong raises
 BadMessage with a message that says what was expected. More than 200 messages within 1 s
@@ -27,7 +29,8 @@ from typing import Any
 
 from car.frames import Mode
 
-TYPES = ("control", "mode", "record", "erase", "throttle_limit", "estop", "clear_estop")
+TYPES = ("control", "mode", "record", "erase", "throttle_limit", "estop", "clear_estop",
+         "take_over")
 MODES = ", ".join(m.value for m in Mode)
 
 
@@ -37,8 +40,9 @@ class BadMessage(ValueError):
 
 @dataclass(frozen=True)
 class Message:
-    """A checked message. ``kind``: "control", or the UserInput field it requests (mode,
-    recording, erase_last, throttle_limit, estop, clear_estop) with its ``value``."""
+    """A checked message. ``kind``: "control", "take_over", or the UserInput field it
+    requests (mode, recording, erase_last, throttle_limit, estop, clear_estop) with its
+    ``value``."""
 
     kind: str
     steering: float = 0.0
@@ -77,7 +81,7 @@ def parse_message(text: str, erase_count: int) -> Message:
     if kind == "throttle_limit":
         value, clamped = _number(data, kind, "value", 0.0, 1.0)
         return Message("throttle_limit", value=value, clamped=clamped)
-    if kind in ("estop", "clear_estop"):
+    if kind in ("estop", "clear_estop", "take_over"):
         return Message(kind, value=True)
     raise BadMessage(f"unknown message type {_show(kind)}: expected one of {', '.join(TYPES)}")
 

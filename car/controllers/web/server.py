@@ -1,15 +1,9 @@
 """The page's server: aiohttp (HTTP and WebSocket in one asyncio library) on its own thread.
 
 Every request must carry the token (``?token=...``); without it: 403 and a one-line page.
-
-Ownership: the first browser connected owns control; later ones watch (view only) and the
-oldest of them takes over when the owner leaves. A new owner's input counts only once it
-has sent a neutral control (``ControlState``'s consent rule; its requests other than
-``estop`` are refused until then) and the page says "center the controls to take over".
-Each page sends a random client id (``?client=...``, kept in the tab's sessionStorage):
-a browser that reconnects within ``RECLAIM_S`` with the id of the owner that left gets
-control back if the slot is free or held by a browser that has not centred its controls
-yet (that one goes back to watching). Anyone may send ``estop``.
+Connections, wrong tokens and cross-site sockets are ``guard.py``'s; who drives is
+``owners.py``'s (the first browser, the one that left coming back within 10 s, or a watcher
+that presses Take control after that). Anyone may send ``estop``.
 
 Floods: a socket that sends more than ``RATE_LIMIT`` messages within ``RATE_WINDOW_S`` is
 closed (an owner closing reads neutral at once); requests are coalesced in
@@ -18,7 +12,8 @@ are open at once, so memory stays bounded whatever a client sends. At most one e
 3 s: repeats get "erase ignored: one per 3 s".
 
 Video goes to every browser through a per-client "newest only" slot, so a slow phone drops
-frames instead of falling behind.
+frames instead of falling behind. The loop's thread only stores the newest frame and status
+(``publish``): nothing the network does can block it.
 """
 
 from __future__ import annotations
@@ -41,7 +36,16 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from car.config import WebConfig
 from car.controllers.web.client import RATE_LIMIT, RATE_WINDOW_S, Client
 from car.controllers.web.feed import JpegEncoder, status_message
+from car.controllers.web.guard import (
+    KEEPALIVE_S,
+    ConnectionGuard,
+    LoopErrors,
+    TokenLimiter,
+    connection_budget,
+    origin_allowed,
+)
 from car.controllers.web.messages import BadMessage, parse_message
+from car.controllers.web.owners import FREE, OWNER_LEFT, TAKE_OVER, VIEW_ONLY, Owners
 from car.controllers.web.state import ControlState
 from car.errors import CarError
 from car.frames import Frame
@@ -50,12 +54,10 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
 REFUSED = "wrong or missing token: open the URL that `car record` printed\n"
-VIEW_ONLY = "view only: another browser is driving"
-DRIVING = "you are driving"
-TAKE_OVER = "you are driving: center the controls to take over"
-RECLAIMED = "view only: the browser that was driving came back"
+LIMITED = "too many wrong tokens from this address: wait {s} s\n"
+CROSS_ORIGIN = ("cross-origin WebSocket refused: open the page from the address `car` "
+                "printed\n")
 ERASE_IGNORED = "erase ignored: one per 3 s"
-RECLAIM_S = 10.0  # an owner that reconnects this soon (same client id) may get control back
 MAX_BROWSERS = 16  # connected at once; more are refused (503)
 MAX_MESSAGE_BYTES = 4096
 CLOSE_TIMEOUT_S = 1.0  # how long a closing socket may take to answer
@@ -72,12 +74,15 @@ class WebServer:
         self.token = token
         self.state = state
         self.erase_count = erase_count
-        self.clients: list[Client] = []
-        self.owner: Client | None = None
         self.stats = {"connections": 0, "messages": 0, "malformed": 0, "clamped": 0,
-                      "refused": 0, "viewers_refused_control": 0, "frames_encoded": 0,
+                      "refused": 0, "token_limited": 0, "cross_origin": 0,
+                      "viewers_refused_control": 0, "frames_encoded": 0,
                       "frames_sent": 0, "frames_dropped": 0, "encode_errors": 0,
-                      "rate_limited": 0, "reclaimed": 0, "not_centred": 0, "too_many": 0}
+                      "rate_limited": 0, "not_centred": 0, "too_many": 0, "loop_errors": 0}
+        self.owners = Owners(state, self.stats)
+        self.limiter = TokenLimiter()
+        self.connections: ConnectionGuard | None = None
+        self.loop_errors = LoopErrors(self.stats)
         self._assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
         query = html.escape(quote(token, safe=""))
         self._index = (STATIC / "index.html").read_text(encoding="utf-8") \
@@ -91,13 +96,22 @@ class WebServer:
         self._runner: web.AppRunner | None = None
         self._numbers = 0
         self._closing = False
-        self._left: tuple[str, float] | None = None  # the last owner's client id, when it left
+
+    @property
+    def clients(self) -> list[Client]:
+        return self.owners.clients
+
+    @property
+    def owner(self) -> Client | None:
+        return self.owners.owner
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> int:
         """Listen (on its own thread); returns the port. Raises CarError if it cannot."""
+        self.connections = ConnectionGuard(self.stats, connection_budget())
         loop = asyncio.new_event_loop()
+        loop.set_exception_handler(self.loop_errors)
         self._loop = loop
         self._thread = threading.Thread(target=self._run, name="web-server", daemon=True)
         self._thread.start()
@@ -122,8 +136,11 @@ class WebServer:
         app.router.add_get("/ws", self._socket)
         app.router.add_get("/static/{name}", self._asset)
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                               shutdown_timeout=CLOSE_TIMEOUT_S)
+                               shutdown_timeout=CLOSE_TIMEOUT_S,
+                               keepalive_timeout=KEEPALIVE_S)
         await runner.setup()
+        assert self.connections is not None and runner.server is not None
+        self.connections.install(runner.server)
         try:
             await web.TCPSite(runner, self.config.host, self.config.port).start()
         except BaseException:
@@ -173,13 +190,23 @@ class WebServer:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        address, now = str(request.remote), time.monotonic()
+        if self.limiter.blocked(address, now):
+            self.stats["token_limited"] += 1
+            wait_s = self.limiter.retry_after_s(address, now)
+            return web.Response(status=429, text=LIMITED.format(s=wait_s),
+                                headers={**HEADERS, "Retry-After": str(wait_s)})
         given = request.query.get("token", "").encode("utf-8")
         if not secrets.compare_digest(given, self.token.encode("utf-8")):
             self.stats["refused"] += 1
+            self.limiter.failed(address, now)
             if self.stats["refused"] <= 3 or self.stats["refused"] % 100 == 0:
                 log.warning("web: refused %s %s from %s: wrong or missing token (%d so far)",
-                            request.method, request.path, request.remote, self.stats["refused"])
+                            request.method, request.path[:80], address,
+                            self.stats["refused"])
             return web.Response(status=403, text=REFUSED, headers=HEADERS)
+        assert self.connections is not None
+        self.connections.trust(request)
         response = await handler(request)
         if not isinstance(response, web.WebSocketResponse):
             response.headers.update(HEADERS)
@@ -198,6 +225,12 @@ class WebServer:
     # ------------------------------------------------------------------ WebSocket
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        if not origin_allowed(request):
+            self.stats["cross_origin"] += 1
+            log.warning("web: refused a WebSocket from %s opened by the page of another "
+                        "site (Origin %s)", request.remote,
+                        request.headers.get("Origin", "")[:80])
+            raise web.HTTPForbidden(text=CROSS_ORIGIN, headers=HEADERS)
         if len(self.clients) >= MAX_BROWSERS:
             self.stats["too_many"] += 1
             log.warning("web: refused a browser from %s: %d are connected already (the most)",
@@ -210,80 +243,47 @@ class WebServer:
         self._numbers += 1
         client = Client(ws, self._numbers, str(request.remote),
                         request.query.get("client", ""))
-        self.clients.append(client)
         self.stats["connections"] += 1
-        if self.owner is None:
-            self._take_over(client)
-        elif self._reclaims(client):
-            self._reclaim(client)
-        owner = client is self.owner
-        log.info("web: browser %d (%s) connected, %s", client.number, client.remote,
-                 "driving" if owner else "view only")
-        self._hello(client, DRIVING if owner else VIEW_ONLY)
+        hello = self.owners.connect(client)
+        log.info("web: browser %d (%s) connected, %s", client.number, client.remote, hello)
+        self._hello(client, hello)
         sender = asyncio.get_running_loop().create_task(self._send_loop(client))
         try:
-            async for msg in ws:
-                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    continue
-                if self._flooding(client):
-                    await ws.close(code=WSCloseCode.POLICY_VIOLATION,
-                                   message=b"too many messages: at most 200 per second")
-                    break
-                if msg.type == WSMsgType.TEXT:
-                    self._receive(client, msg.data)
-                else:
-                    self._reject(client, "binary messages are not accepted: send JSON text")
+            await self._read(client)
+        except ConnectionError as exc:  # reset mid-answer (a pong to a ping flood, say)
+            log.info("web: browser %d (%s): connection lost: %s", client.number,
+                     client.remote, exc)
         finally:
             sender.cancel()
-            self.clients.remove(client)
+            was_owner = client is self.owner
+            heir = self.owners.leave(client)
             log.info("web: browser %d (%s) left", client.number, client.remote)
-            if client is self.owner:
-                self._owner_left()
+            if heir is not None:
+                self._hello(heir, "the page reconnected: " + TAKE_OVER)
+            elif was_owner and not self._closing:
+                for other in self.clients:
+                    self._hello(other, OWNER_LEFT)
         return ws
+
+    async def _read(self, client: Client) -> None:
+        ws = client.ws
+        async for msg in ws:
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            if self._flooding(client):
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION,
+                               message=b"too many messages: at most 200 per second")
+                break
+            if msg.type == WSMsgType.TEXT:
+                self._receive(client, msg.data)
+            else:
+                self._reject(client, "binary messages are not accepted: send JSON text")
 
     def _hello(self, client: Client, message: str) -> None:
         client.send_text({"type": "hello", "owner": client is self.owner, "message": message,
                           "takeover_pending": client is self.owner and not self.state.consented,
                           "erase_count": self.erase_count,
                           "failsafe_ms": self.config.failsafe_ms})
-
-    def _take_over(self, client: Client) -> None:
-        self.owner = client
-        self.state.take_over()  # neutral until it has centred its controls
-
-    def _reclaims(self, client: Client) -> bool:
-        """The owner that left came back in time, and whoever drives has not centred yet."""
-        left = self._left
-        return (left is not None and client.client_id != "" and client.client_id == left[0]
-                and self.state.clock() - left[1] <= RECLAIM_S and not self.state.consented)
-
-    def _reclaim(self, client: Client) -> None:
-        previous = self.owner
-        self._left = None
-        self.stats["reclaimed"] += 1
-        self._take_over(client)
-        if previous is not None:
-            log.info("web: browser %d came back within %.0f s and drives again; browser %d "
-                     "(which had not centred its controls) watches", client.number,
-                     RECLAIM_S, previous.number)
-            self._hello(previous, RECLAIMED)
-
-    def _owner_left(self) -> None:
-        assert self.owner is not None
-        gone = self.owner.client_id
-        if gone:
-            self._left = (gone, self.state.clock())
-        self.state.owner_left()  # at once: no waiting for the failsafe
-        self.owner = None
-        if self.clients and not self._closing:
-            # The same page on a new socket (it reconnected before the old one timed out)
-            # comes first; else the oldest watcher.
-            heir = next((c for c in self.clients if gone and c.client_id == gone),
-                        self.clients[0])
-            self._take_over(heir)
-            log.info("web: browser %d drives now (once it has centred its controls)",
-                     heir.number)
-            self._hello(heir, "the other browser left: " + TAKE_OVER)
 
     def _flooding(self, client: Client) -> bool:
         """True when this message is one too many for the rate limit (logged)."""
@@ -302,11 +302,18 @@ class WebServer:
         except BadMessage as exc:
             self._reject(client, str(exc))
             return
+        if msg.kind == "take_over":
+            refused = self.owners.take_over(client)
+            if refused is not None:
+                self._error(client, refused)
+            else:
+                self._hello(client, TAKE_OVER)
+            return
         if client is not self.owner and msg.kind != "estop":  # anyone may stop the car
             self.stats["viewers_refused_control"] += 1
             if not client.told_view_only:
                 client.told_view_only = True
-                self._error(client, VIEW_ONLY)
+                self._error(client, VIEW_ONLY if self.owner is not None else FREE)
             return
         if msg.clamped:
             self.stats["clamped"] += 1
@@ -369,7 +376,7 @@ class WebServer:
         frame, status = latest
         jpeg = self._jpeg.encode(frame)
         base = status_message(status, self.state, self.owner is not None, len(self.clients),
-                              self.stats)
+                              self.stats, self.owners.reclaim_left_s())
         for client in self.clients:
             client.status = json.dumps({**base, "owner": client is self.owner})
             if jpeg is not None:

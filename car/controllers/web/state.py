@@ -3,8 +3,11 @@
 The server thread writes it; the loop's thread reads it once per tick (``poll``). Every
 time below is the injectable clock's. The rules:
 
-- **Failsafe.** ``poll`` reads neutral when the owner's last control message is
-  ``failsafe_ms`` old (or the owner left, or sent something malformed).
+- **Failsafe.** ``poll`` reads neutral when the owner's last control message would be
+  ``failsafe_ms`` old before the loop's next poll (``horizon_s``, one loop period: the
+  command polled now stays in force until then), or the owner left, or sent something
+  malformed. So the car is neutral no later than ``failsafe_ms`` after the last control,
+  and at most one loop period earlier.
 - **Arming.** After a failsafe, and at the start of every ownership, the input counts again
   only after two control messages that arrive within ``failsafe_ms`` of each other; until
   then ``poll`` stays neutral (and ``failsafe`` stays True). A background tab whose timers
@@ -46,8 +49,9 @@ class ControlState:
     """Thread-safe: the owner's steering and throttle, and the pending one-shot requests."""
 
     def __init__(self, failsafe_ms: int, clock: Callable[[], float],
-                 start_mode: Mode | None = None):
+                 start_mode: Mode | None = None, horizon_s: float = 0.0):
         self.failsafe_s = failsafe_ms / 1000.0
+        self.horizon_s = horizon_s  # how long a polled input stays in force: one loop period
         self.clock = clock
         self.failsafe = True  # as of the last poll: the input read neutral for want of control
         self.failsafe_polls = 0
@@ -145,7 +149,8 @@ class ControlState:
         pending request, once."""
         now = self.clock()
         with self._lock:
-            fresh = self._last_s is not None and now - self._last_s < self.failsafe_s - EPSILON_S
+            fresh = self._last_s is not None and \
+                now + self.horizon_s - self._last_s < self.failsafe_s - EPSILON_S
             if not fresh:
                 self._armed = False
             live = fresh and self._armed and self._consented

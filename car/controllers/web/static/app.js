@@ -5,7 +5,8 @@
 //   (a background tab's timers run at ~1 Hz); held keys, the joystick and the gamepad's
 //   state are dropped, so nothing drives on return until touched again;
 // - a random client id in sessionStorage goes with the socket (?client=), so a reconnect
-//   within 10 s may get control back;
+//   within 10 s gets control back; nobody else may drive in those 10 s, and after them a
+//   watcher drives only by pressing "Take control" (never automatically);
 // - a STOP that cannot be sent (socket not open) says so: "STOP NOT SENT: offline".
 "use strict";
 (() => {
@@ -16,7 +17,8 @@
   const page = (window.carPage = {
     frames: 0, statuses: 0, sent: 0, connected: false, owner: false, failsafe: false,
     failsafeSeen: 0, paused: false, hiddenNeutrals: 0, stopsNotSent: 0,
-    takeoverPending: false, clientId: "", failsafeText: "",
+    takeoverPending: false, clientId: "", failsafeText: "", controlFree: false,
+    reclaimS: 0,
     hello: "", lastError: "", steering: 0, throttle: 0, source: "none", gamepad: "",
   });
   let ws = null;
@@ -73,13 +75,14 @@
     $("conn").className = "pill " + (on ? "on" : "off");
     $("banner-conn").hidden = on;
     if (!on) setOwner(false, true);
+    showTakeover();
   }
 
   function setOwner(owner, unknown) {
     page.owner = owner;
     $("role").textContent = unknown ? "…" : owner ? "driving" : "view only";
     $("role").className = "pill " + (owner ? "on" : unknown ? "" : "warn");
-    $("banner-view").hidden = owner || unknown;
+    $("banner-view").hidden = owner || unknown || page.controlFree;
     document.body.classList.toggle("viewer", !owner && !unknown);
   }
 
@@ -190,7 +193,10 @@
         cells[i].dd.title = text; // the whole text, where a narrow cell cuts it
       }
     });
-    if (has(s.owner) && s.owner !== page.owner) setOwner(s.owner, false);
+    page.controlFree = !!s.control_free;
+    page.reclaimS = s.reclaim_s || 0;
+    if (has(s.owner)) setOwner(s.owner, false);
+    showTakeover();
     page.takeoverPending = !!s.takeover_pending;
     setFailsafeText(!!s.failsafe_switched);
     if (s.failsafe) page.failsafeText = $("banner-failsafe").textContent;
@@ -218,6 +224,18 @@
     $("banner-takeover").hidden = !takeover;
     $("banner-failsafe").hidden = !status.failsafe || takeover;
   }
+
+  // "Take control": only while nobody drives; greyed, with a countdown, while the control
+  // is kept for the browser that left.
+  function showTakeover() {
+    const el = $("takeover");
+    el.hidden = page.owner || !page.controlFree || !page.connected;
+    const wait = Math.ceil(page.reclaimS);
+    el.disabled = wait > 0;
+    const text = wait > 0 ? `Take control (in ${wait} s)` : "Take control";
+    if (el.textContent !== text) el.textContent = text;
+  }
+  $("takeover").addEventListener("click", () => send({ type: "take_over" }));
 
   // ------------------------------------------------------------------ buttons and settings
   let stopFailedTimer = 0;
