@@ -6,6 +6,9 @@ the user's clear releases the latch: the loop sends e-stop commands (its watchdo
 last command included) for as long as its e-stop is on, and the first other command after
 them goes out as a DRIVE with flags 0, the release the protocol allows, before ENGAGE
 resumes. ``close()`` ends with a disengaged DRIVE, or ESTOP while stopped.
+
+``fault`` covers the link and the MCU's configuration: a CONFIG from anyone else than this
+car (``car.mcu.guard``) holds the loop at neutral for the rest of the session.
 """
 
 from __future__ import annotations
@@ -112,10 +115,12 @@ class SerialActuator:
         """Link and MCU state for the run summary."""
         m = self.report()
         battery = f", battery {m['battery_v']:.2f} V" if m["battery_v"] is not None else ""
+        foreign = f", {m['config_tampers']} CONFIG(s) by someone else" \
+            if m["config_tampers"] else ""
         line = (f"mcu {m['port']} ({m['firmware']}): {m['sent']} frames sent, "
                 f"{m['telemetry']} telemetry{battery}, {m['losses']} link loss(es), "
                 f"{m['reconnects']} reconnect(s), {sum(m['rx_dropped'].values())} bad "
-                "frame(s) received")
+                f"frame(s) received{foreign}")
         return Health("mcu", m, line)
 
     def report(self) -> dict[str, Any]:
@@ -133,6 +138,7 @@ class SerialActuator:
             "rc_present": t.rc_present if t is not None else None,
             "sent": s.sent, "send_skipped": s.send_skipped, "telemetry": s.telemetry,
             "losses": s.losses, "reconnects": s.reconnects, "write_timeouts": s.write_timeouts,
+            "config_tampers": self.link.guard.tampers, "config_resends": s.config_resends,
             "rx_dropped": {"bad_crc": c.bad_crc, "bad_length": c.bad_length,
                            "unknown_type": c.unknown_type},
         }

@@ -4,7 +4,8 @@ a board. `car mcu emulate` starts one and prints the port to open.
 
 ``Emulator.step(received, now_s)`` is the whole behaviour and takes the time as an argument
 (the tests drive it with a fake clock); ``PtyEmulator`` runs it against a real pty on a
-thread, on ``time.monotonic()`` unless told otherwise.
+thread, on ``time.monotonic()`` unless told otherwise. ``PtyEmulator.inject`` puts a third
+party's frames on the MCU's RX line, next to the host's (the tests' rogue CONFIG).
 """
 
 from __future__ import annotations
@@ -147,6 +148,8 @@ class PtyEmulator:
         os.set_blocking(self.master_fd, False)
         self.path = os.ttyname(self._slave_fd)
         self.frozen = threading.Event()  # set: a hung MCU that neither reads nor sends
+        self.injected_seqs: list[int] = []  # the MCU's next SEQ when each injection was taken
+        self._injected: list[tuple[bytes, bool]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.run, name="mcu-emulator", daemon=True)
         self._lock = threading.Lock()
@@ -169,6 +172,7 @@ class PtyEmulator:
             ready, _, _ = select.select([self.master_fd], [], [], self.poll_s)
             data = self._read() if ready else b""
             with self._lock:
+                data = self._take_injected() + data
                 out = self.emulator.step(data, self.clock())
                 events = self.emulator.events[seen:]
                 seen = len(self.emulator.events)
@@ -192,6 +196,32 @@ class PtyEmulator:
     def _write(self, data: bytes) -> None:
         with contextlib.suppress(BlockingIOError):  # the host is not reading: dropped
             os.write(self.master_fd, data)
+
+    def inject(self, data: bytes, *, lose_replies: bool = False) -> None:
+        """Whole frames from a third party on the MCU's RX line (a second device, a rogue
+        program), taken between two of the host's frames; with ``lose_replies`` the MCU's
+        answers to them are lost on the line (noise), so the host sees only TELEMETRY."""
+        with self._lock:
+            self._injected.append((data, lose_replies))
+
+    def _take_injected(self) -> bytes:
+        """The next injection to take now (under the lock), once no host frame is half
+        received; one whose replies are lost is taken here and its replies dropped."""
+        core = self.emulator.core
+        if not self._injected or core.parser.pending:
+            return b""
+        data, lose_replies = self._injected.pop(0)
+        self.injected_seqs.append(core.tx_seq)
+        if not lose_replies:
+            return data
+        core.receive(data, self.emulator.now_ms(self.clock()))
+        return b""
+
+    def reboot(self) -> None:
+        """The MCU restarts (a brown-out) while the port stays open: boot state, not
+        configured; the RC receiver and the battery carry on."""
+        with self._lock:
+            self.emulator.core = McuCore(firmware=self.emulator.core.firmware)
 
     def set_rc(self, rc: RcSignal) -> None:
         with self._lock:

@@ -4,6 +4,11 @@ DRIVE frames, read TELEMETRY on a background thread, notice a lost link and reco
 The link is lost when no TELEMETRY arrives for ``3 × timeout_ms`` or the port fails (a
 cable pulled out). ``fault`` then says why until the reader thread has reconnected, which
 it tries every ``RETRY_S``; the MCU's own watchdog has long put the outputs to neutral.
+
+Every CONFIG_ACK and TELEMETRY is also held to this car's CONFIG (``ConfigGuard``): someone
+else's CONFIG, or an MCU that lost its own, is a fault, and the reader sends this car's
+CONFIG again. It re-sends it every ``REASSERT_S`` anyway, so a CONFIG whose ACK was lost
+on the line does not stay in force.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import serial
 
 from car.actuator import ActuatorError
 from car.mcu import protocol as p
+from car.mcu.guard import ConfigGuard
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], float]
@@ -31,6 +37,7 @@ PING_EVERY_S = 0.25
 ACK_WAIT_S = 0.3
 ACK_TRIES = 3
 FIRST_TELEMETRY_WAIT_S = 0.1  # 5 periods at 50 Hz
+REASSERT_S = 1.0  # this car's CONFIG is sent again this often while connected
 # A write blocked this long (the MCU stopped reading) is given up. pyserial also reports a
 # timeout when the thread merely stalled past it after writing, so a timeout alone is not a
 # lost link: telemetry silence decides that.
@@ -47,6 +54,7 @@ class LinkStats:
     telemetry: int = 0
     reconnects: int = 0
     losses: int = 0
+    config_resends: int = 0  # CONFIGs sent after the handshake (to restore, or reassert)
 
 
 class McuLink:
@@ -66,6 +74,10 @@ class McuLink:
         self.stats = LinkStats()
         self.parser = p.FrameParser(dict(p.MCU_TO_HOST))
         self.on_telemetry: list[Callable[[p.Telemetry], None]] = []
+        self.guard = ConfigGuard(config, port)
+        self.reassert_s = REASSERT_S
+        self._config_sent_s = 0.0
+        self._restores_answered = 0
         self._serial: Any = None
         self._seq = secrets.randbelow(256)  # a new session rarely repeats the last one's SEQ
         self._write_lock = threading.Lock()
@@ -90,6 +102,7 @@ class McuLink:
 
     def _handshake(self, port: Any) -> p.Pong:
         port.reset_input_buffer()
+        self.guard.new_connection()
         pong = self._ping(port)
         if pong.protocol_version != p.PROTOCOL_VERSION:
             raise ActuatorError(
@@ -118,6 +131,8 @@ class McuLink:
         c = self.config
         for _ in range(ACK_TRIES):
             seq = self._write(port, c)
+            self.guard.sent(seq)
+            self._config_sent_s = self.clock()
             ack = self._await(port, p.ConfigAck, ACK_WAIT_S,
                               accept=lambda m, seq=seq: m.acked_seq == seq)
             if ack is not None:
@@ -145,7 +160,10 @@ class McuLink:
         for frame in self.parser.iter_feed(data):
             message = frame.message()
             if isinstance(message, p.Telemetry):
+                self.guard.on_telemetry(message, frame.seq)  # before listeners act on it
                 self._take_telemetry(message)
+            elif isinstance(message, p.ConfigAck):
+                self.guard.on_ack(message, frame.seq)
             messages.append(message)
         return messages
 
@@ -192,6 +210,35 @@ class McuLink:
             silent_s = self.clock() - (self._telemetry_s or 0.0)
             if silent_s > self.lost_after_s:
                 self._lose(f"no telemetry from the MCU for {silent_s * 1000:.0f} ms")
+            else:
+                self._keep_config(port)
+
+    def _keep_config(self, port: Any) -> None:
+        """Send this car's CONFIG again: at once (then every ACK_WAIT_S until acknowledged)
+        when the guard asks to restore it, else every ``reassert_s``."""
+        guard = self.guard
+        wait_s = ACK_WAIT_S if guard.restore else self.reassert_s
+        if self._restores_answered != guard.restore_requests:
+            self._restores_answered, wait_s = guard.restore_requests, 0.0
+        if self.clock() - self._config_sent_s < wait_s:
+            return
+        failure = None
+        with self._write_lock:
+            if self._serial is not port:  # lost meanwhile: the handshake will configure
+                return
+            try:
+                seq = self._write_locked(port, self.config)
+            except serial.SerialTimeoutException:
+                self.stats.write_timeouts += 1
+                return
+            except (serial.SerialException, OSError) as exc:
+                failure = exc
+            else:
+                self.guard.sent(seq)
+                self._config_sent_s = self.clock()
+                self.stats.config_resends += 1
+        if failure is not None:
+            self._lose(f"a write failed ({failure})")
 
     def _reconnect(self) -> None:
         try:
@@ -227,14 +274,14 @@ class McuLink:
 
     @property
     def fault(self) -> str | None:
-        """Why the link is down, or None while it is up."""
+        """Why the link is down or the MCU's limits are not this car's, or None."""
         if self._fault is not None:
             return self._fault
         if self._telemetry_s is not None:
             silent_s = self.clock() - self._telemetry_s
             if silent_s > self.lost_after_s:
                 return f"MCU link on {self.port} lost: no telemetry for {silent_s * 1000:.0f} ms"
-        return None
+        return self.guard.fault
 
     def _take_telemetry(self, message: p.Telemetry) -> None:
         self._telemetry = message
