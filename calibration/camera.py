@@ -33,6 +33,7 @@ from car.lens import (
 Board = tuple[int, int]  # inner corners (per row, per column), e.g. (9, 6)
 MIN_VIEWS = 5
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_IMAGE_BYTES = 64 * 2**20  # a 50-megapixel camera's JPEG is about 25 MB
 DETECT_MAX_PX = 1280  # boards are searched on a copy at most this large, then refined
 OUTLIER_FACTOR = 3.0  # a view whose error is over this many times the median is dropped once
 FIND_FLAGS = (cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE
@@ -153,9 +154,9 @@ def calibrate_folder(folder: str | Path, board: Board = (9, 6),
     rejected: list[tuple[str, str]] = []
     first: tuple[str, tuple[int, int]] | None = None
     for path in paths:
-        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        gray, why = read_gray(path)
         if gray is None:
-            rejected.append((path.name, "not a readable image"))
+            rejected.append((path.name, why))
             continue
         size = (gray.shape[1], gray.shape[0])
         if first is None:
@@ -172,8 +173,23 @@ def calibrate_folder(folder: str | Path, board: Board = (9, 6),
             corner_sets.append(corners)
             used.append(path.name)
     if first is None:
-        raise CalibrationError(f"{folder}: none of its {len(paths)} images could be read")
+        name, why = rejected[-1]
+        raise CalibrationError(f"{folder}: none of its {len(paths)} images could be read "
+                               f"({name}: {why})")
     return fit_lens(corner_sets, used, rejected, board, square_mm, first[1])
+
+
+def read_gray(path: Path) -> tuple[np.ndarray | None, str]:
+    """The image as 8-bit grey, or (None, why not): unreadable, not an image, too large."""
+    try:
+        if path.stat().st_size > MAX_IMAGE_BYTES:
+            return None, f"over {MAX_IMAGE_BYTES // 2**20} MB, too large for a camera photo"
+        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    except cv2.error:  # OpenCV refuses an image of more pixels than it allows
+        return None, "too many pixels for a camera photo"
+    return (gray, "") if gray is not None else (None, "not a readable image")
 
 
 def fit_lens(corner_sets: Sequence[np.ndarray], names: Sequence[str],

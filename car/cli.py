@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 import cv2
 
-from car import __version__
+from car import __version__, logs
 from car.commands import bench as bench_commands
 from car.commands import build as build_commands
 from car.commands import calibrate as calibrate_commands
@@ -36,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"car {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of an unexpected error")
+                        help="show the traceback of an unexpected error, and of logged ones")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     config_commands.register(commands)
     tub_commands.register(commands)
@@ -56,17 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="car: %(levelname)s: %(message)s")
+    logs.configure(verbose=args.verbose, debug=args.debug)
     try:
         return int(args.handler(args) or 0)
     except CarError as exc:
-        print(f"car: error: {exc}", file=sys.stderr)
+        print(f"car: error: {logs.one_line(str(exc))}", file=sys.stderr)
         return 1
     except OSError as exc:  # a file the user named cannot be written or read
         if isinstance(exc, BrokenPipeError):
             return _quiet_broken_pipe()
-        print(f"car: error: {exc}", file=sys.stderr)
+        print(f"car: error: {logs.one_line(str(exc))}", file=sys.stderr)
         return 1
     except cv2.error as exc:  # OpenCV's own message is several lines; keep its gist
         gist = [line for line in str(exc).splitlines() if line.strip()][-1].strip()
@@ -78,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"car: internal error: {type(exc).__name__}: {exc} (run again with --debug for "
-              "the traceback, and report it)", file=sys.stderr)
+        print(f"car: internal error: {logs.exception_line(type(exc), exc)} (run again with "
+              "--debug for the traceback, and report it)", file=sys.stderr)
         return 3
 
 

@@ -18,13 +18,17 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from car.datafile import parse_json
+from car.errors import CarError
 from deploy.manifest import ManifestError, file_sha256, load_manifest
 
 DATABASE_NAME = "database.jsonl"
+MAX_LINE_BYTES = 1024 * 1024  # an entry is well under 4 kB
 
 
 def database_path(models_dir: str | os.PathLike) -> Path:
@@ -70,21 +74,34 @@ def record_eval(models_dir: str | os.PathLike, model_path: str | os.PathLike,
 
 
 def read_entries(path: str | os.PathLike) -> tuple[list[dict[str, Any]], int]:
-    """(the entries in file order, how many lines were corrupt and skipped)."""
+    """(the entries in file order, how many lines were corrupt and skipped). A line that is
+    not a JSON object, or is hostile (over MAX_LINE_BYTES, a number of 5,000 digits, arrays
+    nested 5,000 deep), counts as corrupt."""
     entries, corrupt = [], 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
+    with open(path, "rb") as f:
+        for line in _lines(f, MAX_LINE_BYTES):
+            if line is not None and not line.strip():
                 continue
             try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
+                entry = parse_json(line.decode("utf-8", "replace"), str(path)) if line else None
+            except CarError:
                 entry = None
             if isinstance(entry, dict):
                 entries.append(entry)
             else:
                 corrupt += 1
     return entries, corrupt
+
+
+def _lines(f: BinaryIO, limit: int) -> Iterator[bytes | None]:
+    """Each line of ``f``; None for one longer than ``limit`` bytes (read past, not kept)."""
+    while line := f.readline(limit + 1):
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (rest := f.readline(limit)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+        else:
+            yield line
 
 
 @dataclass
@@ -113,12 +130,15 @@ def model_rows(entries: list[dict[str, Any]]) -> list[ModelRow]:
     for entry in reversed(trainings):
         matches = [k for k, e in enumerate(evals) if _belongs(e, entry)]
         claimed.update(matches)
-        validation = entry.get("validation") or {}
+        validation = entry.get("validation")
+        validation = validation if isinstance(validation, dict) else {}
+        tubs = entry.get("tubs")
         rows.append(ModelRow(
             time=str(entry.get("time", "")), type=str(entry.get("type", "?")),
-            tubs=len(entry.get("tubs") or []), records=_record_count(entry.get("records")),
-            steering_mae=validation.get("steering_mae"),
-            throttle_mae=validation.get("throttle_mae"),
+            tubs=len(tubs) if isinstance(tubs, list) else 0,
+            records=_record_count(entry.get("records")),
+            steering_mae=_number(validation.get("steering_mae")),
+            throttle_mae=_number(validation.get("throttle_mae")),
             model=str(entry.get("model") or Path(str(entry.get("out", "?"))) / "pilot.onnx"),
             eval=_score(evals[matches[-1]]) if matches else None))
     latest: dict[str, dict[str, Any]] = {}
@@ -159,7 +179,14 @@ def _record_count(records: Any) -> int | None:
 def _score(evaluation: dict[str, Any]) -> dict[str, Any]:
     keys = ("time", "model", "track", "autonomy_pct", "laps", "laps_completed",
             "lap_time_vs_expert_pct", "mean_abs_cte_m")
-    return {k: evaluation.get(k) for k in keys}
+    numbers = ("autonomy_pct", "lap_time_vs_expert_pct", "mean_abs_cte_m")
+    return {k: _number(evaluation.get(k)) if k in numbers else evaluation.get(k) for k in keys}
+
+
+def _number(value: Any) -> float | None:
+    """A number read from the file, or None for anything else (a string, true, a list)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return value if ok else None
 
 
 def _append(models_dir: str | os.PathLike, entry: dict[str, Any]) -> None:

@@ -67,6 +67,11 @@ def test_config_is_frozen() -> None:
     ("[steering]\nleft_us = 1600\n", "steering.center_us must lie strictly between"),
     ("[drive\nrate_hz = 3\n", "car.toml: not valid TOML"),
     ("rate_hz = 3\n", "car.toml: unknown section [rate_hz]"),
+    ("[drive]\nrate_hz = " + "1" * 5000 + "\n",
+     "car.toml: line 2 (drive.rate_hz): a number of 5000 digits is too long"),
+    ("[drive]\nrate_hz = " + "[" * 5000 + "]" * 5000 + "\n",
+     "car.toml: line 2 (drive.rate_hz): arrays or tables nested too deeply"),
+    ("[drive]\nrate_hz = 1e999\n", "car.toml: drive.rate_hz must be a finite number, got inf"),
 ])
 def test_errors_name_the_key_and_the_file(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
@@ -87,6 +92,9 @@ def test_overrides_beat_the_file(tmp_path: Path) -> None:
     ("drive.rate_hz", "expected SECTION.KEY=VALUE"),
     ("drive.speed=3", "--set 'drive.speed=3': unknown key 'drive.speed'"),
     ("drive.rate_hz=fast", "--set 'drive.rate_hz=fast': drive.rate_hz must be a number"),
+    ("drive.rate_hz=" + "1" * 5000, "--set 'drive.rate_hz=1111"),
+    ("drive.rate_hz=" + "1" * 5000, "...: a number of 5000 digits is too long"),
+    ("drive.rate_hz=" + "[" * 5000, "...: arrays or tables nested too deeply"),
 ])
 def test_bad_overrides_name_the_flag(item: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):

@@ -130,3 +130,32 @@ def test_corrupt_lines_are_skipped_and_counted_and_old_lines_read(
     assert captured.err.strip() == f"car: skipped 3 corrupt line(s) in {db / 'database.jsonl'}"
     (row,) = captured.out.splitlines()[1:]
     assert "1 tub(s), 2497 rec" in row and "0.017" in row and "97.5%" in row  # joined by folder
+
+
+def test_hostile_lines_are_corrupt_lines_and_odd_values_do_not_break_the_table(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A number of 5,000 digits, arrays nested 5,000 deep, a 2 MB line, a line cut off in a
+    byte that is not UTF-8: skipped and counted like any corrupt line. Values of the wrong
+    type show as -."""
+    from car.cli import main
+
+    db = tmp_path / "db"
+    db.mkdir()
+    odd = {"kind": "train", "time": "2026-01-01T00:00:00", "type": "linear", "tubs": 7,
+           "validation": ["x"], "sha256": "abc", "model": "/m/pilot.onnx"}
+    odd_eval = {"kind": "eval", "sha256": "abc", "autonomy_pct": "97%", "laps": [1],
+                "mean_abs_cte_m": True, "lap_time_vs_expert_pct": {"a": 1}}
+    lines = [b'{"kind": "train", "epochs": ' + b"1" * 5000 + b"}",
+             b'{"kind": "eval", "laps": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+             b'{"kind": "train", "type": "' + b"a" * 2_000_000 + b'"}',
+             b'{"kind": "train", "type": "\xff', json.dumps(odd).encode(),
+             json.dumps(odd_eval).encode()]
+    (db / "database.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    entries, corrupt = model_db.read_entries(db / "database.jsonl")
+    assert corrupt == 4 and len(entries) == 2
+    code = main(["models", "--set", f"paths.models_dir={db}"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.err == f"car: skipped 4 corrupt line(s) in {db / 'database.jsonl'}\n"
+    (row,) = captured.out.splitlines()[1:]
+    assert row.startswith("2026-01-01T00:00:00 linear    -") and "/m/pilot.onnx" in row

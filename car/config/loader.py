@@ -8,22 +8,21 @@ import difflib
 import json
 import math
 import os
-import sys
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from car.config.sections import SECTIONS, Config
+from car.config.toml_text import NotAValue, parse_toml, parse_toml_value
+from car.datafile import clip, read_text
 from car.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 DEFAULT_FILE = "car.toml"
 ENV_VAR = "CAR_CONFIG"
+MAX_FILE_BYTES = 1024 * 1024  # the fully commented default file is about 10 kB
+MAX_STRING_CHARS = 4096  # a string setting longer than this is a mistake
+MAX_INT = 2 ** 63 - 1  # TOML's integers are 64-bit
 
 
 def find_config_file(explicit: str | os.PathLike | None) -> Path | None:
@@ -49,19 +48,14 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
     values: dict[str, dict[str, Any]] = {}
     origins: dict[str, str] = {}  # "section.key" -> where its value came from
     if file is not None:
-        try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{file}: cannot read: {exc}") from None
-        values = _check_tree(data, str(file))
+        text = read_text(file, "config file", ConfigError, MAX_FILE_BYTES)
+        values = _check_tree(parse_toml(text, str(file)), str(file))
         origins = {f"{s}.{k}": str(file) for s, table in values.items() for k in table}
     overrides = list(overrides)
     for item in overrides:
         section, key, value = parse_override(item)
         values.setdefault(section, {})[key] = value
-        origins[f"{section}.{key}"] = f"--set {item!r}"
+        origins[f"{section}.{key}"] = set_flag(item)
     source = str(file) if file else "defaults"
     if overrides:
         source += f" + {len(overrides)} override(s)"
@@ -72,16 +66,28 @@ def parse_override(item: str) -> tuple[str, str, Any]:
     """Split ``section.key=value``; the value is read as a TOML value, else as a plain string."""
     name, sep, text = item.partition("=")
     section, dot, key = name.strip().partition(".")
+    where = set_flag(item)
     if not sep or not dot or not key:
-        raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. drive.rate_hz=30")
-    check_key(section, key, f"--set {item!r}")
+        raise ConfigError(f"{where}: expected SECTION.KEY=VALUE, e.g. drive.rate_hz=30")
+    check_key(section, key, where)
+    is_text = typing.get_type_hints(SECTIONS[section])[key] is str
     try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+        value = parse_toml_value(text, where)
+    except NotAValue:
         value = text
-    if typing.get_type_hints(SECTIONS[section])[key] is str and not isinstance(value, str):
+    except ConfigError:
+        if not is_text:
+            raise
+        value = text
+    if is_text and not isinstance(value, str):
         value = text  # `--set camera.source=true` means the text "true"
     return section, key, value
+
+
+def set_flag(item: str) -> str:
+    """``--set 'section.key=value'`` for messages, a long or odd value clipped."""
+    shown = repr(item)
+    return f"--set {shown if len(shown) <= 80 and shown.isprintable() else clip(shown, 60)}"
 
 
 def build_config(values: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str],
@@ -110,7 +116,8 @@ def _check_tree(data: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]
     out: dict[str, dict[str, Any]] = {}
     for section, table in data.items():
         if section not in SECTIONS:
-            raise ConfigError(f"{where}: unknown section [{section}]{_suggest(section, SECTIONS)}")
+            raise ConfigError(f"{where}: unknown section [{clip(section)}]"
+                              f"{_suggest(section, SECTIONS)}")
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: '{section}' must be a table ([{section}])")
         for key in table:
@@ -122,15 +129,18 @@ def _check_tree(data: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]
 def check_key(section: str, key: str, where: str) -> None:
     """ConfigError (naming ``where``) unless ``section.key`` is a key of car.toml."""
     if section not in SECTIONS:
-        raise ConfigError(f"{where}: unknown section '{section}'{_suggest(section, SECTIONS)}")
+        raise ConfigError(f"{where}: unknown section '{clip(section)}'"
+                          f"{_suggest(section, SECTIONS)}")
     names = [f.name for f in dataclasses.fields(SECTIONS[section])]
     if key not in names:
         raise ConfigError(
-            f"{where}: unknown key '{section}.{key}'{_suggest(key, names, section + '.')}"
+            f"{where}: unknown key '{section}.{clip(key)}'{_suggest(key, names, section + '.')}"
         )
 
 
 def _suggest(word: str, options: Iterable[str], prefix: str = "") -> str:
+    if len(word) > 100:
+        return ""
     close = difflib.get_close_matches(word, list(options), n=1)
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
@@ -150,15 +160,23 @@ def _coerce(value: Any, tp: type, f: dataclasses.Field, name: str, where: str) -
             f"{where}: {name} must be {_TYPE_NAMES[tp]}, got {_show(value)} "
             f"({type(value).__name__})"
         )
+    if tp is int and not -MAX_INT - 1 <= value <= MAX_INT:
+        raise ConfigError(f"{where}: {name} must be a 64-bit integer, got {_show(value)}")
     if tp is float:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond any float
+            raise ConfigError(f"{where}: {name} must be a finite number, got "
+                              f"{_show(value)}") from None
         if not math.isfinite(value):
-            raise ConfigError(f"{where}: {name} must be a finite number, got {value}")
+            raise ConfigError(f"{where}: {name} must be a finite number, got {_show(value)}")
+    if tp is str:
+        _check_text(value, name, where)
     meta = f.metadata
     if meta.get("min") is not None and value < meta["min"]:
-        raise ConfigError(f"{where}: {name} must be at least {meta['min']}, got {value}")
+        raise ConfigError(f"{where}: {name} must be at least {meta['min']}, got {_show(value)}")
     if meta.get("max") is not None and value > meta["max"]:
-        raise ConfigError(f"{where}: {name} must be at most {meta['max']}, got {value}")
+        raise ConfigError(f"{where}: {name} must be at most {meta['max']}, got {_show(value)}")
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(
             f"{where}: {name} must be one of {', '.join(meta['choices'])}; got {_show(value)}"
@@ -166,8 +184,24 @@ def _coerce(value: Any, tp: type, f: dataclasses.Field, name: str, where: str) -
     return value
 
 
+def _check_text(value: str, name: str, where: str) -> None:
+    if len(value) > MAX_STRING_CHARS:
+        raise ConfigError(f"{where}: {name} is {len(value)} characters long; at most "
+                          f"{MAX_STRING_CHARS}")
+    bad = next((c for c in value if c < " " or "\x7f" <= c <= "\x9f" or c in "\u2028\u2029"),
+               None)
+    if bad is not None:
+        raise ConfigError(f"{where}: {name} must be one line of printable text; it holds "
+                          f"{bad!a} at position {value.index(bad)}")
+
+
 def _show(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, str) else repr(value)
+    """A value for a one-line message: short, whatever it is."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 40:
+        return f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
+    if isinstance(value, (list, dict)):
+        return "[...]" if isinstance(value, list) else "{...}"
+    text = json.dumps(value[:40]) if isinstance(value, str) else repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from car.config.loader import check_key, load_config
+from car.config.loader import MAX_FILE_BYTES, check_key, load_config
 from car.config.sections import SECTIONS, Config
+from car.datafile import read_text
 from car.errors import ConfigError
 
 
@@ -73,7 +74,7 @@ def update_config_file(path: str | os.PathLike, changes: Mapping[str, Mapping[st
     created = not path.exists()
     if created:
         write_default_config(path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "config file", ConfigError, MAX_FILE_BYTES)
     for section, table in changes.items():
         for key, value in table.items():
             check_key(section, key, str(path))

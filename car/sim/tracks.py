@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import json
 import math
 from importlib import resources
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from car.config import Config
+from car.datafile import clip, parse_json, read_text
 from car.errors import TrackError
 from car.sim.track import Track, TrackStyle, build_track
 from car.sim.vehicle import VehicleParams
@@ -20,6 +20,7 @@ TRACK_KEYS = ("name", "width_m", "centerline", "style", "description")
 BUILTIN_DIR = "builtin_tracks"
 DEFAULT_TRACK = "diyrobocars"
 TRACK_HELP = "a built-in track name (see `car sim tracks`), a track .json file, or random:SEED"
+MAX_TRACK_BYTES = 8 * 1024 * 1024  # a track of 100,000 points is about 2 MB
 
 
 def builtin_names() -> list[str]:
@@ -49,23 +50,13 @@ def load_track(spec: str, min_turn_radius_m: float) -> Track:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise TrackError(f"no track '{spec}'{hint}: give a built-in name "
                          f"({', '.join(builtin_names())}), a .json track file, or random:SEED")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrackError(f"{path}: cannot read the track file: {exc}") from None
+    text = read_text(path, "track file", TrackError, MAX_TRACK_BYTES)
     return parse_track(text, str(path), min_turn_radius_m)
 
 
 def parse_track(text: str, where: str, min_turn_radius_m: float) -> Track:
-    try:
-        data = json.loads(text, object_pairs_hook=_no_repeated_keys)
-    except json.JSONDecodeError as exc:
-        raise TrackError(f"{where}: bad JSON at line {exc.lineno} column {exc.colno}: "
-                         f"{exc.msg}") from None
-    except RecursionError:
-        raise TrackError(f"{where}: bad JSON: nested too deeply") from None
-    except ValueError as exc:  # a repeated key
-        raise TrackError(f"{where}: bad JSON: {exc}") from None
+    """The track in a track file's text; every problem is a TrackError naming ``where``."""
+    data = parse_json(text, where, TrackError, object_pairs_hook=_no_repeated_keys)
     if not isinstance(data, dict):
         raise TrackError(f"{where}: a track file is a JSON object with \"name\", \"width_m\" "
                          "and \"centerline\"")
@@ -73,7 +64,7 @@ def parse_track(text: str, where: str, min_turn_radius_m: float) -> Track:
         if key not in TRACK_KEYS:
             close = difflib.get_close_matches(key, TRACK_KEYS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise TrackError(f"{where}: unknown key '{key}'{hint}; a track has "
+            raise TrackError(f"{where}: unknown key '{clip(key)}'{hint}; a track has "
                              f"{', '.join(TRACK_KEYS)}")
     for key in ("name", "width_m", "centerline"):
         if key not in data:
@@ -95,7 +86,7 @@ def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for key, value in pairs:
         if key in data:
-            raise ValueError(f"the key \"{key}\" appears twice in one object")
+            raise ValueError(f"the key \"{clip(key)}\" appears twice in one object")
         data[key] = value
     return data
 
