@@ -143,7 +143,7 @@ def test_delete_and_restore_ranges(capsys: pytest.CaptureFixture[str], real_tub:
 
 
 @pytest.mark.parametrize(("ranges", "message"), [
-    ("5:3", "need 0 <= START < END"), ("a:b", "expected START:END"),
+    ("5:3", "need 0 <= START < END"), ("a:b", "expected whole numbers; a range is N, START:END"),
     ("2000:3000", "no records in those ranges (indexes here: 0..999)"),
 ])
 def test_bad_ranges(capsys: pytest.CaptureFixture[str], real_tub: Path, ranges: str,

@@ -93,22 +93,47 @@ def register(commands: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------- helpers
 
 
+RANGE_FORM = ("a range is N, START:END (half-open like Python slices: 100:200 is 100..199), "
+              "START: or :END")
+
+
 def parse_ranges(texts: list[str]) -> list[range]:
-    """``START:END`` (half-open), ``N``, ``START:`` or ``:END`` as ranges (open ends to 2**62)."""
+    """``START:END`` (half-open), ``N``, ``START:`` or ``:END`` as ranges (open ends to 2**62).
+
+    A blank range, or ``:`` alone, is an error: an empty shell variable must not name
+    record 0, or every record.
+    """
     out = []
     for text in texts:
-        start_text, colon, end_text = text.partition(":")
+        start_text, colon, end_text = (part.strip() for part in text.partition(":"))
+        if not start_text and not end_text:
+            what = "is empty" if not colon else "has neither START nor END (all: say 0:)"
+            raise CarError(f"range {text!r} {what}; {RANGE_FORM}")
         try:
-            start = int(start_text) if start_text.strip() else 0
-            end = (int(end_text) if end_text.strip() else 2**62) if colon else start + 1
+            start = _whole(start_text) if start_text else 0
+            end = (_whole(end_text) if end_text else 2**62) if colon else start + 1
         except ValueError:
-            raise CarError(f"range '{text}': expected START:END with whole numbers, "
-                           "e.g. 100:200") from None
+            raise CarError(f"range {text!r}: expected whole numbers; {RANGE_FORM}") from None
         if start < 0 or end <= start:
-            raise CarError(f"range '{text}': need 0 <= START < END (ranges are half-open like "
-                           "Python slices: 100:200 is 100..199)")
+            raise CarError(f"range {text!r}: need 0 <= START < END; {RANGE_FORM}")
         out.append(range(start, end))
     return out
+
+
+def _whole(text: str) -> int:
+    """Digits only (``int()`` also takes ``1_000``, ``+5`` and other scripts' digits)."""
+    if not (text.isascii() and text.lstrip("-").isdigit()):
+        raise ValueError(text)
+    return int(text)
+
+
+def check_span(start: int | None, end: int | None) -> None:
+    """``--start`` and ``--end`` of `car tub movie` / `plot`: 0 <= START < END."""
+    if start is not None and start < 0:
+        raise CarError(f"--start {start}: an index is 0 or more")
+    if end is not None and end <= (start or 0):
+        raise CarError(f"--end {end}: must be past --start ({start or 0}); END is the first "
+                       "index left out")
 
 
 def _progress(items: Any, desc: str) -> Any:
@@ -204,7 +229,8 @@ def format_report(report: CheckReport) -> str:
         by_kind.setdefault(problem.kind, []).append(problem)
     for problems in by_kind.values():
         for problem in problems[:SHOW_PER_KIND]:
-            fix = f"  [repair: {problem.fix}]" if problem.fix else "  [cannot be repaired]"
+            fix = f"  [repair: {problem.fix}]" if problem.fix else \
+                f"  [{problem.advice}]" if problem.advice else "  [cannot be repaired]"
             lines.append(f"  {problem.where}: {problem.what}{fix}")
         if len(problems) > SHOW_PER_KIND:
             lines.append(f"  ... and {len(problems) - SHOW_PER_KIND} more like these")
@@ -240,6 +266,7 @@ def hist_command(args: argparse.Namespace) -> None:
 
 
 def movie_command(args: argparse.Namespace) -> None:
+    check_span(args.start, args.end)
     tub = Tub(args.path)
     out, frames, skipped = write_movie(
         tub, args.out, scale=args.scale, fps=args.fps, start=args.start, end=args.end,
@@ -254,6 +281,7 @@ def plot_command(args: argparse.Namespace) -> None:
     from car.replay import replay
     from car.tub.plot import write_plot
 
+    check_span(args.start, args.end)
     tub = Tub(args.path)
     drive = config_from_args(args).drive
     engine = open_pilot(args.model)

@@ -25,7 +25,18 @@ from typing import Any
 
 from car.errors import TubError
 from car.tub import images
+from car.tub.catalog import OpenCatalog
 from car.tub.check import MAX_LOST
+from car.tub.files import (
+    append,
+    fsync_dir,
+    link_error,
+    open_for_writing,
+    refuse_link,
+    sync,
+    write_all,
+    write_error,
+)
 from car.tub.format import (
     CAPTURE_MS,
     DEFAULT_MAX_LEN,
@@ -38,10 +49,7 @@ from car.tub.format import (
     TIMESTAMP_MS,
     TOMBSTONE,
     Manifest,
-    atomic_write,
     catalog_manifest_name,
-    catalog_manifest_text,
-    fsync_dir,
     image_file_name,
     index_ranges,
     log_repair,
@@ -50,43 +58,17 @@ from car.tub.format import (
     session_number,
     settle_temp_files,
     tombstone,
-    write_all,
 )
 from car.tub.lock import TubLock
-from car.tub.scan import TubScan, catalog_origin, image_files, next_catalog_name, scan_tub
+from car.tub.scan import (
+    TubScan,
+    catalog_origin,
+    image_files,
+    next_catalog_name,
+    require_inside,
+    scan_tub,
+)
 from car.tub.values import check_inputs
-
-
-class _OpenCatalog:
-    """The catalog file records are appended to, and what its manifest needs."""
-
-    def __init__(self, tub: Path, name: str, start_index: int, line_lengths: list[int],
-                 created_at: float):
-        self.name = name
-        self.path = tub / name
-        self.start_index = start_index
-        self.line_lengths = line_lengths
-        self.created_at = created_at
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self.dirty = True
-
-    def append(self, line: bytes) -> None:
-        written = os.write(self.fd, line)
-        if written != len(line):  # a regular file only writes short when the disk is full
-            raise OSError(f"short write to {self.path} ({written} of {len(line)} bytes)")
-        self.line_lengths.append(len(line))
-        self.dirty = True
-
-    def sync(self) -> None:
-        os.fsync(self.fd)
-        if self.dirty:
-            atomic_write(self.path.with_name(catalog_manifest_name(self.name)),
-                         catalog_manifest_text(self.name, self.created_at, self.start_index,
-                                               self.line_lengths))
-            self.dirty = False
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 class TubAppender:
@@ -102,12 +84,13 @@ class TubAppender:
         self._session_info = dict(session_info) if session_info else None
         self.jpeg_quality = jpeg_quality
         self.repairs: list[str] = []
-        self._catalog: _OpenCatalog | None = None
+        self._catalog: OpenCatalog | None = None
         self._unsynced_images: list[Path] = []
         self._manifest_dirty = False
         self._session_recorded = False
         _check_target(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
+        require_inside(self.path)  # a link in the tub would have us write outside it
         self._lock = lock or TubLock(self.path)
         try:
             if (self.path / MANIFEST).exists():
@@ -160,8 +143,7 @@ class TubAppender:
             os.truncate(last.path, last.good_length)
         if last is not None and last.missing_newline:
             self._repair("add_newline", f"{last.name}: ended its last line")
-            with open(last.path, "ab") as f:
-                f.write(b"\n")
+            append(last.path, b"\n")
             last.lines[-1].length += 1
         unlisted = [c.name for c in scan.catalogs if not c.listed and c.lines]
         if unlisted:
@@ -203,7 +185,7 @@ class TubAppender:
         last = scan.catalogs[-1]
         start, created_at = catalog_origin(last, default_start=self.next_index)
         lengths = [line.length for line in last.lines]
-        self._catalog = _OpenCatalog(self.path, last.name, start, lengths, created_at)
+        self._catalog = OpenCatalog(self.path, last.name, start, lengths, created_at)
         meta = read_catalog_manifest(last.path.with_name(catalog_manifest_name(last.name)))
         self._catalog.dirty = meta is None or meta.get("line_lengths") != lengths
 
@@ -242,16 +224,24 @@ class TubAppender:
         return index
 
     def _write_image(self, name: str, data: bytes) -> None:
+        refuse_link(self.path / IMAGES)  # checked on open too; this is where it matters
         path = self.path / IMAGES / name
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = open_for_writing(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
+            if path.is_symlink():
+                raise link_error(path) from None
             raise TubError(f"{path}: already exists and will not be overwritten; is another "
                            "program writing this tub?") from None
         try:
-            write_all(fd, data)
-        finally:
-            os.close(fd)
+            try:
+                write_all(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise write_error(path, exc, "nothing was lost: the partial image was removed, "
+                              "its record not written") from None
         self._unsynced_images.append(path)
 
     def _append_line(self, index: int, record: dict[str, Any]) -> None:
@@ -269,12 +259,12 @@ class TubAppender:
             self.manifest.catalog_paths.append(catalog.name)
             self._write_manifest()
 
-    def _start_catalog(self, index: int) -> _OpenCatalog:
+    def _start_catalog(self, index: int) -> OpenCatalog:
         if self._catalog is not None:
             self._catalog.sync()
             self._catalog.close()
         name = next_catalog_name(self.path, self.manifest)
-        self._catalog = _OpenCatalog(self.path, name, index, [], time.time())
+        self._catalog = OpenCatalog(self.path, name, index, [], time.time())
         return self._catalog
 
     def _record_session(self) -> None:
@@ -334,7 +324,7 @@ class TubAppender:
         for path in self._unsynced_images:
             fd = os.open(path, os.O_RDONLY)
             try:
-                os.fsync(fd)
+                sync(fd, path)
             finally:
                 os.close(fd)
         if self._unsynced_images:

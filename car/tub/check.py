@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from car.tub import images
+from car.tub.files import FIX_LINK
 from car.tub.format import (
     IMAGE_TYPES,
     IMAGES,
@@ -21,9 +23,10 @@ from car.tub.format import (
     catalog_manifest_name,
     is_temp_file,
     read_catalog_manifest,
+    slices,
 )
 from car.tub.rebuild import rebuild_manifest
-from car.tub.scan import TubScan, image_files, latest_lines, scan_tub
+from car.tub.scan import TubScan, image_files, latest_lines, outside_files, scan_tub
 from car.tub.stream import plan_stream
 
 MAX_LOST = 1000  # more indexes than this between the last record and an image: a stray file
@@ -38,6 +41,7 @@ class Problem:
     what: str
     fix: str | None  # what --repair does about it; None if it cannot
     index: int | None = None  # the record concerned, if one
+    advice: str | None = None  # what a person can do about it, when --repair cannot
 
 
 @dataclass
@@ -75,6 +79,12 @@ def check_tub(path: str | os.PathLike, decode: bool = True, progress: bool = Fal
     report = CheckReport(tub, scan, manifest_ok, problems)
     problems += structure_problems(scan, manifest_ok)
     problems += _image_problems(report, decode, progress)
+    problems += value_problems(scan)
+    problems += [Problem("outside_file", str(where.relative_to(tub)), f"{what} (a tub's files "
+                         "must be regular files inside it; no writer or repair will touch this "
+                         "tub)", None, advice=FIX_LINK if what.startswith("is a symlink")
+                         else "move it out of the tub")
+                 for where, what in outside_files(tub)]
     problems += [Problem("temp_file", name, "a temp file a crash left", "finish the update it "
                          "holds if whole, else remove it (kept in repair_log.jsonl)")
                  for name in temp_files(tub)]
@@ -227,3 +237,45 @@ def _image_problem(tub: Path, record: dict[str, Any], key: str, type_name: str,
 def temp_files(tub: Path) -> list[str]:
     """Temp files ``atomic_write`` left behind (never anyone else's ``.tmp``)."""
     return sorted(p.name for p in tub.glob("*.tmp") if is_temp_file(p.name))
+
+
+def value_problems(scan: TubScan, show: int = 5) -> list[Problem]:
+    """Live records whose values training cannot use: NaN or infinity in any field, or a
+    non-number in a float or int field. One problem per field and kind; the records are
+    fine for donkeycar to read, so they are reported with the `car tub delete` that drops
+    them, not repaired."""
+    types = scan.manifest.input_types
+    latest, _ = latest_lines(scan.lines())
+    found: dict[tuple[str, str], list[int]] = {}
+    for index, line in sorted(latest.items()):
+        if TOMBSTONE in line.fields or index in scan.manifest.deleted_indexes:
+            continue
+        for key, value in line.fields.items():
+            if key.startswith("_") or value is None:
+                continue
+            if not _finite(value):
+                found.setdefault((key, "NaN or infinity"), []).append(index)
+            elif types.get(key) in ("float", "int") and (
+                    isinstance(value, bool) or not isinstance(value, (int, float))):
+                found.setdefault((key, f"not a number (its type is {types[key]})"),
+                                 []).append(index)
+    problems = []
+    for (key, what), indexes in found.items():
+        first = ", ".join(map(str, indexes[:show])) + (", ..." if len(indexes) > show else "")
+        runs = slices(indexes)
+        more = f" (the first 10 of {len(runs)} ranges)" if len(runs) > 10 else ""
+        problems.append(Problem(
+            "non_finite_value" if what.startswith("NaN") else "non_number_value",
+            f"field '{key}'", f"{what} in {len(indexes)} live record(s): {first}; training "
+            "leaves them out", None, indexes[0],
+            advice=f"to drop them, run: car tub delete {scan.path} {' '.join(runs[:10])}{more}"))
+    return problems
+
+
+def _finite(value: Any) -> bool:
+    """False for a float NaN or infinity, or a list holding one (at any depth)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(item) for item in value)
+    return True

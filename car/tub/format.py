@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from car.errors import TubError
+from car.tub.files import append, atomic_write, fsync_dir, link_error
 
 MANIFEST = "manifest.json"
 IMAGES = "images"
@@ -267,18 +268,6 @@ def read_catalog_manifest(path: Path) -> dict[str, Any] | None:
     return content if isinstance(content, dict) else None
 
 
-def write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until every byte is written."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def temp_name(path: Path) -> Path:
-    """Where ``atomic_write`` stages ``path``."""
-    return path.with_name(path.name + ".tmp")
-
-
 def is_temp_file(name: str) -> bool:
     """True for the temp files ``atomic_write`` leaves if killed (and only for those)."""
     base = name.removesuffix(".tmp")
@@ -287,31 +276,10 @@ def is_temp_file(name: str) -> bool:
         or catalog_number(base.removesuffix("_manifest")) is not None)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file so that a crash at any point leaves either the old or the new content."""
-    tmp = temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a folder's entries (new names, renames) durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems (and Windows) cannot fsync a directory
-    finally:
-        os.close(fd)
+def is_tub_file(name: str) -> bool:
+    """True for the names of a tub's own files in its folder (images/ aside)."""
+    return (name in (MANIFEST, REPAIR_LOG, LOCK) or catalog_number(name) is not None
+            or catalog_number(name.removesuffix("_manifest")) is not None or is_temp_file(name))
 
 
 def log_repair(tub: Path, action: str, detail: str, data: bytes | None = None) -> str:
@@ -324,10 +292,7 @@ def log_repair(tub: Path, action: str, detail: str, data: bytes | None = None) -
                              "detail": detail}
     if data is not None:
         entry["removed_bytes_latin1"] = data.decode("latin-1")
-    with open(tub / REPAIR_LOG, "a", encoding="utf-8") as log:
-        log.write(json.dumps(entry) + "\n")
-        log.flush()
-        os.fsync(log.fileno())
+    append(tub / REPAIR_LOG, (json.dumps(entry) + "\n").encode("utf-8"))
     return detail
 
 
@@ -369,6 +334,8 @@ def settle_temp_files(tub: Path) -> list[str]:
     for tmp in sorted(tub.glob("*.tmp")):
         if not is_temp_file(tmp.name):
             continue
+        if tmp.is_symlink():  # never read, rename or log what a link points to
+            raise link_error(tmp)
         data = tmp.read_bytes()
         if tmp.name == MANIFEST + ".tmp":
             try:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from car.errors import TubError
+from car.tub.files import NOFOLLOW, open_for_writing
 from car.tub.format import LOCK
 
 try:
@@ -19,7 +20,7 @@ class TubLock:
 
     def __init__(self, tub: Path):
         self.path = tub / LOCK
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd: int | None = open_for_writing(self.path, os.O_RDWR | os.O_CREAT)
         if fcntl is None:
             return
         try:
@@ -31,8 +32,11 @@ class TubLock:
             who = "this process already has it open" if holder == os.getpid() else \
                 f"another process (pid {holder or '?'}) is writing it"
             raise TubError(f"{tub}: {who}; close that writer first") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock holds all the same; only its pid (a hint) is lost
 
     def release(self) -> None:
         if self._fd is not None:
@@ -45,7 +49,7 @@ def lock_holder(tub: Path) -> int | None:
     if fcntl is None:
         return None
     try:
-        fd = os.open(tub / LOCK, os.O_RDONLY)
+        fd = os.open(tub / LOCK, os.O_RDONLY | NOFOLLOW)
     except OSError:
         return None
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from car.errors import TubError
 from car.tub.lock import TubLock
 from car.tub.reader import Tub
+from car.tub.scan import require_inside
 
 
 def set_deleted(path: str | os.PathLike, ranges: Sequence[range], deleted: bool) -> list[int]:
@@ -17,6 +18,7 @@ def set_deleted(path: str | os.PathLike, ranges: Sequence[range], deleted: bool)
     Tombstones (indexes a crash made unrecoverable) cannot be restored.
     """
     tub_path = Path(path).absolute()
+    require_inside(tub_path)  # the manifest is rewritten: never through a link out of the tub
     lock = TubLock(tub_path) if (tub_path / "manifest.json").is_file() else None
     try:
         tub = Tub(tub_path)

@@ -14,20 +14,20 @@ from pathlib import Path
 from car.errors import TubError
 from car.tub.appender import TubAppender
 from car.tub.check import CheckReport, check_tub
+from car.tub.files import atomic_write, temp_name
 from car.tub.format import (
     MANIFEST,
     Manifest,
-    atomic_write,
     catalog_manifest_name,
     catalog_manifest_text,
+    catalog_number,
     index_ranges,
     log_repair,
     read_catalog_manifest,
-    temp_name,
 )
 from car.tub.lock import TubLock
 from car.tub.rebuild import rebuild_manifest
-from car.tub.scan import CatalogScan, catalog_origin, scan_tub
+from car.tub.scan import CatalogScan, catalog_origin, require_inside, scan_tub
 from car.tub.stream import plan_stream
 
 BROKEN_IMAGE = ("missing_image", "unreadable_image", "bad_image_field")
@@ -59,6 +59,7 @@ def repair_tub(report: CheckReport, lock: TubLock) -> list[str]:
     tub = report.path
     done: list[str] = []
     try:
+        require_inside(tub)  # a repair never writes through a link out of the tub
         if not report.manifest_ok:
             old = _read_or_empty(tub / MANIFEST)
             manifest, notes = rebuild_manifest(tub)
@@ -102,7 +103,9 @@ def _rewrite_stream(tub: Path, manifest: Manifest) -> list[str]:
         return []  # records out of order: check reports it as not repairable
     done = [log_repair(tub, "remove_line", f"{where}: {why}", data)
             for where, why, data in plan.removed]
-    for name in sorted(plan.changed):
+    # In stream order: a record moved to an earlier slot is written there before it is
+    # taken from its later one, so a failure in between (a full disk) loses no record.
+    for name in sorted(plan.changed, key=lambda n: catalog_number(n) or 0):
         path = tub / name
         if path.exists() and not path.is_file():
             raise TubError(f"{path}: is not a file; move it out of the tub, then repair again")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from car.errors import TubError
+from car.tub.files import link_error, link_what
 from car.tub.format import (
     IMAGE_INDEX_RE,
     IMAGES,
@@ -26,6 +27,7 @@ from car.tub.format import (
     catalog_manifest_name,
     catalog_name,
     catalog_number,
+    is_tub_file,
     read_catalog_manifest,
 )
 
@@ -218,3 +220,49 @@ def catalog_origin(catalog: CatalogScan, default_start: int) -> tuple[int, float
     start = first[INDEX] if first else meta.get("start_index", default_start)
     created = meta.get("created_at")
     return int(start), float(created) if isinstance(created, (int, float)) else time.time()
+
+
+def outside_files(tub: Path) -> list[tuple[Path, str]]:
+    """The tub's own files (manifest, catalogs and their manifests, temp files, log, lock,
+    images/ and every image in it) that are not regular files or folders inside it, each
+    with what it is instead (``is a symlink to /elsewhere``).
+
+    A symlink there would make a writer change, or a repair rewrite, a file outside the
+    tub. Files of other names are not the tub's and are left alone.
+    """
+    found: list[tuple[Path, str]] = []
+    try:
+        entries = sorted(os.scandir(tub), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for entry in entries:
+        path = tub / entry.name
+        if entry.name != IMAGES and not is_tub_file(entry.name):
+            continue
+        if entry.is_symlink():
+            found.append((path, link_what(path)))
+        elif entry.name == IMAGES and not entry.is_dir(follow_symlinks=False):
+            found.append((path, "is not a folder"))
+        elif entry.name != IMAGES and not entry.is_file(follow_symlinks=False):
+            found.append((path, "is not a regular file"))
+    folder = tub / IMAGES
+    if folder.is_symlink() or not folder.is_dir():
+        return found
+    with os.scandir(folder) as images:
+        odd = sorted(e.name for e in images if IMAGE_INDEX_RE.match(e.name)
+                     and not e.is_file(follow_symlinks=False))
+    for name in odd:
+        path = tub / IMAGES / name
+        found.append((path, link_what(path) if path.is_symlink() else "is not a regular file"))
+    return found
+
+
+def require_inside(tub: Path) -> None:
+    """Raise ``link_error`` for the first of ``outside_files`` (saying how many more), if any."""
+    found = outside_files(tub)
+    if found:
+        error = link_error(*found[0])
+        if len(found) > 1:
+            error = TubError(f"{error} (and {len(found) - 1} more like it: `car tub check "
+                             f"{tub}` lists them)")
+        raise error
