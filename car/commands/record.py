@@ -49,4 +49,5 @@ def record_command(args: argparse.Namespace) -> int:
     threshold = config.record.auto_record_throttle
     return drive_and_report(run, args, lambda run: (
         f"recording into {args.out} at {run.plan.hz:g} Hz with the {controller} controller"
-        f"{run.describe()}; ticks with |throttle| > {threshold:g} are kept"))
+        f"{run.describe()}; " + (f"ticks with |throttle| > {threshold:g} are kept"
+                                 if threshold > 0 else "every tick is kept")))

@@ -102,9 +102,28 @@ def format_summary(summary: dict[str, Any], health: list[Health]) -> str:
         lines.append(f"sim {s['track']}: {s['laps']} lap(s){f' ({laps})' if laps else ''}, "
                      f"{s['off_track_events']} off-track event(s), {s['resets']} reset(s)")
     lines += [h.line for h in health]
+    if "web" in summary:
+        lines.append(web_line(summary["web"]))
     if "record" in summary:
         r = summary["record"]
         dropped = f", {r['dropped']} DROPPED (disk too slow)" if r["dropped"] else ""
         erased = f", {r['erased']} erased (restorable)" if r.get("erased") else ""
         lines.append(f"recorded {r['written']} records into {r['path']}{dropped}{erased}")
     return "\n".join(lines)
+
+
+WEB_COUNTS = (("connections", "browser connection(s)"), ("refused", "wrong token(s)"),
+              ("token_limited", "answered 429 (too many wrong tokens)"),
+              ("cross_origin", "cross-site socket(s) refused"),
+              ("pending_closed", "idle connection(s) made to give way"),
+              ("header_timeouts", "timed out before a request"),
+              ("rate_limited", "flooding socket(s) closed"), ("malformed", "malformed"),
+              ("clamped", "clamped"), ("too_many", "browser(s) over the limit"),
+              ("takeovers", "take-over(s)"), ("reclaimed", "reclaim(s)"),
+              ("loop_errors", "server error(s)"))
+
+
+def web_line(stats: dict[str, int]) -> str:
+    """The page server's counters, the ones that are not zero, in one line."""
+    parts = [f"{stats[key]} {words}" for key, words in WEB_COUNTS if stats.get(key)]
+    return "web: " + (", ".join(parts) if parts else "no browser connected")
