@@ -189,7 +189,7 @@ class DriveLoop:
             self._last_pilot = pilot
         fault = self.actuator.fault
         if fault is not None:
-            self._log.warning("actuator", now, "%s: outputs neutral until it is back", fault)
+            self._log.warning("actuator", now, "%s: outputs neutral while it lasts", fault)
         decision = self.arbiter.decide(user, pilot, stale=stale, now_s=now,
                                        actuator_fault=fault is not None)
         t4 = timer()

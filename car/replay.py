@@ -25,6 +25,7 @@ from car.actuator import DryRunActuator
 from car.camera import ReplayCamera
 from car.config import DriveConfig
 from car.controllers import ScriptedController
+from car.datafile import read_json
 from car.errors import CarError
 from car.frames import Mode
 from car.loop import DriveLoop, Ratekeeper, TickResult
@@ -132,10 +133,7 @@ def check_same_tub(run: ReplayRun, reference: dict[str, Any], ref_path: Path) ->
 
 
 def load_reference(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CarError(f"{path}: cannot read the replay reference: {exc}") from None
+    data = read_json(path, "replay reference")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CarError(f"{path}: not a replay reference (write one with --update-ref)")
     if data.get("version", 0) > VERSION:

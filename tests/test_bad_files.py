@@ -177,3 +177,19 @@ def test_read_json_names_the_file_line_and_key(tmp_path: Path) -> None:
     with pytest.raises(CarError, match="cannot read the replay reference: No such file"):
         read_json(tmp_path / "missing.json", "replay reference")
     assert read_json(path, "replay reference", max_bytes=200) == {}
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('{"format": ' + "1" * 5000 + "}", 'line 1 (key "format"): a number of 5000 digits'),
+    ("[" * 5000 + "]" * 5000, "nested too deeply")])
+def test_a_hostile_replay_reference_is_one_error_line(tmp_path: Path, text: str,
+                                                      says: str) -> None:
+    from car.errors import CarError
+    from car.replay import load_reference
+
+    ref = tmp_path / "ref.json"
+    ref.write_text(text)
+    with pytest.raises(CarError) as info:
+        load_reference(ref)
+    assert str(info.value).startswith(f"{ref}: ") and says in str(info.value)
+    assert "\n" not in str(info.value)

@@ -130,6 +130,8 @@ def status_command(args: argparse.Namespace) -> int:
         while True:
             time.sleep(0.2)
             print(_describe(actuator.telemetry))
+            if link.fault is not None:
+                print(f"FAULT: {link.fault}")
             if time.monotonic() >= deadline:
                 break
     finally:

@@ -169,13 +169,15 @@ class TokenLimiter:
 
 
 def origin_allowed(request: web.Request) -> bool:
-    """True when the request has no ``Origin`` (not a browser) or one naming this host."""
+    """True when the request has no ``Origin`` (not a browser) or one naming this host and
+    port (the ``Host`` it was sent to). The scheme is not compared: one port serves one
+    scheme, and behind a TLS proxy the page is https while the request reaching us is http
+    (the proxy must pass the browser's ``Host`` on; see docs/security.md)."""
     origin = request.headers.get("Origin")
     if origin is None:
         return True
     parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and parts.scheme == request.scheme and \
-        parts.netloc.lower() == request.host.lower()
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
 
 
 def connection_budget(reserve: int = RESERVED_FDS, want: int = MAX_OPEN) -> int:
