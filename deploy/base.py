@@ -3,8 +3,10 @@
 One model file plus its manifest in, a pilot that maps camera frames to (steering,
 throttle) out. The base class holds what the manifest defines: the numpy/OpenCV
 preprocessing, the ring of the last T frames for ``3d`` models, the hidden state for
-``rnn`` models, the checks that the model file takes the inputs and gives the outputs its
-manifest names, the output columns by name, and a warm-up on load. A concrete engine
+``rnn`` models, the checks that the model file is the one its manifest records (sha256,
+read once a swap an export left committed is finished: deploy.model_swap) and takes the
+inputs and gives the outputs its manifest names, the output columns by name, and a warm-up
+on load. A concrete engine
 (onnx_engine, tensorrt_engine, torch_engine) only says how to run one step of the model
 (``_run``) on its runtime and how to release that runtime (``close``).
 
@@ -14,7 +16,9 @@ The concrete engines import this module; deploy.engine (the Engine protocol and
 
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,10 +26,25 @@ from pathlib import Path
 import numpy as np
 
 from deploy.manifest import Manifest, ManifestError, file_sha256, load_manifest, manifest_path
+from deploy.model_swap import next_path, recover
 
 TENSORRT_SUFFIXES = (".trt", ".engine", ".plan")
 MODEL_SUFFIXES = (".onnx", *TENSORRT_SUFFIXES, ".pt2")
 WARM_UP_RUNS = 3
+SWAP_TRIES, SWAP_WAIT_S = 5, 0.1  # a pair caught mid-swap is read again, this many times
+Identity = tuple[tuple[int, int, int] | None, ...]
+
+
+def _identity(*paths: Path) -> Identity:
+    """What changes when a file is replaced (inode, mtime, size), per path; None if absent."""
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
 
 
 class EngineError(RuntimeError):
@@ -46,6 +65,8 @@ class ManifestEngine:
     precision = "fp32"
     # (manifest section, key) whose sha256 names the model file, or None
     digest_key: tuple[str, str] | None = None
+    digest_required = False  # refuse a manifest that records no digest for the file
+    load_bytes = False  # the runtime loads ``self._model_bytes``: the very bytes hashed
     # what to do about a model file that does not match its manifest
     remedy = "the model file and its .json do not belong together (re-export with `car export`)"
 
@@ -54,32 +75,72 @@ class ManifestEngine:
         self._frames: deque[np.ndarray] = deque()
         self._state: dict[str, np.ndarray] = {}
         self.path = Path(path)
-        if not self.path.is_file():
+        self._model_bytes: bytes | None = None
+        if not self.path.is_file() and not recover(self.path):
             raise EngineError(f"{self.path}: no such model file")
-        try:
-            self.manifest: Manifest = load_manifest(self.path)
-        except ManifestError as exc:
-            raise EngineError(str(exc)) from None
+        self.manifest: Manifest = self._load_pair()
         try:
             steering, throttle = self.manifest.control_columns()
         except ManifestError as exc:
             raise EngineError(f"{manifest_path(self.path)}: {exc}") from None
         self._steering_column, self._throttle_column = steering, throttle
         self._controls_shape = (1, len(self.manifest.output_names))
-        self._check_digest()
         self._frames = deque(maxlen=self.manifest.sequence_length)
         self._outputs = [self.manifest.output_name, *(s.output for s in self.manifest.state)]
 
-    def _check_digest(self) -> None:
-        """A manifest that records its model's sha256 must sit beside that very file."""
+    def _load_pair(self) -> Manifest:
+        """The manifest, once the model file is checked against it (``_digest_problem``).
+        Finishes a swap a stopped export or build committed (deploy.model_swap) first; a pair
+        caught while a writer swaps it is read again. Keeps the identity of the file checked
+        (``self._identity``) and, with ``load_bytes``, its bytes (``self._model_bytes``)."""
+        paths = (self.path, manifest_path(self.path))
+        problem = "the model file kept changing while it loaded"
+        for _ in range(SWAP_TRIES):
+            recover(self.path)
+            before = _identity(*paths)
+            try:
+                manifest = load_manifest(self.path)
+                data = self.path.read_bytes() if self.load_bytes else None
+                found = self._digest_problem(manifest, data)
+            except ManifestError as exc:
+                raise EngineError(str(exc)) from None
+            except OSError as exc:
+                raise EngineError(f"{self.path}: cannot read the model file: "
+                                  f"{exc.strerror or exc}") from None
+            if found is None and _identity(*paths) == before:
+                self._identity, self._model_bytes = before[0], data
+                return manifest
+            problem = found or problem
+            if _identity(*paths) == before and not next_path(paths[1]).exists():
+                break  # nothing is being swapped: the pair is simply wrong
+            time.sleep(SWAP_WAIT_S)
+        raise EngineError(f"{self.path}: {problem}")
+
+    def _digest_problem(self, manifest: Manifest, data: bytes | None) -> str | None:
+        """Why the model file is not the one its manifest records (by sha256), or None."""
         if self.digest_key is None:
-            return
+            return None
         section, key = self.digest_key
-        expected = getattr(self.manifest, section).get(key)
-        if expected and file_sha256(self.path) != expected:
-            raise EngineError(f"{self.path}: its manifest {manifest_path(self.path).name} "
-                              "belongs to another model file (the sha256 differs); copy a "
-                              "model and its .json together")
+        expected = getattr(manifest, section).get(key)
+        name = manifest_path(self.path).name
+        if not expected:
+            if not self.digest_required:
+                return None
+            return (f"its manifest {name} records no sha256 for it ({section}.{key}), so "
+                    f"nothing pairs the two; {self.remedy}")
+        digest = (hashlib.sha256(data).hexdigest() if data is not None
+                  else file_sha256(self.path))
+        if digest != expected:
+            return (f"its manifest {name} belongs to another model file (the sha256 "
+                    "differs); copy a model and its .json together")
+        return None
+
+    def _check_unchanged(self) -> None:
+        """For a runtime that reads the model file itself: EngineError if the file was
+        replaced since its digest was checked (an export swapping it in meanwhile)."""
+        if _identity(self.path)[0] != self._identity:
+            raise EngineError(f"{self.path}: the model file was replaced while it loaded; "
+                              "load it again")
 
     def _ready(self) -> None:
         """Call at the end of a subclass's ``__init__``: check the inputs and outputs, then

@@ -27,8 +27,9 @@ from deploy.manifest import (
     ManifestError,
     file_sha256,
     load_manifest,
-    save_manifest,
+    manifest_path,
 )
+from deploy.model_swap import ModelSwap, recover
 from deploy.tensorrt_engine import (
     Gpu,
     cuda_call,
@@ -233,6 +234,7 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *,
     if out_path.suffix.lower() not in TENSORRT_SUFFIXES:
         raise BuildError(f"{out_path}: an engine file must end in "
                          f"{', '.join(TENSORRT_SUFFIXES)} so `car drive` knows it")
+    recover(onnx_path)  # an export stopped after its commit point: finish it first
     try:
         manifest = load_manifest(onnx_path)
     except ManifestError as exc:
@@ -311,15 +313,34 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *,
         raise BuildError(f"{onnx_path}: TensorRT {version} could not build the engine (its "
                          "log above says why); try without --int8/--fp16, or a larger "
                          "--workspace-mb")
-    _write_atomically(out_path, serialized)
-    built = dataclasses.replace(manifest, engine={
-        "tensorrt_version": version, "gpu_name": gpu.name,
-        "compute_capability": gpu.compute_capability, "precision": precision,
-        "int8_method": method, "workspace_mb": int(workspace_mb), "source": onnx_path.name,
-        "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "build_s": round(build_s, 1), "sha256": file_sha256(out_path)})
-    save_manifest(built, out_path)
+    with ModelSwap(out_path, log) as swap:  # the engine and its manifest, swapped as one
+        _check_source_unchanged(onnx_path, out_path, manifest)
+        staged = swap.stage(out_path)
+        staged.write_bytes(serialized)
+        built = dataclasses.replace(manifest, engine={
+            "tensorrt_version": version, "gpu_name": gpu.name,
+            "compute_capability": gpu.compute_capability, "precision": precision,
+            "int8_method": method, "workspace_mb": int(workspace_mb),
+            "source": onnx_path.name, "built_at": datetime.datetime.now(
+                datetime.timezone.utc).isoformat(timespec="seconds"),
+            "build_s": round(build_s, 1), "sha256": file_sha256(staged)})
+        swap.commit(built)
     return built
+
+
+def _check_source_unchanged(onnx_path: Path, out_path: Path, manifest: Manifest) -> None:
+    """An engine beside its ONNX model shares its manifest: if the model was exported again
+    during the build, writing the old manifest back would unpair the new model."""
+    if manifest_path(out_path) != manifest_path(onnx_path):
+        return  # the engine gets a manifest of its own, a copy of the one it was built from
+    try:
+        now = load_manifest(onnx_path)
+    except ManifestError:
+        now = None
+    if now is None or dataclasses.replace(now, engine={}) != dataclasses.replace(
+            manifest, engine={}):
+        raise BuildError(f"{onnx_path} was exported again while the engine was built from "
+                         "the previous one; run `car build` again")
 
 
 def _check_frames(manifest: Manifest, frames: Sequence[np.ndarray]) -> None:
@@ -335,14 +356,3 @@ def _check_frames(manifest: Manifest, frames: Sequence[np.ndarray]) -> None:
     if manifest.model_type == "3d" and len(frames) < manifest.sequence_length:
         raise BuildError(f"a 3d model calibrates on windows of {manifest.sequence_length} "
                          f"frames; only {len(frames)} were given")
-
-
-def _write_atomically(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as file:
-            file.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

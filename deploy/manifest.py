@@ -22,11 +22,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy.json_file import read_json
 from deploy.preprocess import Preprocess, PreprocessError
 
 FORMAT = "car-pilot-manifest"
 VERSION = 1
 MODEL_TYPES = ("linear", "resnet18", "resnet34", "3d", "rnn")
+MAX_SEQUENCE_LENGTH = 1000  # frames in a 3d model's window; far above any real one
 
 
 class ManifestError(ValueError):
@@ -60,8 +62,9 @@ class Manifest:
         if self.model_type not in MODEL_TYPES:
             raise ManifestError(f"unknown model type {self.model_type!r}; known: "
                                 f"{', '.join(MODEL_TYPES)}")
-        if self.sequence_length < 1:
-            raise ManifestError(f"sequence_length must be ≥ 1, got {self.sequence_length}")
+        if not 1 <= self.sequence_length <= MAX_SEQUENCE_LENGTH:
+            raise ManifestError(f"sequence_length must be 1 to {MAX_SEQUENCE_LENGTH}, got "
+                                f"{self.sequence_length}")
         if len(self.output_names) != len(self.output_ranges):
             raise ManifestError("output_names and output_ranges differ in length")
 
@@ -133,9 +136,10 @@ class Manifest:
                 export=dict(data.get("export", {})),
                 engine=dict(data.get("engine", {})),
             )
-        except (KeyError, TypeError, IndexError, ValueError, PreprocessError) as exc:
-            if isinstance(exc, ManifestError):
-                raise
+        except (KeyError, TypeError, IndexError, ValueError, OverflowError,
+                PreprocessError) as exc:
+            if isinstance(exc, ManifestError):  # from __post_init__: say which file
+                raise ManifestError(f"{where}: {exc}") from None
             raise ManifestError(f"{where}: malformed manifest: {type(exc).__name__}: "
                                 f"{exc}") from None
 
@@ -150,18 +154,21 @@ def load_manifest(model_path: str | os.PathLike) -> Manifest:
     if not path.is_file():
         raise ManifestError(f"{path}: the model's manifest is missing; a model file travels "
                             "with its .json manifest (re-export with `car export`)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{path}: cannot read the manifest: {exc}") from None
+    data = read_json(path, "manifest", ManifestError)  # one line naming the file and key
     return Manifest.from_dict(data, str(path))
 
 
+def manifest_text(manifest: Manifest) -> str:
+    """The manifest as the text of its ``.json`` file."""
+    return json.dumps(manifest.to_dict(), indent=2) + "\n"
+
+
 def save_manifest(manifest: Manifest, model_path: str | os.PathLike) -> Path:
-    """Write the manifest beside the model file, atomically."""
+    """Write the manifest alone beside the model file, atomically. Export and `car build`,
+    which replace a model file with it, go through deploy.model_swap instead."""
     path = manifest_path(model_path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(manifest_text(manifest), encoding="utf-8")
     os.replace(tmp, path)
     return path
 

@@ -89,6 +89,7 @@ class OnnxEngine(ManifestEngine):
             raise EngineError(f"{self.path}: ONNX Runtime cannot load the model (a corrupt or "
                               f"truncated file?): {str(exc).splitlines()[0]}; re-export it "
                               "with `car export`") from None
+        self._check_unchanged()  # the session read the file whose digest was checked
         self.provider = self.session.get_providers()[0]
         if provider is not None and self.provider != wanted[0]:
             raise EngineError(f"{self.path}: ONNX Runtime could not start {provider} for this "

@@ -130,6 +130,7 @@ class TensorRTEngine(ManifestEngine):
 
     name = "tensorrt"
     digest_key = ("engine", "sha256")
+    load_bytes = True
     remedy = ("the engine and its .json do not belong together (rebuild it with `car build` "
               "from the .onnx)")
 
@@ -158,8 +159,9 @@ class TensorRTEngine(ManifestEngine):
         self._trt_logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._trt_logger)
         reason = "TensorRT could not deserialize it here"
+        data, self._model_bytes = self._model_bytes or b"", None  # the bytes hashed
         try:
-            engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+            engine = self._runtime.deserialize_cuda_engine(data)
         except Exception as exc:  # some TensorRT versions raise instead of returning None
             engine = None
             reason += f" ({(str(exc).splitlines() or [type(exc).__name__])[0]})"

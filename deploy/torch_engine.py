@@ -27,7 +27,11 @@ class TorchEngine(ManifestEngine):
     inputs and outputs as the ONNX export beside it."""
 
     name = "torch"
-    digest_key = ("export", "pt2_sha256")
+    digest_key = ("export", "pt2_sha256")  # every export that writes a .pt2 records it
+    digest_required = True
+    load_bytes = True
+    remedy = ("the .pt2 and its .json do not belong together (re-export with `car export "
+              "pilot.pt`)")
 
     def __init__(self, path: str | os.PathLike, device: str | None = None):
         self._module: Any = None
@@ -57,10 +61,12 @@ class TorchEngine(ManifestEngine):
         self._ready()
 
     def _load_program(self, torch: Any) -> Any:
-        if not zipfile.is_zipfile(self.path):
+        """The program from the bytes whose sha256 was checked against the manifest."""
+        data, self._model_bytes = self._model_bytes or b"", None
+        if not zipfile.is_zipfile(io.BytesIO(data)):
             raise EngineError(f"{self.path}: {NOT_AN_EXPORT}")
         try:
-            return torch.export.load(io.BytesIO(self.path.read_bytes()))
+            return torch.export.load(io.BytesIO(data))
         except Exception as exc:  # torch raises archive, pickle and schema errors
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise EngineError(f"{self.path}: {NOT_AN_EXPORT} ({type(exc).__name__}: "

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from deploy.engine import EngineError, load_engine
-from deploy.manifest import Manifest, save_manifest
+from deploy.manifest import Manifest, file_sha256, save_manifest
 from deploy.onnx_engine import OnnxEngine, available_providers, resolve_providers
 from deploy.preprocess import Preprocess
 
@@ -225,7 +225,7 @@ def test_a_torch_program_whose_outputs_do_not_match_its_manifest_is_refused(tmp_
 
     path = tmp_path / "m.pt2"
     torch.export.save(torch.export.export(ThreeColumns(), (torch.zeros(1, 3, 24, 32),)), path)
-    save_manifest(Manifest("linear", PP), path)
+    save_manifest(Manifest("linear", PP, export={"pt2_sha256": file_sha256(path)}), path)
     assert "3 column(s) where its manifest names 2" in one_line_error(path)
 
 
@@ -277,9 +277,30 @@ def test_a_torch_program_must_be_the_one_its_manifest_records(tmp_path, exported
     assert "belongs to another model file" in one_line_error(tmp_path / "pilot.pt2")
     (tmp_path / "pilot.pt2").write_bytes(b"not a zip archive")
     manifest = json.loads((tmp_path / "pilot.json").read_text())
-    del manifest["export"]["pt2_sha256"]
+    manifest["export"]["pt2_sha256"] = file_sha256(tmp_path / "pilot.pt2")
     (tmp_path / "pilot.json").write_text(json.dumps(manifest))
     assert "not a torch.export program" in one_line_error(tmp_path / "pilot.pt2")
+    del manifest["export"]["pt2_sha256"]  # a manifest that pairs with no .pt2 in particular
+    (tmp_path / "pilot.json").write_text(json.dumps(manifest))
+    assert "records no sha256 for it (export.pt2_sha256)" in one_line_error(
+        tmp_path / "pilot.pt2")
+
+
+def test_a_tampered_torch_program_is_refused_like_onnx_and_tensorrt(tmp_path, exported):
+    """The .pt2's bytes are checked against the manifest's export.pt2_sha256, and the very
+    bytes checked are the ones torch loads: one changed byte is refused at load."""
+    for name in ("pilot.pt2", "pilot.json", "pilot.onnx"):
+        shutil.copy(exported["linear"].with_name(name), tmp_path / name)
+    data = bytearray((tmp_path / "pilot.pt2").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "pilot.pt2").write_bytes(bytes(data))
+    torch_error = one_line_error(tmp_path / "pilot.pt2")
+    onnx = bytearray((tmp_path / "pilot.onnx").read_bytes())
+    onnx[len(onnx) // 2] ^= 0xFF
+    (tmp_path / "pilot.onnx").write_bytes(bytes(onnx))
+    onnx_error = one_line_error(tmp_path / "pilot.onnx")
+    same = "its manifest pilot.json belongs to another model file (the sha256 differs)"
+    assert same in torch_error and same in onnx_error
 
 
 def test_deploy_never_imports_training():

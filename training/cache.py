@@ -5,7 +5,8 @@ the preprocessing geometry (crop, resize, colour order) and writes the result; l
 and later runs on the same tubs read the array instead, so a GPU is not left waiting on a
 JPEG decoder. The cache key covers each image file's path, size and mtime and the geometry,
 so a changed tub or a changed crop builds a new cache; an unchanged one is reused. A cache
-that cannot be read back (a crash mid-write, a full disk) is rebuilt.
+that cannot be read back (a crash mid-write, a full disk) is rebuilt, and the temporary
+files of a build that was stopped are removed by the next one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +26,14 @@ import numpy as np
 from tqdm import tqdm
 
 from car.tub.images import decode, defect
+from deploy.json_file import JsonFileError, read_json
 from deploy.preprocess import Preprocess, PreprocessError
 from training.records import RecordSet
 
 CHUNK = 256
+STALE_S = 600  # a temporary file untouched this long, of a process gone, was abandoned
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.tmp$")  # .KEY.PID.tmp, .KEY.json.PID.tmp
+log = logging.getLogger(__name__)
 GOOD, BROKEN, OTHER_SIZE = 0, 1, 2
 REASONS = {BROKEN: "with a missing or corrupt image", OTHER_SIZE: "of another frame size"}
 
@@ -87,6 +95,7 @@ def load_frames(data: RecordSet, preprocess: Preprocess, cache_dir: Path | None 
     """The cached frames of every record, building the cache if needed."""
     cache_dir = cache_dir or default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(cache_dir)
     key = cache_key(data, preprocess)
     array_path, meta_path = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
     shape = (len(data), preprocess.height, preprocess.width, 3)
@@ -109,16 +118,48 @@ def load_frames(data: RecordSet, preprocess: Preprocess, cache_dir: Path | None 
 
 def _open_existing(array_path: Path, meta_path: Path, shape: tuple[int, ...]
                    ) -> FrameCache | None:
+    if not meta_path.exists():
+        return None
+    try:  # at most a few bytes a record: a larger index is not one of ours
+        meta = read_json(meta_path, "frame cache index", max_bytes=4 * shape[0] + 4096)
+    except JsonFileError as exc:
+        log.info("%s; building the cache again", exc)
+        return None
     try:
-        meta = json.loads(meta_path.read_text())
         status = np.asarray(meta["status"], np.uint8)
         if (meta.get("shape") != list(shape) or len(status) != shape[0]
                 or array_path.stat().st_size != int(np.prod(shape))):
             return None
         return FrameCache(np.memmap(array_path, np.uint8, "r", shape=shape), status,
                           array_path, built=False)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):
         return None  # absent, or damaged: build it again
+
+
+def _remove_abandoned(cache_dir: Path) -> None:
+    """Delete the temporary files of cache builds that were stopped (their process is gone
+    and they have not changed for STALE_S), one info line each."""
+    if os.name != "posix":
+        return  # no cheap way to ask whether a process runs
+    for entry in os.scandir(cache_dir):
+        match = _TEMPORARY.match(entry.name)
+        if match is None or _running(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            if time.time() - entry.stat().st_mtime >= STALE_S:
+                os.unlink(entry.path)
+                log.info("removed %s, left by a frame cache build that was stopped",
+                         entry.path)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process
+        return True
+    return True
 
 
 def _build(data: RecordSet, preprocess: Preprocess, tmp: Path, shape: tuple[int, ...],

@@ -18,12 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from deploy.preprocess import Preprocess
+from deploy.json_file import MAX_DEPTH, MAX_INT_DIGITS
+from deploy.model_swap import folder_lock, sync_file, sync_folder
+from deploy.preprocess import Preprocess, PreprocessError
 from training.models import build_model
 from training.records import DataError
 
 FORMAT = "car-pilot-checkpoint"
 VERSION = 2
+MAX_INT_BITS = int(MAX_INT_DIGITS * 3.33)  # the integers a manifest may hold
 
 
 def save_checkpoint(path: Path, model: nn.Module, model_type: str, model_config: dict,
@@ -41,9 +44,15 @@ def save_checkpoint(path: Path, model: nn.Module, model_type: str, model_config:
             raise DataError(f"check frames of shape {list(frames.shape)} do not fit the "
                             f"model's {preprocess.width}x{preprocess.height} input")
         payload["check_frames"] = torch.from_numpy(frames.copy())
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp")  # a stopped run's is removed by the next
+    with folder_lock(path.parent):  # export or training (deploy.model_swap.clean)
+        try:
+            torch.save(payload, tmp)
+            sync_file(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        sync_folder(path.parent)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
@@ -58,14 +67,51 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
                         "written by `car train`") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DataError(f"{path}: not a car checkpoint (train one with `car train`)")
-    if payload.get("version", 0) > VERSION:
-        raise DataError(f"{path}: checkpoint version {payload['version']} is newer than this "
-                        "software; update car")
-    meta = {k: v for k, v in payload.items() if k != "state_dict"}
-    frames = meta.get("check_frames")
+    frames = payload.get("check_frames")
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "check_frames")}
+    _check_plain(meta, path)
+    version = meta.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise DataError(f"{path}: checkpoint version {version!r} is not one this software "
+                        f"understands (1 to {VERSION}); update car")
     meta["check_frames"] = frames.numpy() if isinstance(frames, torch.Tensor) else None
-    preprocess = Preprocess.from_dict(meta["preprocess"])
-    config = {k: v for k, v in meta["model_config"].items() if k != "pretrained"}
-    model = build_model(meta["model_type"], preprocess.input_shape, **config)  # weights below
-    model.load_state_dict(payload["state_dict"])
+    try:
+        preprocess = Preprocess.from_dict(meta["preprocess"])
+        config = {k: v for k, v in meta["model_config"].items() if k != "pretrained"}
+        model = build_model(meta["model_type"], preprocess.input_shape, **config)
+        model.load_state_dict(payload["state_dict"])  # weights of another shape: RuntimeError
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError,
+            PreprocessError) as exc:
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise DataError(f"{path}: the checkpoint's model cannot be rebuilt "
+                        f"({type(exc).__name__}: {first}); give a pilot.pt written by "
+                        "`car train`") from None
     return model.eval(), meta
+
+
+def _check_plain(meta: Any, path: Path) -> None:
+    """The metadata goes into manifests (JSON): DataError naming the key if it nests deeper
+    than a manifest may, or holds an integer longer than a manifest may."""
+    stack: list[tuple[Any, str, int]] = [(meta, "", 0)]
+    while stack:
+        value, key, depth = stack.pop()
+        if isinstance(value, dict):
+            names = [k if isinstance(k, str) else f"<{type(k).__name__}>" for k in value]
+            items = [(f"{key}.{k}" if key else k, v) for k, v in zip(names, value.values())]
+        elif isinstance(value, (list, tuple)):
+            items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            if (isinstance(value, int) and not isinstance(value, bool)
+                    and value.bit_length() > MAX_INT_BITS):
+                raise DataError(f"{path}: the checkpoint's {_clip(key)} holds an integer of about "
+                                f"{int(value.bit_length() / 3.32)} digits (at most "
+                                f"{MAX_INT_DIGITS}); give a pilot.pt written by `car train`")
+            continue
+        if items and depth >= MAX_DEPTH:
+            raise DataError(f"{path}: the checkpoint's {_clip(key) or 'metadata'} nests more than "
+                            f"{MAX_DEPTH} deep; give a pilot.pt written by `car train`")
+        stack.extend((v, k, depth + 1) for k, v in items)
+
+
+def _clip(key: str, limit: int = 80) -> str:
+    return key if len(key) <= limit else key[:limit] + "..."

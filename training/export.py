@@ -24,7 +24,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from deploy.manifest import Manifest, StateTensor, file_sha256, save_manifest
+from deploy.manifest import Manifest, StateTensor, file_sha256
+from deploy.model_swap import ModelSwap
 from deploy.preprocess import Preprocess
 from training.cache import load_frames
 from training.checkpoint import load_checkpoint, save_checkpoint
@@ -91,8 +92,8 @@ def export_model(model: nn.Module, model_type: str, preprocess: Preprocess, seq_
     """Write ``onnx_path``, the ``.pt2`` program beside it and their manifest;
     ``check_frames`` are (N, h, w, 3) uint8 geometry-preprocessed consecutive frames.
 
-    Files are written under temporary names and moved into place only after both checks
-    pass, so a failed export never leaves a new model beside an old manifest."""
+    The three files are staged and swapped in as one (deploy.model_swap) only after both
+    checks pass: a failed or killed export leaves the old set, or the new one, never a mix."""
     model = model.eval().cpu()
     state: tuple[StateTensor, ...] = ()
     c, h, w = preprocess.input_shape
@@ -113,8 +114,8 @@ def export_model(model: nn.Module, model_type: str, preprocess: Preprocess, seq_
         raise ExportError("--dynamic-batch does not apply to rnn models: they run one frame "
                           "per step with their hidden state")
     pt2_path = onnx_path.with_suffix(".pt2")
-    staged, staged_pt2 = _staged(onnx_path), _staged(pt2_path)
-    try:
+    with ModelSwap(onnx_path) as swap:
+        staged, staged_pt2 = swap.stage(onnx_path), swap.stage(pt2_path)
         _write_onnx(exported, args, inputs, outputs, staged, dynamic=False)
         diff = check_export(model, model_type, preprocess, seq_len, staged, check_frames)
         if diff > TOLERANCE:
@@ -141,12 +142,7 @@ def export_model(model: nn.Module, model_type: str, preprocess: Preprocess, seq_
                   "sequence_length": seq_len if model_type == "3d" else 1, "state": state,
                   "training": training}
         manifest = Manifest(**common, export=export)
-        os.replace(staged, onnx_path)
-        os.replace(staged_pt2, pt2_path)
-        save_manifest(manifest, onnx_path)
-    finally:
-        staged.unlink(missing_ok=True)
-        staged_pt2.unlink(missing_ok=True)
+        swap.commit(manifest)
     if dynamic_batch:
         _export_dynamic(model, exported, args, (inputs, outputs), manifest, onnx_path,
                         check_frames)
@@ -158,28 +154,21 @@ def _export_dynamic(model: nn.Module, exported: nn.Module, args: tuple[torch.Ten
                     check_frames: np.ndarray) -> None:
     """``<stem>_dynamic.onnx`` with a dynamic batch size, checked at batch 4."""
     dynamic_path = onnx_path.with_name(f"{onnx_path.stem}_dynamic.onnx")
-    staged = _staged(dynamic_path)
-    try:
+    with ModelSwap(dynamic_path) as swap:
+        staged = swap.stage(dynamic_path)
         _write_onnx(exported, args, *names, staged, dynamic=True)
         diff = check_export(model, manifest.model_type, manifest.preprocess,
                             manifest.sequence_length, staged, check_frames, batch=4)
         if diff > TOLERANCE:
             raise ExportError(f"{dynamic_path}: the dynamic-batch export differs from torch "
                               f"by {diff:.2e}")
-        os.replace(staged, dynamic_path)
-    finally:
-        staged.unlink(missing_ok=True)
-    export = {k: v for k, v in manifest.export.items() if not k.startswith("pt2_")}
-    save_manifest(Manifest(
-        model_type=manifest.model_type, preprocess=manifest.preprocess,
-        sequence_length=manifest.sequence_length, state=manifest.state,
-        training=manifest.training, export=export | {
-            "sha256": file_sha256(dynamic_path), "max_abs_diff": diff,
-            "dynamic_batch": True}), dynamic_path)
-
-
-def _staged(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
+        export = {k: v for k, v in manifest.export.items() if not k.startswith("pt2_")}
+        swap.commit(Manifest(
+            model_type=manifest.model_type, preprocess=manifest.preprocess,
+            sequence_length=manifest.sequence_length, state=manifest.state,
+            training=manifest.training, export=export | {
+                "sha256": file_sha256(staged), "max_abs_diff": diff,
+                "dynamic_batch": True}))
 
 
 def _write_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str],

@@ -10,6 +10,7 @@ line to it through car.model_db); training depends on car.tub and deploy only.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from deploy.manifest import Manifest
+from deploy.model_swap import clean, folder_lock
 from deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, PreprocessError
 from training.augment import Augmenter
 from training.cache import load_frames, read_frame
@@ -34,6 +36,8 @@ from training.split import Split, split_records
 from training.torch_data import FramesDataset, make_loader
 
 MODEL_FILES = ("pilot.pt", "pilot.onnx", "pilot.pt2", "pilot.json")
+BEST = "best.pth"  # fastai's copy of the best epoch's weights, deleted after the export
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,6 +79,8 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig) -> TrainResult:
+    if cfg.out.is_dir():  # first: a model whose swap was committed counts as existing
+        remove_leftovers(cfg.out)
     created = _check_out(cfg)
     try:
         return _train(cfg)
@@ -163,7 +169,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
                     seq_len, training, check_frames=check)
     manifest = export_model(model, cfg.model_type, preprocess, seq_len,
                             cfg.out / "pilot.onnx", check, training, cfg.dynamic_batch)
-    (cfg.out / "best.pth").unlink(missing_ok=True)
+    (cfg.out / BEST).unlink(missing_ok=True)
     _plot_loss(history, cfg.out / "loss.png")
     duration = time.monotonic() - start
     names = (*MODEL_FILES, "pilot_dynamic.onnx", "history.csv", "loss.png", "lr_find.png")
@@ -183,6 +189,18 @@ def _check_out(cfg: TrainConfig) -> bool:
     created = not cfg.out.exists()
     cfg.out.mkdir(parents=True, exist_ok=True)
     return created
+
+
+def remove_leftovers(out: Path) -> None:
+    """What a stopped training or export left in ``out``: a committed swap is finished,
+    partial files and fastai's best-epoch weights are deleted, one info line each."""
+    with folder_lock(out):
+        for model in ("pilot.onnx", "pilot_dynamic.onnx"):
+            clean(out / model, log.info)
+        if (out / BEST).exists():
+            (out / BEST).unlink(missing_ok=True)
+            log.info("removed %s, the best epoch's weights of a training that was stopped",
+                     out / BEST)
 
 
 def _preprocess_for(data: Any, cfg: TrainConfig) -> Preprocess:
