@@ -217,6 +217,65 @@ def one_run(attack: Attack | None, seconds: float, hz: float, tub: Path) -> dict
             "tracebacks": stderr.count("Traceback")}
 
 
+def failsafe_trial(period_s: float, horizon_s: float, stop_after: float) -> float:
+    """One trial in this process: a page sends controls every 40 ms and stops; a loop thread
+    polls at 1/period_s. Returns how long after the last control arrived the last live
+    command stayed in force (until the next poll replaced it), in ms."""
+    from car.config import WebConfig
+    from car.controllers.web import WebController
+
+    web = WebController(WebConfig(host="127.0.0.1", port=0, token=TOKEN), start_mode=None)
+    web._state.horizon_s = horizon_s
+    web.start()
+    polls: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def loop() -> None:
+        next_s = time.monotonic()
+        while not done.is_set():
+            polls.append((time.monotonic(), web.poll(0.0).throttle))
+            next_s += period_s
+            time.sleep(max(0.0, next_s - time.monotonic()))
+
+    async def page() -> None:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"http://127.0.0.1:{web.port}/ws?token={TOKEN}") as ws:
+            t0 = time.monotonic()
+            n = 0
+            while time.monotonic() - t0 < stop_after:
+                await ws.send_str(json.dumps({"type": "control", "steering": 0.0,
+                                              "throttle": 0.0 if n == 0 else 0.3}))
+                n += 1
+                await asyncio.sleep(0.04)
+            await asyncio.sleep(0.6)
+            last.append(web._state._last_s)  # before the close resets it
+
+    last: list[float | None] = []
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    asyncio.run(page())
+    done.set()
+    thread.join()
+    last_control = last[0]
+    web.close()
+    assert last_control is not None
+    live = [i for i, (_, throttle) in enumerate(polls) if throttle != 0.0]
+    ends = polls[live[-1] + 1][0]  # the next poll replaced the last live command
+    return 1000.0 * (ends - last_control)
+
+
+def failsafe_table(period_s: float, trials: int = 12) -> None:
+    print(f"\nweb failsafe (web.failsafe_ms 250, loop {1 / period_s:g} Hz, {trials} trials, "
+          "the page stops at a random phase): time from the last control's arrival to the "
+          "end of the last live command\n")
+    print("| rule | min ms | max ms |")
+    print("|---|---|---|")
+    for name, horizon in (("checked at the poll (before)", 0.0),
+                          ("counts the tick the command lasts (now)", period_s)):
+        got = [failsafe_trial(period_s, horizon, 0.6 + 0.0037 * k) for k in range(trials)]
+        print(f"| {name} | {min(got):.0f} | {max(got):.0f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -244,6 +303,7 @@ def main() -> None:
             print(f"| {name} | {s['hz']:.2f} | {s['latency_ms']['tick']['p99']:.2f} | "
                   f"{s['overruns']} | {1000 * r['connect_s']:.0f} | {r['owner']} | {lost} | "
                   f"{r['tracebacks']} | {counted or '-'} |", flush=True)
+    failsafe_table(1.0 / args.hz)
 
 
 if __name__ == "__main__":
