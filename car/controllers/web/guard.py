@@ -7,7 +7,8 @@
   pending one (of that address first), so a flood of idle connections never keeps the
   driver's browser out. All connections together stay under a budget of file descriptors
   (``connection_budget``) that leaves ``RESERVED_FDS`` for the recorder, the camera and the
-  serial port, raising the soft open-file limit at start when it is too low.
+  serial port (plus two accept bursts of ``ACCEPT_BACKLOG``, accepted before they can be
+  counted), raising the soft open-file limit at start when it is too low.
 - **Wrong tokens.** More than ``TOKEN_FAILURES`` wrong or missing tokens from one address
   within ``TOKEN_WINDOW_S`` answer 429 to that address (right token or not) until the
   window has passed.
@@ -38,6 +39,8 @@ PENDING_PER_ADDRESS = 16  # ... from one address
 MAX_OPEN = 256  # every connection at once (within the file descriptor budget)
 MIN_OPEN = 24  # never budget fewer (16 browsers and a few page loads)
 RESERVED_FDS = 64  # kept free for the recorder, the camera, the serial port, logs
+ACCEPT_BACKLOG = 64  # the listen backlog: asyncio accepts up to this many at once, and
+# two such bursts can come before the first's connections are counted (budgeted for)
 TOKEN_FAILURES = 10  # wrong tokens from one address within TOKEN_WINDOW_S, then 429
 TOKEN_WINDOW_S = 60.0
 MAX_ADDRESSES = 4096  # addresses remembered for the token limit
@@ -189,7 +192,7 @@ def connection_budget(reserve: int = RESERVED_FDS, want: int = MAX_OPEN) -> int:
     except ImportError:  # not a POSIX system: no limit to read
         return want
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    in_use = _open_fds()
+    in_use = _open_fds() + 2 * ACCEPT_BACKLOG
     need = in_use + reserve + want
     if soft != resource.RLIM_INFINITY and soft < need:
         raised = need if hard == resource.RLIM_INFINITY else min(hard, need)

@@ -37,6 +37,7 @@ from car.config import WebConfig
 from car.controllers.web.client import RATE_LIMIT, RATE_WINDOW_S, Client
 from car.controllers.web.feed import JpegEncoder, status_message
 from car.controllers.web.guard import (
+    ACCEPT_BACKLOG,
     KEEPALIVE_S,
     ConnectionGuard,
     LoopErrors,
@@ -142,7 +143,8 @@ class WebServer:
         assert self.connections is not None and runner.server is not None
         self.connections.install(runner.server)
         try:
-            await web.TCPSite(runner, self.config.host, self.config.port).start()
+            await web.TCPSite(runner, self.config.host, self.config.port,
+                              backlog=ACCEPT_BACKLOG).start()
         except BaseException:
             await runner.cleanup()
             raise
