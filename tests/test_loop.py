@@ -373,7 +373,7 @@ def test_an_actuator_fault_commands_neutral_until_it_clears(caplog):
     assert act.history[:6] == [Command(0.3, 0.3)] * 2 + [NEUTRAL] * 2 + [Command(0.3, 0.3)] * 2
     assert loop.arbiter.counts.actuator_faults == 2
     assert loop.summary(keeper)["safety"]["actuator_faults"] == 2
-    assert "no telemetry for 760 ms; reconnecting: outputs neutral until it is back" in caplog.text
+    assert "no telemetry for 760 ms; reconnecting: outputs neutral while it lasts" in caplog.text
 
 
 def test_an_estopped_loop_ends_and_watchdogs_with_the_estop_kept():

@@ -392,7 +392,7 @@ def test_owner_leaving_is_neutral_at_once_and_nobody_else_drives(web: WebControl
         assert hello["owner"] is True and hello["takeover_pending"] is True
         await take_control(web, viewer)
         await viewer.send_str(control(-0.1, 0.2))
-        await settle(web, 6)
+        await settle(web, 8)
         assert web.poll(0.0) == UserInput(-0.1, 0.2)
     run(web, scenario)
     assert web.stats["takeovers"] == 1 and web.stats["takeovers_refused"] == 1
