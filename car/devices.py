@@ -13,7 +13,7 @@ from typing import Any
 
 from car.actuator import Actuator, DryRunActuator
 from car.camera import Camera, open_camera
-from car.config import Config
+from car.config import Config, WebConfig
 from car.controllers import Controller, ScriptedController
 from car.errors import CarError
 from car.frames import Mode
@@ -78,8 +78,13 @@ def check_watchdog_fits(timeout_ms: int, hz: float) -> None:
                        "between ticks; raise actuator.timeout_ms or the loop rate")
 
 
-def check_failsafe_fits(failsafe_ms: int, hz: float) -> None:
-    """The page's controls (every PAGE_SEND_MS) must stay fresh for a whole loop period."""
+def check_web_settings(web: WebConfig, hz: float) -> None:
+    """Before anything opens: a token long enough, and a failsafe the page's controls
+    (every PAGE_SEND_MS) can keep fresh for a whole loop period."""
+    from car.controllers.web.controller import check_token
+
+    check_token(web.token)
+    failsafe_ms = web.failsafe_ms
     need = math.ceil(1000.0 / hz + 2 * PAGE_SEND_MS)
     if failsafe_ms < need:
         raise CarError(f"web.failsafe_ms = {failsafe_ms} is too short for a {hz:g} Hz loop: "

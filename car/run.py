@@ -31,8 +31,8 @@ from car.devices import (
     Input,
     Motors,
     Report,
-    check_failsafe_fits,
     check_watchdog_fits,
+    check_web_settings,
     open_actuator,
     open_controller,
     open_frames,
@@ -124,7 +124,7 @@ def plan(spec: RunSpec, config: Config) -> Plan:
     if actuator == "serial":
         check_watchdog_fits(config.actuator.timeout_ms, hz)
     if spec.controller == "web":
-        check_failsafe_fits(config.web.failsafe_ms, hz)
+        check_web_settings(config.web, hz)
     if spec.controller == "rc" and actuator != "serial":
         raise CarError("--controller rc reads the transmitter through the MCU: add "
                        "--actuator serial")

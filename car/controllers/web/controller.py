@@ -50,8 +50,7 @@ class WebController:
     def __init__(self, config: WebConfig, *, start_mode: Mode | None = Mode.USER,
                  erase_count: int = 100, clock: Callable[[], float] = time.monotonic,
                  period_s: float = 0.0):
-        if config.token and len(config.token) < MIN_TOKEN_CHARS:
-            raise CarError(SHORT_TOKEN.format(n=len(config.token)))
+        check_token(config.token)
         self.config = config
         self.clock = clock
         self.token = config.token or secrets.token_urlsafe(18)
@@ -121,6 +120,12 @@ class WebController:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def check_token(token: str) -> None:
+    """CarError for a configured token shorter than MIN_TOKEN_CHARS (empty: a random one)."""
+    if token and len(token) < MIN_TOKEN_CHARS:
+        raise CarError(SHORT_TOKEN.format(n=len(token)))
 
 
 def lan_address() -> str:
