@@ -66,3 +66,9 @@ def test_a_failsafe_shorter_than_a_tick_and_the_pages_pace_is_refused() -> None:
                        r"web\.failsafe_ms to 280 or more, or raise --hz$"):
         plan(RunSpec(sim="oval", controller="web", rate_hz=5), config)
     plan(RunSpec(sim="oval", controller="web", rate_hz=10), config)
+
+
+def test_a_short_token_is_refused_before_anything_opens() -> None:
+    config = Config(web=WebConfig(token="short"))
+    with pytest.raises(CarError, match=r"^web\.token is 5 characters"):
+        plan(RunSpec(sim="oval", controller="web"), config)
