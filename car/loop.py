@@ -177,15 +177,14 @@ class DriveLoop:
             t2 = t3 = timer()
         else:
             pilot, ran, t2, t3 = self._run_pilot(frame, stale, now)
-            if pilot is not None and self.clock() - frame.time_s > limit_s:
-                stale = True  # the frame's age when the command goes out is what counts
-                pilot = None
+            sent_age_s = self.clock() - frame.time_s  # its age as the command goes out
+            if pilot is not None and sent_age_s > limit_s:
+                stale, pilot = True, None
                 self.late_outputs += 1
                 self._log.warning("late", now, "the pilot answered on frame %d when it was "
                                   "%.0f ms old (limit %.0f ms): outputs neutral; the model "
-                                  "is too slow for %.0f Hz", frame.seq,
-                                  (self.clock() - frame.time_s) * 1000, limit_s * 1000,
-                                  1.0 / self.period_s)
+                                  "is too slow for %.0f Hz", frame.seq, sent_age_s * 1000,
+                                  limit_s * 1000, 1.0 / self.period_s)
             self._last_pilot = pilot
         fault = self.actuator.fault
         if fault is not None:

@@ -54,7 +54,8 @@ class ConnectionGuard:
         self.stats = stats
         self.max_open = max_open
         self._open: dict[Any, asyncio.Transport] = {}  # handler -> transport
-        self._pending: dict[asyncio.Transport, tuple[str, asyncio.TimerHandle]] = {}
+        # transport -> (address, its header timer, handler): insertion order is age
+        self._pending: dict[asyncio.Transport, tuple[str, asyncio.TimerHandle, Any]] = {}
         self._per_address: dict[str, int] = {}
         for key in ("pending_closed", "header_timeouts", "over_budget"):
             stats.setdefault(key, 0)
@@ -96,24 +97,23 @@ class ConnectionGuard:
         address = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else "?"
         timer = asyncio.get_running_loop().call_later(HEADER_TIMEOUT_S, self._expire,
                                                       transport)
-        self._pending[transport] = (address, timer)
+        self._pending[transport] = (address, timer, handler)
         self._per_address[address] = self._per_address.get(address, 0) + 1
         if self._per_address[address] > PENDING_PER_ADDRESS:
             self._close_oldest(address)
         if len(self._pending) > MAX_PENDING:
             self._close_oldest(None)
-        if len(self._open) > self.max_open:
+        if len(self._open) > self.max_open:  # (the new one is pending: there is one to close)
             self.stats["over_budget"] += 1
-            if not self._close_oldest(None):
-                self._drop(transport)  # nothing pending to give way: refuse this one
+            self._close_oldest(None)
 
-    def _close_oldest(self, address: str | None) -> bool:
-        for transport, (where, _) in self._pending.items():
+    def _close_oldest(self, address: str | None) -> None:
+        """Close the oldest pending connection (of ``address``, when given)."""
+        for transport, (where, _, _) in self._pending.items():
             if address is None or where == address:
                 self.stats["pending_closed"] += 1
                 self._drop(transport)
-                return True
-        return False
+                return
 
     def _expire(self, transport: asyncio.Transport) -> None:
         if transport in self._pending:
@@ -121,18 +121,16 @@ class ConnectionGuard:
             self._drop(transport)
 
     def _drop(self, transport: asyncio.Transport) -> None:
+        """Close a pending connection now (its descriptor is freed at once)."""
+        self._open.pop(self._pending[transport][2], None)
         self._forget(transport)
-        for handler, t in list(self._open.items()):
-            if t is transport:
-                del self._open[handler]
-                break
-        transport.abort()  # the descriptor is freed now, not after a graceful close
+        transport.abort()
 
     def _forget(self, transport: asyncio.Transport) -> None:
         entry = self._pending.pop(transport, None)
         if entry is None:
             return
-        address, timer = entry
+        address, timer, _ = entry
         timer.cancel()
         left = self._per_address.get(address, 1) - 1
         if left > 0:

@@ -82,7 +82,7 @@ class WebServer:
                       "rate_limited": 0, "not_centred": 0, "too_many": 0, "loop_errors": 0}
         self.owners = Owners(state, self.stats)
         self.limiter = TokenLimiter()
-        self.connections: ConnectionGuard | None = None
+        self.connections = ConnectionGuard(self.stats)
         self.loop_errors = LoopErrors(self.stats)
         self._assets = {name: (STATIC / name).read_bytes() for name in ASSETS}
         query = html.escape(quote(token, safe=""))
@@ -110,7 +110,7 @@ class WebServer:
 
     def start(self) -> int:
         """Listen (on its own thread); returns the port. Raises CarError if it cannot."""
-        self.connections = ConnectionGuard(self.stats, connection_budget())
+        self.connections.max_open = connection_budget()
         loop = asyncio.new_event_loop()
         loop.set_exception_handler(self.loop_errors)
         self._loop = loop
@@ -140,7 +140,7 @@ class WebServer:
                                shutdown_timeout=CLOSE_TIMEOUT_S,
                                keepalive_timeout=KEEPALIVE_S)
         await runner.setup()
-        assert self.connections is not None and runner.server is not None
+        assert runner.server is not None
         self.connections.install(runner.server)
         try:
             await web.TCPSite(runner, self.config.host, self.config.port,
@@ -207,7 +207,6 @@ class WebServer:
                             request.method, request.path[:80], address,
                             self.stats["refused"])
             return web.Response(status=403, text=REFUSED, headers=HEADERS)
-        assert self.connections is not None
         self.connections.trust(request)
         response = await handler(request)
         if not isinstance(response, web.WebSocketResponse):
