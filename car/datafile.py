@@ -1,7 +1,11 @@
 """A data file a user names (car.toml, a track, the models database): read with a size
 bound and parsed so that every way it can be wrong, hostile ones included (a number of
 5,000 digits, arrays nested 5,000 deep, a 10 MB file, bytes that are not UTF-8), is one
-CarError line that names the file and, where it can be found, the line and the key."""
+CarError line that names the file and, where it can be found, the line and the key.
+
+The integer guard is ``deploy.json_file``'s (model manifests are read by the same rules);
+what differs is the message wording, and that the place finders here serve TOML too
+(``car.config.toml_text``): digits may hold ``_``, and every quote style may hold brackets."""
 
 from __future__ import annotations
 
@@ -12,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from car.errors import CarError
+from deploy.json_file import MAX_INT_DIGITS, LongNumber, parse_int
 
 MAX_BYTES = 16 * 1024 * 1024  # no file of ours is near this; a bigger one is a mistake
-MAX_INT_DIGITS = 100  # longer integers are refused before Python parses them
 DEEP = 100  # nesting deeper than this is where a parser's RecursionError is blamed
 
 _BRACKETS = re.compile(r"[\[\]{}]")
@@ -51,30 +55,17 @@ def read_json(path: str | os.PathLike, what: str = "file", error: type[CarError]
     return parse_json(text, str(path), error, object_pairs_hook)
 
 
-class _LongNumber(ValueError):
-    def __init__(self, digits: int) -> None:
-        super().__init__(f"a number of {digits} digits")
-        self.digits = digits
-
-
-def _parse_int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > MAX_INT_DIGITS:
-        raise _LongNumber(digits)
-    return int(text)
-
-
 def parse_json(text: str, where: str, error: type[CarError] = CarError,
                object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None) -> Any:
     """``json.loads`` with every failure ``error("{where}: ...")``: bad syntax (its line and
     column), integers over MAX_INT_DIGITS digits and nesting too deep for the parser (their
     line and key), and a ValueError raised by ``object_pairs_hook`` (its message)."""
     try:
-        return json.loads(text, parse_int=_parse_int, object_pairs_hook=object_pairs_hook)
+        return json.loads(text, parse_int=parse_int, object_pairs_hook=object_pairs_hook)
     except json.JSONDecodeError as exc:
         raise error(f"{where}: bad JSON at line {exc.lineno} column {exc.colno}: "
                     f"{exc.msg}") from None
-    except _LongNumber as exc:
+    except LongNumber as exc:
         place = json_place(text, long_number_offset(text, exc.digits))
         raise error(f"{where}: {place}{exc} is too long (at most {MAX_INT_DIGITS})") from None
     except RecursionError:

@@ -30,16 +30,19 @@ class JsonFileError(ValueError):
     """A JSON file that cannot be read or parsed; the message is one line naming it."""
 
 
-class _LongNumber(ValueError):
+class LongNumber(ValueError):
+    """An integer longer than MAX_INT_DIGITS, refused before Python parses it."""
+
     def __init__(self, digits: int) -> None:
         super().__init__(f"a number of {digits} digits")
         self.digits = digits
 
 
-def _parse_int(text: str) -> int:
+def parse_int(text: str) -> int:
+    """``json.loads``'s ``parse_int`` that raises LongNumber over MAX_INT_DIGITS digits."""
     digits = len(text.lstrip("-"))
     if digits > MAX_INT_DIGITS:
-        raise _LongNumber(digits)
+        raise LongNumber(digits)
     return int(text)
 
 
@@ -73,11 +76,11 @@ def parse_json(text: str, where: str, what: str = "file",
         raise error(f"{where}: the {what} nests arrays or objects more than {MAX_DEPTH} deep "
                     f"at {json_place(text, deep)}")
     try:
-        return json.loads(text, parse_int=_parse_int)
+        return json.loads(text, parse_int=parse_int)
     except json.JSONDecodeError as exc:
         raise error(f"{where}: the {what} is not valid JSON (line {exc.lineno} column "
                     f"{exc.colno}: {exc.msg})") from None
-    except _LongNumber as exc:
+    except LongNumber as exc:
         place = json_place(text, long_number_offset(text, exc.digits))
         raise error(f"{where}: the {what} holds {exc} at {place} (at most "
                     f"{MAX_INT_DIGITS})") from None
