@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from car.config import DriveConfig
 from car.frames import ESTOP, NEUTRAL, Command, Mode, UserInput
@@ -164,18 +165,33 @@ class Arbiter:
 
 
 class LimitedLog:
-    """Log lines of each kind at most once a second (of the loop's clock), so a fault that
-    repeats every tick is reported, not flooded."""
+    """Log lines of each kind at most once per ``interval_s`` (of the caller's clock), so a
+    fault that repeats every tick is reported, not flooded. With ``count_held``, a line
+    shown after some were held back ends "(N more like it)"."""
 
-    def __init__(self, logger: logging.Logger, interval_s: float = 1.0):
+    MAX_KINDS = 256  # kinds remembered (a caller's kinds may come from outside)
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 1.0,
+                 count_held: bool = False):
         self.logger = logger
         self.interval_s = interval_s
+        self.count_held = count_held
         self._last_s: dict[str, float] = {}
+        self._held: dict[str, int] = {}
 
-    def log(self, level: int, kind: str, now_s: float, message: str, *args: object) -> None:
-        if now_s - self._last_s.get(kind, -math.inf) >= self.interval_s:
-            self._last_s[kind] = now_s
-            self.logger.log(level, message, *args)
+    def log(self, level: int, kind: str, now_s: float, message: str, *args: object,
+            **kwargs: Any) -> None:
+        if now_s - self._last_s.get(kind, -math.inf) < self.interval_s:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return
+        if len(self._last_s) >= self.MAX_KINDS:
+            self._last_s.clear()
+            self._held.clear()
+        self._last_s[kind] = now_s
+        held = self._held.pop(kind, 0)
+        if held and self.count_held:
+            message, args = message + " (%d more like it)", (*args, held)
+        self.logger.log(level, message, *args, **kwargs)
 
     def warning(self, kind: str, now_s: float, message: str, *args: object) -> None:
         self.log(logging.WARNING, kind, now_s, message, *args)

@@ -412,3 +412,15 @@ def test_auto_record_at_zero_keeps_every_tick(tmp_path, threshold, kept):
     run_ticks(loop, clock, 6)
     recorder.close()
     assert loop.recorded == kept and len(list(Tub(tmp_path / "tub").records())) == kept
+
+
+def test_the_limited_log_counts_what_it_held_back_when_asked(caplog):
+    from car.modes import LimitedLog
+
+    for count_held, last in ((False, "fault 3"), (True, "fault 3 (2 more like it)")):
+        caplog.clear()
+        limited = LimitedLog(logging.getLogger("test.limited"), 1.0, count_held=count_held)
+        with caplog.at_level(logging.WARNING, "test.limited"):
+            for n, now in enumerate((0.0, 0.4, 0.9, 1.0)):
+                limited.warning("kind", now, "fault %d", n)
+        assert [r.getMessage() for r in caplog.records] == ["fault 0", last]

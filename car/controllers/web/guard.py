@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from car.modes import LimitedLog
+
 log = logging.getLogger(__name__)
 HEADER_TIMEOUT_S = 5.0  # a connection must send a request with the token within this
 KEEPALIVE_S = 15.0  # an idle keep-alive connection (after a response) is closed after this
@@ -226,24 +228,15 @@ class LoopErrors:
                  every_s: float = REPORT_EVERY_S):
         self.stats = stats
         self.logger = logger
-        self.every_s = every_s
+        self._log = LimitedLog(logger, every_s, count_held=True)
         stats.setdefault("loop_errors", 0)
-        self._last: dict[str, tuple[float, int]] = {}  # kind -> (last logged, suppressed)
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         self.stats["loop_errors"] += 1
         exc = context.get("exception")
         message = str(context.get("message") or "error in the web server")
-        kind = message + (type(exc).__name__ if exc is not None else "")
-        now = time.monotonic()
-        last, suppressed = self._last.get(kind, (-1e9, 0))
-        if now - last < self.every_s:
-            self._last[kind] = (last, suppressed + 1)
-            return
-        self._last[kind] = (now, 0)
-        if len(self._last) > 256:
-            self._last.clear()
         detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
-        more = f" ({suppressed} more like it)" if suppressed else ""
-        self.logger.warning("web: %s%s%s", message, detail, more,
-                            exc_info=exc if self.logger.isEnabledFor(logging.DEBUG) else None)
+        debug = self.logger.isEnabledFor(logging.DEBUG)
+        kind = message + (type(exc).__name__ if exc is not None else "")
+        self._log.log(logging.WARNING, kind, time.monotonic(), "web: %s%s",
+                      message, detail, exc_info=exc if debug else None)
