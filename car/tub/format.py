@@ -270,16 +270,18 @@ def read_catalog_manifest(path: Path) -> dict[str, Any] | None:
 
 def is_temp_file(name: str) -> bool:
     """True for the temp files ``atomic_write`` leaves if killed (and only for those)."""
-    base = name.removesuffix(".tmp")
-    return name.endswith(".tmp") and (
-        base == MANIFEST or catalog_number(base) is not None
-        or catalog_number(base.removesuffix("_manifest")) is not None)
+    return name.endswith(".tmp") and _is_data_file(name.removesuffix(".tmp"))
 
 
 def is_tub_file(name: str) -> bool:
     """True for the names of a tub's own files in its folder (images/ aside)."""
-    return (name in (MANIFEST, REPAIR_LOG, LOCK) or catalog_number(name) is not None
-            or catalog_number(name.removesuffix("_manifest")) is not None or is_temp_file(name))
+    return name in (REPAIR_LOG, LOCK) or _is_data_file(name) or is_temp_file(name)
+
+
+def _is_data_file(name: str) -> bool:
+    """The manifest, a catalog or a catalog's manifest."""
+    return (name == MANIFEST or catalog_number(name) is not None
+            or catalog_number(name.removesuffix("_manifest")) is not None)
 
 
 def log_repair(tub: Path, action: str, detail: str, data: bytes | None = None) -> str:
