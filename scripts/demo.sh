@@ -103,5 +103,15 @@ EXAMPLE=$(sed -n '/<!-- python-example -->/,/^```$/p' README.md | sed '1,2d;$d')
 step python -c "$EXAMPLE"
 step car models
 
+echo
+echo "== 11. Hardening (docs/security.md): bad settings are refused in one line before"
+echo "   anything opens; then the page under web attacks (1,100 half-open connections,"
+echo "   token guessing, floods, cross-site sockets) against a no-attack baseline, and the"
+echo "   web failsafe's deadline against the old rule"
+step car record --sim oval --out "$OUT/refused_tub" --set web.token=short || true
+step car record --sim oval --out "$OUT/refused_tub" --hz 5 || true
+step car tub delete "$OUT/real_tub" " " || true
+step python benchmarks/bench_attack.py --seconds 4
+
 echo "Demo done. Look at $OUT/map.png, $OUT/view.png, $OUT/pilot/loss.png, $OUT/pred.png,"
 echo "$OUT/sim_movie.mp4, $OUT/hist.png and $OUT/movie.mp4."
