@@ -599,7 +599,7 @@ def test_the_client_reconnects_when_the_simulator_comes_back(scenes):
 def test_a_simulator_that_stays_away_fails_the_camera_and_stops_the_loop(scenes):
     port = free_port()
     server = DonkeyServer(scenes, Config().sim, ServeOptions(), port=port).start()
-    client = connect(port, scene="oval", reconnect_s=1.5, answer_timeout_s=1.0,
+    client = connect(port, scene="oval", reconnect_s=1.5, answer_timeout_s=10.0,
                      report=lambda line: None)
     link = DonkeyLink(client, 0.05)
     loop = DriveLoop(link.camera, link.actuator, ScriptedController(Mode.USER),
