@@ -226,6 +226,29 @@ class SimConfig:
     expert_noise: float = _field(
         0.15, "DART noise: std of the steering noise added to the expert's executed action; "
         "the recorded label stays clean.", min=0, max=1)
+    model: str = _field(
+        "dynamic", "Vehicle model: 'dynamic' (single-track with tyre slip and a grip limit) or "
+        "'kinematic' (no slip at any speed).", choices=("dynamic", "kinematic"))
+    mu: float = _field(0.8, "Tyre-floor friction coefficient: the grip limit is mu x g.",
+                       min=0.05, max=3)
+    mass_kg: float = _field(1.4, "Mass of the car with its battery and computer.",
+                            min=0.1, max=100)
+    yaw_inertia_kgm2: float = _field(0.008, "Moment of inertia about the vertical axis.",
+                                     min=1e-4, max=100)
+    front_weight: float = _field(0.5, "Share of the weight on the front axle at rest.",
+                                 min=0.2, max=0.8)
+    cg_height_m: float = _field(0.05, "Height of the centre of mass (longitudinal load "
+                                "transfer).", min=0, max=1)
+    cornering_front: float = _field(
+        4.7, "Front cornering stiffness per unit of load (lateral force / normal force per "
+        "radian of slip).", min=0.5, max=50)
+    cornering_rear: float = _field(5.5, "Rear cornering stiffness per unit of load (per "
+                                   "radian).", min=0.5, max=50)
+    race_margin_m: float = _field(
+        0.15, "Race pace: the racing line keeps the rear axle this far inside the track's "
+        "edges.", min=0, max=2)
+    race_grip: float = _field(
+        0.9, "Race pace: the share of mu x g the racing expert plans to use.", min=0.3, max=1)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,10 @@ class Expert:
     def reset(self) -> None:
         self._hint = None
 
+    def planned_lap_s(self) -> float:
+        """The lap time of the speed profile (on the centreline)."""
+        return float(np.sum(self.track.curve.ds / np.maximum(self.speed_profile, 0.05)))
+
 
 def speed_profile(track: Track, max_speed_mps: float, lateral_accel_mps2: float,
                   brake_mps2: float) -> np.ndarray:

@@ -16,6 +16,7 @@ from car.config import SimConfig
 from car.errors import SimError
 
 ROLLING_MPS2 = 0.3  # rolling resistance: a coasting car stops
+GRAVITY_MPS2 = 9.81
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,14 @@ class VehicleParams:
     brake_mps2: float
     steering_rate_rad_s: float
     delay_ticks: int
+    model: str = "kinematic"  # or "dynamic": single-track with tyre slip
+    mu: float = 0.8  # tyre-floor friction: the grip limit is mu * g
+    mass_kg: float = 1.4
+    yaw_inertia_kgm2: float = 0.008
+    front_weight: float = 0.5  # share of the weight on the front axle at rest
+    cg_height_m: float = 0.05
+    cornering_front: float = 4.7  # lateral force per unit load per radian of slip
+    cornering_rear: float = 5.5
 
     @classmethod
     def from_config(cls, sim: SimConfig | None = None) -> VehicleParams:
@@ -37,7 +46,21 @@ class VehicleParams:
                    top_speed_mps=sim.top_speed_mps, max_accel_mps2=sim.max_accel_mps2,
                    brake_mps2=sim.brake_mps2,
                    steering_rate_rad_s=math.radians(sim.steering_rate_dps),
-                   delay_ticks=round(sim.actuation_delay_s * sim.physics_hz))
+                   delay_ticks=round(sim.actuation_delay_s * sim.physics_hz),
+                   model=sim.model, mu=sim.mu, mass_kg=sim.mass_kg,
+                   yaw_inertia_kgm2=sim.yaw_inertia_kgm2, front_weight=sim.front_weight,
+                   cg_height_m=sim.cg_height_m, cornering_front=sim.cornering_front,
+                   cornering_rear=sim.cornering_rear)
+
+    @property
+    def drag_per_s(self) -> float:
+        """Linear drag of the ESC model, set so that full throttle settles at the top speed."""
+        return (self.max_accel_mps2 - ROLLING_MPS2) / self.top_speed_mps
+
+    @property
+    def grip_mps2(self) -> float:
+        """The largest acceleration the tyres can give, in any direction: mu * g."""
+        return self.mu * GRAVITY_MPS2
 
     @property
     def turn_radius_m(self) -> float:
