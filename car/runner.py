@@ -40,7 +40,7 @@ class Rules:
     stall_s: float | None = None  # no headway this long is an intervention too
     time_limit_s: float | None = None  # world time for the whole run
     lap_limit_s: float | None = None  # world time for each lap
-    keep_path: bool = False  # keep (x, y, |cte|) per tick, for the eval's map
+    keep_path: bool = False  # keep (x, y, |cte|, speed) per tick, for the eval's map
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Outcome:
     limit: str | None  # which time limit ended it, in words, if one did
     world_elapsed_s: float  # the world's time from the first to the last tick (0 without)
     interventions: list[tuple[float, float, str]] = field(default_factory=list)
-    path: list[tuple[float, float, float]] = field(default_factory=list)
+    path: list[tuple[float, float, float, float]] = field(default_factory=list)
     charged_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
 
@@ -109,7 +109,7 @@ class Runner:
         outcome.charged_latency.add(result.latency_s if charged is None else charged)
         cause = world.departure() if rules.scoring else world.lost()
         if rules.keep_path:
-            outcome.path.append((status.x, status.y, abs(status.cte_m)))
+            outcome.path.append((status.x, status.y, abs(status.cte_m), status.speed_mps))
         if state["lap"] != status.lap:
             state["lap"], state["lap_s"] = status.lap, status.time_s
         if rules.stall_s is not None and cause is None:

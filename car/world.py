@@ -49,6 +49,7 @@ class World(Protocol):
     camera: Camera
     actuator: Actuator
     lockstep: bool
+    pace: str  # "cruise", or "race" where the world's reference expert drives at the limit
 
     @property
     def name(self) -> str:

@@ -14,7 +14,7 @@ from car.sim.expert import DartNoise, Expert
 from car.sim.scoring import Progress
 from car.sim.tracks import load_track
 from car.sim.vehicle import Vehicle, VehicleParams
-from car.sim.world import Simulator
+from car.sim.world import Simulator, variation_for_lap
 from tests.sim_helpers import TURN_RADIUS_M, circle_track
 
 PARAMS = VehicleParams.from_config()
@@ -150,9 +150,12 @@ def test_reset_to_the_nearest_centreline_pose() -> None:
     assert status.cte_m == pytest.approx(0.0, abs=0.01)
 
 
-def _run(seed: int, randomize: bool, steps: int = 60) -> tuple[list[tuple], list[np.ndarray]]:
+def _run(seed: int, randomize: bool, steps: int = 60,
+         vary: bool = False) -> tuple[list[tuple], list[np.ndarray]]:
     track = load_track("technical", TURN_RADIUS_M)
     sim = Simulator(track, seed=seed, randomize=randomize)
+    if vary:  # the physics --randomize draws for the first lap, without the new looks
+        sim.vehicle.vary(variation_for_lap(seed, 0))
     expert = Expert(track, sim.params, 2.0)
     noise = DartNoise(0.3, sim.streams["noise"])
     states, frames = [], []
@@ -171,8 +174,10 @@ def test_deterministic_for_a_seed() -> None:
     states_c, frames_c = _run(8, randomize=True)
     assert states_c != states_a
     assert not np.array_equal(frames_c[0], frames_a[0])
-    # Rendering draws from its own stream: turning randomisation on leaves the physics alone.
-    assert _run(7, randomize=False)[0] == states_a
+    # Rendering draws from its own stream: the looks leave the physics alone, which only the
+    # lap's drawn variation changes.
+    assert _run(7, randomize=False, vary=True)[0] == states_a
+    assert _run(7, randomize=False)[0] != states_a
 
 
 def test_a_shortcut_across_the_infield_gains_nothing() -> None:

@@ -28,8 +28,8 @@ from car.frames import Mode
 from car.loop import DriveLoop, Ratekeeper, TickResult
 from car.modes import Arbiter
 from car.runner import Rules, Runner
-from car.sim.expert import Expert
 from car.sim.link import SimLink
+from car.sim.pace import Driver, make_expert
 from car.sim.world import Simulator
 from car.world import World
 
@@ -51,11 +51,17 @@ class EvalResult:
     max_abs_cte_m: float
     elapsed_s: float
     pilot: str
+    pace: str  # "cruise" or "race" (a donkey simulator: "cruise")
     latency: str  # how the pilot's latency was charged: "measured" or "fixed N ms"
     stop_reason: str
     loop: dict[str, Any]
-    path: np.ndarray = field(repr=False)  # (N, 3): x, y, |cte| per tick
+    path: np.ndarray = field(repr=False)  # (N, 4): x, y, |cte|, speed per tick
     intervention_points: list[tuple[float, float, str]] = field(default_factory=list)
+    physics: list[dict[str, float]] = field(default_factory=list)  # --randomize: per lap
+
+    @property
+    def top_speed_mps(self) -> float:
+        return float(self.path[:, 3].max()) if len(self.path) else 0.0
 
     @property
     def finished(self) -> bool:
@@ -72,8 +78,10 @@ class EvalResult:
             "autonomy_pct": round(self.autonomy_pct, 3), "interventions": self.interventions,
             "mean_abs_cte_m": round(self.mean_abs_cte_m, 4),
             "max_abs_cte_m": round(self.max_abs_cte_m, 4),
-            "elapsed_s": round(self.elapsed_s, 3), "pilot": self.pilot,
+            "elapsed_s": round(self.elapsed_s, 3), "pilot": self.pilot, "pace": self.pace,
+            "top_speed_mps": round(self.top_speed_mps, 3),
             "latency": self.latency, "stop_reason": self.stop_reason,
+            **({"physics": self.physics} if self.physics else {}),
             "loop": {"hz": self.loop["hz"], "overruns": self.loop["overruns"],
                      "latency_ms": {"p50": lat["p50"], "p99": lat["p99"]},
                      "stages_ms": self.loop["latency_ms"], "safety": self.loop["safety"]},
@@ -98,10 +106,11 @@ class ExpertPilot:
     manifest = None
     path = Path("expert")
 
-    def __init__(self, sim: Simulator, expert: Expert, period_s: float):
+    def __init__(self, sim: Simulator, expert: Driver, period_s: float, pace: str = "cruise"):
         self.sim = sim
         self.expert = expert
         self.period_s = period_s
+        self.pace = pace
 
     def preprocess(self, frame: np.ndarray) -> np.ndarray:
         return frame
@@ -116,18 +125,19 @@ class ExpertPilot:
         self.expert.reset()
 
     def describe(self) -> str:
-        return "the simulator's expert (true pose, no camera)"
+        who = "racing expert" if self.pace == "race" else "expert"
+        return f"the simulator's {who} (true pose, no camera)"
 
     def close(self) -> None:
         """Nothing to release."""
 
 
 def expert_pilot(world: SimLink, config: Config) -> ExpertPilot:
-    """The expert for an embedded world, at ``sim.expert_speed_mps`` on its line."""
+    """The expert for an embedded world at its pace: at cruise, ``sim.expert_speed_mps`` on
+    its line; at race pace, the racing line at the grip limit."""
     sim = world.sim
-    expert = Expert(sim.track, sim.params, config.sim.expert_speed_mps,
-                    line_m=config.sim.expert_line_m)
-    return ExpertPilot(sim, expert, world.period_s)
+    expert = make_expert(sim.track, sim.params, config, world.pace)
+    return ExpertPilot(sim, expert, world.period_s, world.pace)
 
 
 def evaluate(world: World, pilot: Any, config: Config, *, laps: int, rate_hz: float,
@@ -159,7 +169,7 @@ def evaluate(world: World, pilot: Any, config: Config, *, laps: int, rate_hz: fl
         reason = "laps done" if status.lap >= laps else f"time limit: {outcome.limit}" + (
             f", {TIME_LIMIT_LAPS:g}x the expert's pace" if reference_s is not None else "")
     elapsed = outcome.world_elapsed_s
-    path = np.array(outcome.path, np.float64).reshape(-1, 3)
+    path = np.array(outcome.path, np.float64).reshape(-1, 4)
     cte = path[:, 2] if len(path) else np.zeros(1)
     summary = loop.summary(keeper)
     summary["charged_latency_ms"] = outcome.charged_latency.summary()
@@ -169,5 +179,6 @@ def evaluate(world: World, pilot: Any, config: Config, *, laps: int, rate_hz: fl
         lap_times_s=list(status.lap_times_s[:laps]),
         autonomy_pct=autonomy_pct(len(points), elapsed), interventions=len(points),
         mean_abs_cte_m=float(cte.mean()), max_abs_cte_m=float(cte.max()), elapsed_s=elapsed,
-        pilot=pilot.describe(), latency=world.latency_note, stop_reason=reason, loop=summary,
+        pilot=pilot.describe(), pace=world.pace,
+        latency=world.latency_note, stop_reason=reason, loop=summary,
         path=path, intervention_points=points)

@@ -1,9 +1,10 @@
-"""`car sim eval --plot`: the track map with the driven path coloured by |cte| and the
-interventions marked."""
+"""`car sim eval --plot`: the track map with the driven path coloured by |cte| (by speed at
+race pace) and the interventions marked."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -17,8 +18,9 @@ HEADER_PX = 64
 
 
 def draw_eval_map(track: Track, result: EvalResult) -> np.ndarray:
-    """A BGR image: edges in grey, the path from green (on the line) to red (at the edge),
-    a cross at each intervention, and the score in the header."""
+    """A BGR image: edges in grey, the path from green (on the line) to red (at the edge) or,
+    at race pace, from blue (slow) to red (fast), a cross at each intervention, and the score
+    in the header."""
     left, right = track.edges()
     pts = np.vstack([left, right])
     lo, hi = pts.min(axis=0), pts.max(axis=0)
@@ -38,8 +40,11 @@ def draw_eval_map(track: Track, result: EvalResult) -> np.ndarray:
     cv2.polylines(canvas, [px(track.curve.xy)], True, (200, 200, 200), 1, cv2.LINE_AA, 3)
     half = track.width_m / 2
     path = result.path
+    by_speed = result.pace == "race"
+    top = max(float(path[:, 3].max()), 0.1) if len(path) else 1.0
     if len(path) > 1:
-        colours = _colours(np.clip(path[:, 2] / half, 0.0, 1.0))
+        colours = _speed_colours(np.clip(path[:, 3] / top, 0.0, 1.0)) if by_speed else \
+            _colours(np.clip(path[:, 2] / half, 0.0, 1.0))
         p = px(path[:, :2])
         jumps = np.hypot(*np.diff(path[:, :2], axis=0).T) > 0.5  # resets: don't join them
         for k in range(len(p) - 1):
@@ -59,8 +64,12 @@ def draw_eval_map(track: Track, result: EvalResult) -> np.ndarray:
                   f"{result.interventions} intervention(s), laps {result.laps_completed}"
                   f"/{result.laps} ({laps} s)", (12, 26), 0.6)
     _text(canvas, f"{result.pilot[:70]}; |cte| mean {result.mean_abs_cte_m:.3f} m, max "
-                  f"{result.max_abs_cte_m:.3f} m", (12, 50), 0.45)
-    _legend(canvas, half)
+                  f"{result.max_abs_cte_m:.3f} m; {result.pace} pace, top speed "
+                  f"{result.top_speed_mps:.2f} m/s", (12, 50), 0.45)
+    if by_speed:
+        _legend(canvas, _speed_colours, f"speed from 0 to {top:.2f} m/s;  X = intervention")
+    else:
+        _legend(canvas, _colours, f"|cte| from 0 to {half:.2f} m (the edge);  X = intervention")
     return canvas
 
 
@@ -71,13 +80,19 @@ def _colours(t: np.ndarray) -> list[tuple[int, int, int]]:
     return [(30, int(gg), int(rr)) for gg, rr in zip(g, r)]
 
 
-def _legend(canvas: np.ndarray, half: float) -> None:
+def _speed_colours(t: np.ndarray) -> list[tuple[int, int, int]]:
+    """0 → dark blue (slow), 1 → dark red (fast): OpenCV's turbo map (BGR)."""
+    levels = np.round(np.asarray(t) * 255).astype(np.uint8).reshape(-1, 1)
+    mapped = cv2.applyColorMap(levels, cv2.COLORMAP_TURBO).reshape(-1, 3)
+    return [tuple(int(c) for c in bgr) for bgr in mapped]
+
+
+def _legend(canvas: np.ndarray, colours: Callable[[np.ndarray], list], label: str) -> None:
     y = canvas.shape[0] - 18
     for k in range(200):
-        colour = _colours(np.array([k / 199]))[0]
+        colour = colours(np.array([k / 199]))[0]
         cv2.line(canvas, (12 + k, y - 6), (12 + k, y + 6), colour, 1)
-    _text(canvas, f"|cte| from 0 to {half:.2f} m (the edge);  X = intervention", (222, y + 5),
-          0.4)
+    _text(canvas, label, (222, y + 5), 0.4)
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], size: float) -> None:

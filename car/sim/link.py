@@ -26,13 +26,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-import numpy as np
-
 from car.camera import CameraError
 from car.config import Config
 from car.frames import Command, Frame
 from car.health import Health
-from car.sim.expert import LATERAL_ACCEL_MPS2, PLAN_BRAKE_MPS2, speed_profile
+from car.sim.pace import DEFAULT_PACE, check_pace, make_expert
 from car.sim.track import Track
 from car.sim.world import Simulator
 from car.world import STALL_M, SimStatus
@@ -47,8 +45,9 @@ class SimLink:
 
     def __init__(self, sim: Simulator, period_s: float, *, lockstep: bool,
                  latency_s: float | None = None, wall: Clock = time.perf_counter,
-                 monotonic: Clock = time.monotonic):
+                 monotonic: Clock = time.monotonic, pace: str = DEFAULT_PACE):
         self.sim = sim
+        self.pace = check_pace(pace)  # the expert's pace: its planned lap is the reference
         self.period_s = period_s
         self.lockstep = lockstep
         self.latency_s = latency_s  # lock-step: fixed pilot latency; None: measure it
@@ -68,12 +67,12 @@ class SimLink:
 
     @classmethod
     def on_track(cls, track: Track, config: Config, period_s: float, *, lockstep: bool,
-                 seed: int = 0, randomize: bool = False, latency_s: float | None = None
-                 ) -> SimLink:
+                 seed: int = 0, randomize: bool = False, latency_s: float | None = None,
+                 pace: str = DEFAULT_PACE) -> SimLink:
         """A new simulator on ``track`` with the configured car and camera, as a World."""
         sim = Simulator(track, config.sim, width=config.camera.width,
                         height=config.camera.height, seed=seed, randomize=randomize)
-        return cls(sim, period_s, lockstep=lockstep, latency_s=latency_s)
+        return cls(sim, period_s, lockstep=lockstep, latency_s=latency_s, pace=pace)
 
     # ---------------------------------------------------------------- the world's time
     def clock(self) -> float:
@@ -94,7 +93,7 @@ class SimLink:
         """The camera's pose now, after a new look if a lap just ended (call under lock)."""
         if self.sim.progress.laps != self._look_lap:
             self._look_lap = self.sim.progress.laps
-            self.sim.new_look()  # randomize: a new look every lap; a no-op otherwise
+            self.sim.new_lap()  # randomize: a new look and physics every lap
         return self.sim.camera_pose()
 
     # ---------------------------------------------------------------- the World protocol
@@ -140,11 +139,10 @@ class SimLink:
         return self.last_latency_s if self.lockstep else None
 
     def reference_lap_s(self) -> float | None:
-        """The expert's planned lap time on this track."""
+        """The planned lap time of the expert at this world's pace."""
         sim = self.sim
-        cap = min(sim.config.expert_speed_mps, sim.params.top_speed_mps * 0.95)
-        profile = speed_profile(sim.track, cap, LATERAL_ACCEL_MPS2, PLAN_BRAKE_MPS2)
-        return float(np.sum(sim.track.curve.ds / np.maximum(profile, 0.05)))
+        expert = make_expert(sim.track, sim.params, Config(sim=sim.config), self.pace)
+        return expert.planned_lap_s()
 
     @property
     def latency_note(self) -> str:
@@ -311,3 +309,4 @@ class SimActuator:
         """Leave the car with neutral commands (no time passes)."""
         with self.link.lock:
             self.link.sim.command(0.0, 0.0)
+

@@ -76,7 +76,7 @@ def record_expert(sim: Simulator, expert: Expert, noise: DartNoise, writer: TubW
             status = sim.step(run_steering, run_throttle, period_s)
             if status.lap != lap:
                 lap = status.lap
-                sim.new_look()  # a new look per lap when randomizing; a no-op otherwise
+                sim.new_lap()  # a new look and physics per lap when randomizing
             if sim.far_off_track:  # put the car back
                 status = sim.reset_to_track()
                 expert.reset()

@@ -1,4 +1,10 @@
-"""A kinematic bicycle model of a 1/16 car, with the servo and ESC behaving like real ones.
+"""The simulated car: its servo and ESC behaving like real ones, and one of two chassis
+models (``[sim] model``).
+
+- **dynamic** (the default): the single-track ("ST") model of CommonRoad and f1tenth_gym, with
+  tyres that grip up to a friction circle (``car.sim.tyres``): a car that enters a corner too
+  fast slides wide or spins.
+- **kinematic**: the bicycle that goes where its wheels point at any speed.
 
 The car integrates at a fixed physics rate whatever the control rate. Commands reach the
 wheels after an actuation delay; the steering then slews at the servo's rate limit. Throttle
@@ -14,9 +20,9 @@ from dataclasses import dataclass
 
 from car.config import SimConfig
 from car.errors import SimError
+from car.sim.tyres import GRAVITY_MPS2, Chassis, dynamic_step
 
 ROLLING_MPS2 = 0.3  # rolling resistance: a coasting car stops
-GRAVITY_MPS2 = 9.81
 
 
 @dataclass(frozen=True)
@@ -77,9 +83,27 @@ class VehicleState:
     x: float = 0.0
     y: float = 0.0
     yaw: float = 0.0  # radians CCW from +x
-    speed_mps: float = 0.0
+    speed_mps: float = 0.0  # longitudinal velocity, forward positive
     wheel_angle_rad: float = 0.0  # positive turns right, like normalised steering
     tick: int = 0
+    lateral_mps: float = 0.0  # lateral velocity of the centre of mass, left positive
+    yaw_rate_rps: float = 0.0  # CCW positive
+    lateral_accel_mps2: float = 0.0  # in the car's frame, left positive
+
+
+@dataclass(frozen=True)
+class Variation:
+    """How this car differs from its parameters (``--randomize`` draws one per lap)."""
+
+    mu_scale: float = 1.0
+    motor_scale: float = 1.0  # drive force (and so the top speed)
+    steering_trim: float = 0.0  # added to the normalised steering before the servo
+    extra_delay_s: float = 0.0  # actuation latency on top of ``actuation_delay_s``
+
+    def to_json(self) -> dict[str, float]:
+        return {"mu_scale": round(self.mu_scale, 4), "motor_scale": round(self.motor_scale, 4),
+                "steering_trim": round(self.steering_trim, 4),
+                "extra_delay_ms": round(self.extra_delay_s * 1000.0, 2)}
 
 
 class Vehicle:
@@ -92,6 +116,13 @@ class Vehicle:
         self._steering = 0.0  # commands the actuators are acting on now
         self._throttle = 0.0
         self._brake = 0.0
+        self.variation = Variation()
+        self._chassis = Chassis.from_params(params)
+
+    def vary(self, variation: Variation) -> None:
+        """Use a varied car from now on (commands already in flight keep their timing)."""
+        self.variation = variation
+        self._chassis = Chassis.from_params(self.params, variation.mu_scale)
 
     def place(self, x: float, y: float, yaw: float) -> None:
         """Put the car at rest at a pose, wheels straight, with no commands in flight."""
@@ -107,7 +138,8 @@ class Vehicle:
         ``brake_mps2`` whatever the direction, and holds the car at rest against the motor.
 
         It takes effect after the actuation delay plus ``extra_delay_s`` (the time a pilot
-        took to compute it), and never before a command sent earlier.
+        took to compute it) plus the variation's extra delay, and never before a command
+        sent earlier.
         """
         if not (math.isfinite(steering) and math.isfinite(throttle) and math.isfinite(brake)):
             raise SimError(f"the simulator was sent steering={steering}, throttle={throttle}, "
@@ -116,6 +148,7 @@ class Vehicle:
         throttle = min(1.0, max(-1.0, float(throttle)))
         brake = min(1.0, max(0.0, float(brake)))
         tick = self.state.tick + self.params.delay_ticks
+        extra_delay_s += self.variation.extra_delay_s
         if extra_delay_s > 0.0:
             tick += round(extra_delay_s * self.params.physics_hz)
         if self._pending:
@@ -132,41 +165,55 @@ class Vehicle:
         st = self.state
         dt = p.dt_s
         max_turn = p.steering_rate_rad_s * dt
-        drag = (p.max_accel_mps2 - ROLLING_MPS2) / p.top_speed_mps  # full throttle: top speed
+        drag = p.drag_per_s
+        drive = p.max_accel_mps2 * self.variation.motor_scale
+        trim = self.variation.steering_trim
+        dynamic = p.model == "dynamic"
+        chassis = self._chassis
         pending = self._pending
         x, y, yaw, v, wheel = st.x, st.y, st.yaw, st.speed_mps, st.wheel_angle_rad
+        vy, r, ay = st.lateral_mps, st.yaw_rate_rps, st.lateral_accel_mps2
         tick = st.tick
         for _ in range(ticks):
             while pending and pending[0][0] <= tick:
                 _, self._steering, self._throttle, self._brake = pending.popleft()
-            # Servo: slew toward the commanded angle.
-            target = self._steering * p.max_steering_rad
+            # Servo: slew toward the commanded angle (trim shifts it, the end stops hold).
+            target = min(1.0, max(-1.0, self._steering + trim)) * p.max_steering_rad
             wheel += min(max_turn, max(-max_turn, target - wheel))
             # ESC: drive force, brake, drag and rolling resistance.
             thr = self._throttle
             if thr < 0.0 and v > 0.0:
                 accel = p.brake_mps2 * thr - drag * v
             else:
-                accel = p.max_accel_mps2 * thr - drag * v
+                accel = drive * thr - drag * v
             brake = self._brake
             resist = ROLLING_MPS2 + p.brake_mps2 * brake
             if v > 0.0:
                 accel -= resist
             elif v < 0.0:
                 accel += resist
-            new_v = v + accel * dt
+            held = v == 0.0 and abs(drive * thr) <= resist  # too little to start rolling
+            if dynamic:
+                x, y, yaw, new_v, vy, r, ay = dynamic_step(chassis, x, y, yaw, v, vy, r,
+                                                           -wheel, accel, dt)
+            else:
+                new_v = v + accel * dt
             if (v > 0.0 >= new_v and (thr <= 0.0 or brake > 0.0)) or \
-                    (v < 0.0 <= new_v and (thr >= 0.0 or brake > 0.0)):
+                    (v < 0.0 <= new_v and (thr >= 0.0 or brake > 0.0)) or held:
                 new_v = 0.0  # brakes and rolling resistance stop the car; they don't reverse it
-            elif v == 0.0 and abs(p.max_accel_mps2 * thr) <= resist:
-                new_v = 0.0  # too little throttle to start rolling (or held by the brake)
-            # Kinematic bicycle at the rear axle, midpoint rule.
-            mean_v = 0.5 * (v + new_v)
-            yaw_rate = -mean_v * math.tan(wheel) / p.wheelbase_m
-            mid = yaw + 0.5 * yaw_rate * dt
-            x += mean_v * math.cos(mid) * dt
-            y += mean_v * math.sin(mid) * dt
-            yaw = math.remainder(yaw + yaw_rate * dt, math.tau)
+                if held:
+                    vy = r = 0.0
+            if not dynamic:
+                # Kinematic bicycle at the rear axle, midpoint rule.
+                mean_v = 0.5 * (v + new_v)
+                r = -mean_v * math.tan(wheel) / p.wheelbase_m
+                mid = yaw + 0.5 * r * dt
+                x += mean_v * math.cos(mid) * dt
+                y += mean_v * math.sin(mid) * dt
+                yaw = math.remainder(yaw + r * dt, math.tau)
+                vy = r * chassis.rear_m
+                ay = r * mean_v
             v = new_v
             tick += 1
         st.x, st.y, st.yaw, st.speed_mps, st.wheel_angle_rad, st.tick = x, y, yaw, v, wheel, tick
+        st.lateral_mps, st.yaw_rate_rps, st.lateral_accel_mps2 = vy, r, ay

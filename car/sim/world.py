@@ -13,7 +13,7 @@ from car.sim.appearance import Appearance, default_appearance, random_appearance
 from car.sim.render import Renderer
 from car.sim.scoring import Progress
 from car.sim.track import Track
-from car.sim.vehicle import Vehicle, VehicleParams
+from car.sim.vehicle import Variation, Vehicle, VehicleParams
 from car.world import SimStatus
 
 
@@ -34,6 +34,10 @@ class Simulator:
         self._renderer: Renderer | None = None
         self._appearance: Appearance | None = None
         self._time_s = 0.0
+        self.seed = seed
+        self.variations: list[Variation] = []  # with randomize: the physics of each lap
+        if randomize:
+            self._vary(0)
         self.reset()
 
     @property
@@ -52,6 +56,17 @@ class Simulator:
             self._renderer = None
         elif self._appearance is None:
             self._appearance = default_appearance(self.track.style, self.config)
+
+    def new_lap(self) -> None:
+        """A lap ended: with randomize on, a new look and new physics for the next lap."""
+        self.new_look()
+        if self.randomize:
+            self._vary(len(self.variations))
+
+    def _vary(self, lap: int) -> None:
+        variation = variation_for_lap(self.seed, lap)
+        self.variations.append(variation)
+        self.vehicle.vary(variation)
 
     def render(self) -> np.ndarray:
         """The camera's (H, W, 3) uint8 RGB frame at the car's current pose."""
@@ -148,3 +163,14 @@ def seed_streams(seed: int) -> dict[str, np.random.Generator]:
     names = ("noise", "appearance", "frames")
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {name: np.random.default_rng(child) for name, child in zip(names, children)}
+
+
+def variation_for_lap(seed: int, lap: int) -> Variation:
+    """The physics of lap ``lap`` under ``--randomize`` (the same for the same seed and lap,
+    whatever happened before): grip ±20 %, motor ±15 %, steering trim ±0.05 and 0–30 ms of
+    extra actuation latency, each uniform."""
+    rng = np.random.default_rng([seed, lap, 0x9A11])
+    return Variation(mu_scale=float(rng.uniform(0.8, 1.2)),
+                     motor_scale=float(rng.uniform(0.85, 1.15)),
+                     steering_trim=float(rng.uniform(-0.05, 0.05)),
+                     extra_delay_s=float(rng.uniform(0.0, 0.03)))

@@ -55,6 +55,7 @@ class DonkeyLink:
         self.client = client
         self.period_s = period_s
         self.lockstep = client.lockstep
+        self.pace = "cruise"  # its reference is the simulator's own lap timing
         self.max_cte = max_cte
         self.resets = 0
         self._warned_reset = False

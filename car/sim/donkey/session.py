@@ -333,7 +333,7 @@ class ServerSession:
             ax, ay = (vx - self._last[1]) / dt, (vy - self._last[2]) / dt
         self._last = (status.time_s, vx, vy)
         st = sim.vehicle.state
-        yaw_rate = status.speed_mps * math.tan(st.wheel_angle_rad) / sim.params.wheelbase_m
+        yaw_rate = -st.yaw_rate_rps  # clockwise positive, as the donkey simulator reports
         loc = sim.progress.location
         return {
             "msg_type": "telemetry", "steering_angle": round(status.steering, 5),
