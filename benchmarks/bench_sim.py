@@ -17,6 +17,7 @@ Target (issue 3): at least 1,000 rendered frames/s at 160x120 on one core.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -114,27 +115,36 @@ def main() -> None:
     for name, fps in results:
         print(f"| {name} | {fps:,.0f} | {fps / base:.2f}x |")
 
-    car = Vehicle(params)
-    car.command(0.2, 0.5)
-    tick_rate = rate(lambda i: car.advance(100), args.seconds) * 100
+    print(f"\nPhysics on 1 core ({params.physics_hz:g} Hz fixed step; the kinematic model is "
+          "the baseline)\n")
+    print("| run | per second | simulated s per wall s | vs kinematic |")
+    print("|---|---:|---:|---:|")
+    base_ticks = base_steps = 0.0
+    for model in ("kinematic", "dynamic"):
+        cfg = dataclasses.replace(sim_cfg, model=model)
+        car = Vehicle(VehicleParams.from_config(cfg))
+        car.command(0.2, 0.5)
+        tick_rate = rate(lambda i, car=car: car.advance(100), args.seconds) * 100
+        step_rate = rate(control_step(track, cfg), args.seconds)
+        base_ticks, base_steps = base_ticks or tick_rate, base_steps or step_rate
+        print(f"| {model}: Vehicle.advance, physics ticks | {tick_rate:,.0f} | "
+              f"{tick_rate / params.physics_hz:,.0f} | {tick_rate / base_ticks:.2f}x |")
+        print(f"| {model}: control step at 20 Hz (expert + 10 ticks + track location and "
+              f"scoring) | {step_rate:,.0f} | {step_rate / 20:,.0f} | "
+              f"{step_rate / base_steps:.2f}x |")
 
-    step_sim = Simulator(track, sim_cfg)
-    expert = Expert(track, step_sim.params, sim_cfg.expert_speed_mps)
 
-    def control_step(i: int) -> None:
+def control_step(track, cfg: SimConfig):
+    """One 20 Hz control step of the expert driving, without rendering."""
+    step_sim = Simulator(track, cfg)
+    expert = Expert(track, step_sim.params, cfg.expert_speed_mps)
+
+    def step(i: int) -> None:
         if step_sim.status().lap >= 1000:
             step_sim.reset()
         step_sim.step(*expert.act(step_sim.vehicle.state, 0.05), 0.05)
 
-    step_rate = rate(control_step, args.seconds)
-    print(f"\nPhysics on 1 core ({params.physics_hz:g} Hz fixed step)\n")
-    print("| run | per second | simulated s per wall s |")
-    print("|---|---:|---:|")
-    print(f"| Vehicle.advance, physics ticks | {tick_rate:,.0f} | "
-          f"{tick_rate / params.physics_hz:,.0f} |")
-    print(f"| control step at 20 Hz: expert + 10 ticks + track location and scoring | "
-          f"{step_rate:,.0f} | {step_rate / 20:,.0f} |")
-
+    return step
 
 if __name__ == "__main__":
     main()
