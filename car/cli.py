@@ -21,6 +21,7 @@ from car.commands import mcu as mcu_commands
 from car.commands import models as models_commands
 from car.commands import record as record_commands
 from car.commands import sim as sim_commands
+from car.commands import sim_dagger as sim_dagger_commands
 from car.commands import sim_serve as sim_serve_commands
 from car.commands import train as train_commands
 from car.commands import tub as tub_commands
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     config_commands.register(commands)
     tub_commands.register(commands)
-    sim_serve_commands.register(sim_commands.register(commands))
+    sim_actions = sim_commands.register(commands)
+    sim_serve_commands.register(sim_actions)
+    sim_dagger_commands.register(sim_actions)
     train_commands.register(commands)
     models_commands.register(commands)
     drive_commands.register(commands)

@@ -28,7 +28,7 @@ from deploy.model_swap import clean, folder_lock
 from deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, PreprocessError
 from training.augment import Augmenter
 from training.cache import load_frames, read_frame
-from training.checkpoint import save_checkpoint
+from training.checkpoint import load_checkpoint, save_checkpoint
 from training.export import check_positions, export_model
 from training.models import TEMPORAL, build_model
 from training.records import DataError, load_records, windows
@@ -63,6 +63,7 @@ class TrainConfig:
     dynamic_batch: bool = False
     cache_dir: Path | None = None
     progress: bool = True
+    init_from: Path | None = None  # start from this pilot.pt's weights (same type and input)
 
 
 @dataclass
@@ -99,6 +100,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     seq_len = cfg.seq_len if temporal else 1
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
+    start_from = _start_from(cfg, seq_len) if cfg.init_from is not None else None
 
     data = load_records(cfg.tubs, modes=cfg.modes)
     if cfg.limit:
@@ -135,7 +137,10 @@ def _train(cfg: TrainConfig) -> TrainResult:
 
     model_config: dict[str, Any] = {"pretrained": cfg.pretrained} if cfg.model_type.startswith(
         "resnet") else {}
-    model = build_model(cfg.model_type, preprocess.input_shape, **model_config)
+    if start_from is None:
+        model = build_model(cfg.model_type, preprocess.input_shape, **model_config)
+    else:
+        model = _check_start_input(start_from, preprocess, cfg.init_from)
     learn = _learner(loaders, model, cfg.out, cfg.patience, cuda)
     lr = cfg.lr or 2e-3
     try:
@@ -163,6 +168,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
         "epochs_run": len(history), "best_epoch": int(best.get("epoch", 0)),
         "validation": metrics, "lr": lr, "batch_size": batch, "seed": cfg.seed,
         "device": device,
+        "init_from": str(Path(cfg.init_from).resolve()) if cfg.init_from else None,
     }
     check = np.asarray(cache.frames[check_positions(split.val, seq_len)])
     save_checkpoint(cfg.out / "pilot.pt", model, cfg.model_type, model_config, preprocess,
@@ -189,6 +195,44 @@ def _check_out(cfg: TrainConfig) -> bool:
     created = not cfg.out.exists()
     cfg.out.mkdir(parents=True, exist_ok=True)
     return created
+
+
+def _start_from(cfg: TrainConfig, seq_len: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The ``init_from`` checkpoint's model and metadata, refused in one line when it is
+    another model type or sequence length (before any data is loaded)."""
+    path = Path(cfg.init_from or "")
+    if cfg.pretrained:
+        raise DataError(f"--init {path} and --pretrained both choose the starting weights; "
+                        "give one of them")
+    model, meta = load_checkpoint(path)
+    if meta["model_type"] != cfg.model_type:
+        raise DataError(f"--init {path} is a {meta['model_type']} model but this training "
+                        f"makes a {cfg.model_type} model; pass --type {meta['model_type']} "
+                        "or start without --init")
+    theirs = int(meta.get("sequence_length", 1))
+    if theirs != seq_len:
+        raise DataError(f"--init {path} was trained on {theirs}-frame sequences but this "
+                        f"training uses {seq_len}; pass --seq-len {theirs} or start without "
+                        "--init")
+    return model, meta
+
+
+def _check_start_input(start: tuple[nn.Module, dict[str, Any]], preprocess: Preprocess,
+                       path: Path | None) -> nn.Module:
+    """The starting model, if the tubs give it the very input it was trained on."""
+    model, meta = start
+    theirs = Preprocess.from_dict(meta["preprocess"])
+    if theirs != preprocess:
+        raise DataError(f"--init {path} takes {_input_text(theirs)} but these tubs give "
+                        f"{_input_text(preprocess)}; train on frames like its own (and the "
+                        "same --crop-top) or start without --init")
+    return model.train()
+
+
+def _input_text(p: Preprocess) -> str:
+    shape = "x".join(str(n) for n in p.input_shape)
+    return (f"{shape} inputs ({p.source_width}x{p.source_height} frames, {p.crop_top} rows "
+            "cropped)")
 
 
 def remove_leftovers(out: Path) -> None:

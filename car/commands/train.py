@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from car import model_db
 from car.commands import add_config_options, bounded, config_from_args
@@ -55,6 +56,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="use only the first N usable records (quick experiments)")
     train.add_argument("--pretrained", action="store_true",
                        help="start resnets from ImageNet weights (cached or downloaded)")
+    train.add_argument("--init", metavar="PILOT.pt", help="start from the weights of a "
+                       "previous pilot.pt (same --type, input and --seq-len)")
     train.add_argument("--dynamic-batch", action="store_true",
                        help="also write pilot_dynamic.onnx with a dynamic batch size")
     train.add_argument("--force", action="store_true", help="replace a model already in --out")
@@ -73,7 +76,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=export_command)
 
 
-def _training():
+def training_module() -> ModuleType:
+    """``training.train``, or a one-line error where the training extra is not installed."""
     try:
         import training.train as module
     except ImportError as exc:
@@ -84,7 +88,7 @@ def _training():
 
 def train_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    module = _training()
+    module = training_module()
     from training.augment import parse_augmentations
     from training.records import expand_tub_paths
 
@@ -96,12 +100,13 @@ def train_command(args: argparse.Namespace) -> int:
         workers=args.workers, pretrained=args.pretrained, force=args.force,
         modes=None if args.all_modes else tuple(args.modes or ("user",)),
         crop_top=args.crop_top, limit=args.limit, dynamic_batch=args.dynamic_batch,
-        progress=not args.quiet)
+        progress=not args.quiet, init_from=Path(args.init) if args.init else None)
     result = module.train(cfg)
     print(f"data: {result.data_summary}")
     m = result.metrics
     records = result.manifest.training["records"]
-    print(f"trained {args.model_type} on {records['train']} samples, validated on "
+    start = f", starting from {args.init}" if args.init else ""
+    print(f"trained {args.model_type}{start} on {records['train']} samples, validated on "
           f"{records['validation']} ({result.split.method}) on {result.device} in "
           f"{result.duration_s:.0f} s, lr {result.lr:.2g}")
     print(f"best validation: loss {m.get('valid_loss', float('nan')):.4f}, steering MAE "
@@ -120,7 +125,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    _training()
+    training_module()
     from training.export import reexport
 
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
