@@ -11,7 +11,7 @@ import pytest
 
 from car.config import SimConfig
 from car.sim.tracks import load_track
-from car.sim.tyres import GRAVITY_MPS2, Chassis
+from car.sim.tyres import GRAVITY_MPS2
 from car.sim.vehicle import Variation, Vehicle, VehicleParams
 from car.sim.world import Simulator, variation_for_lap
 from tests.sim_helpers import TURN_RADIUS_M
@@ -43,7 +43,7 @@ def test_steady_cornering_matches_the_understeer_gradient(steering: float,
     st = car.state
     radius = st.speed_mps / abs(st.yaw_rate_rps)
     lateral = st.speed_mps * abs(st.yaw_rate_rps)
-    gradient = Chassis.from_params(p).understeer_gradient()
+    gradient = p.chassis().understeer_gradient()
     assert gradient > 0  # the default car understeers: the rear tyres are stiffer
     extra = abs(st.wheel_angle_rad) - math.atan(p.wheelbase_m / radius)
     assert extra == pytest.approx(gradient * lateral, rel=0.12), (extra, gradient * lateral)

@@ -99,7 +99,9 @@ def eval_command(args: argparse.Namespace) -> int:
                                      randomize=args.randomize, latency_s=latency_s,
                                      pace=args.pace)
             pilot = expert_pilot(world, config) if expert else engine
+            variations = world.sim.variations  # --randomize: each lap's physics
         else:
+            variations = []
             world = open_world(args.sim, args.scene, config, 1.0 / hz, lockstep=args.lockstep,
                                max_cte=args.max_cte)
             pilot = engine
@@ -118,8 +120,7 @@ def eval_command(args: argparse.Namespace) -> int:
             print(health.line, file=sys.stderr)
         if ctrl_c.pressed:
             result.stop_reason = "interrupted"
-        if isinstance(world, SimLink):
-            result.physics = [v.to_json() for v in world.sim.variations]
+        result.physics = [v.to_json() for v in variations]
         return result
 
     try:

@@ -24,10 +24,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from car.sim.vehicle import VehicleParams
 
 GRAVITY_MPS2 = 9.81
 KINEMATIC_MPS = 0.25  # below this, the kinematic bicycle
@@ -47,17 +43,6 @@ class Chassis:
     cornering_rear: float
     substeps: int
     substep_s: float
-
-    @classmethod
-    def from_params(cls, params: VehicleParams, mu_scale: float = 1.0) -> Chassis:
-        wheelbase = params.wheelbase_m
-        rear = params.front_weight * wheelbase  # the front's share of the load is rear/L
-        substeps = max(1, math.ceil(params.dt_s / SUBSTEP_S - 1e-9))
-        return cls(mass_kg=params.mass_kg, inertia_kgm2=params.yaw_inertia_kgm2,
-                   front_m=wheelbase - rear, rear_m=rear, cg_height_m=params.cg_height_m,
-                   mu=params.mu * mu_scale, cornering_front=params.cornering_front,
-                   cornering_rear=params.cornering_rear, substeps=substeps,
-                   substep_s=params.dt_s / substeps)
 
     @property
     def wheelbase_m(self) -> float:

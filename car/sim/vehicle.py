@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from car.config import SimConfig
 from car.errors import SimError
-from car.sim.tyres import GRAVITY_MPS2, Chassis, dynamic_step
+from car.sim.tyres import GRAVITY_MPS2, SUBSTEP_S, Chassis, dynamic_step
 
 ROLLING_MPS2 = 0.3  # rolling resistance: a coasting car stops
 
@@ -62,6 +62,17 @@ class VehicleParams:
     def drag_per_s(self) -> float:
         """Linear drag of the ESC model, set so that full throttle settles at the top speed."""
         return (self.max_accel_mps2 - ROLLING_MPS2) / self.top_speed_mps
+
+    def chassis(self, mu_scale: float = 1.0) -> Chassis:
+        """The dynamic chassis of these parameters (``mu_scale`` varies the grip)."""
+        rear = self.front_weight * self.wheelbase_m  # the front's share of the load is rear/L
+        substeps = max(1, math.ceil(self.dt_s / SUBSTEP_S - 1e-9))
+        return Chassis(mass_kg=self.mass_kg, inertia_kgm2=self.yaw_inertia_kgm2,
+                       front_m=self.wheelbase_m - rear, rear_m=rear,
+                       cg_height_m=self.cg_height_m, mu=self.mu * mu_scale,
+                       cornering_front=self.cornering_front,
+                       cornering_rear=self.cornering_rear, substeps=substeps,
+                       substep_s=self.dt_s / substeps)
 
     @property
     def grip_mps2(self) -> float:
@@ -117,12 +128,12 @@ class Vehicle:
         self._throttle = 0.0
         self._brake = 0.0
         self.variation = Variation()
-        self._chassis = Chassis.from_params(params)
+        self._chassis = params.chassis()
 
     def vary(self, variation: Variation) -> None:
         """Use a varied car from now on (commands already in flight keep their timing)."""
         self.variation = variation
-        self._chassis = Chassis.from_params(self.params, variation.mu_scale)
+        self._chassis = self.params.chassis(variation.mu_scale)
 
     def place(self, x: float, y: float, yaw: float) -> None:
         """Put the car at rest at a pose, wheels straight, with no commands in flight."""
