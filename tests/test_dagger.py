@@ -263,22 +263,26 @@ def test_ctrl_c_keeps_the_finished_rounds_and_beta_decays(
 @pytest.mark.parametrize(("change", "message"), [
     ({"--model": "NOWHERE"}, "give the folder `car train --out` wrote"),
     ({"--model": "EMPTY"}, "holds no pilot.pt"),
+    ({"--model": "UNEXPORTED"}, "holds no pilot.onnx to drive with; run `car export"),
     ({"--track": "no_such_track"}, "no track 'no_such_track'"),
     ({"--eval-track": "random:x"}, "whole number"),
     ({"--out": "FULL"}, "is not an empty folder"),
+    ({"--set": "camera.width=128"}, "trained on 160x120 frames but the camera gives 128x120"),
     ({"--rounds": "0"}, "--rounds: must be from 1"),
     ({"--beta0": "1.5"}, "--beta0: must be from 0"),
 ])
 def test_bad_flags_get_one_line_errors(world: dict[str, Path], tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str],
                                        change: dict[str, str], message: str) -> None:
-    (tmp_path / "EMPTY").mkdir()
-    (tmp_path / "FULL").mkdir()
+    folders = ("NOWHERE", "EMPTY", "UNEXPORTED", "FULL")  # made here, by these names
+    for name in folders[1:]:
+        (tmp_path / name).mkdir()
+    (tmp_path / "UNEXPORTED" / "pilot.pt").write_bytes((world["model"] / "pilot.pt").read_bytes())
     (tmp_path / "FULL" / "notes.txt").write_text("mine")
     flags = {"--model": str(world["model"]), "--track": str(world["ring"]), "--rounds": "1",
              "--out": str(tmp_path / "out")}
     for key, value in change.items():
-        flags[key] = str(tmp_path / value) if value.isupper() else value
+        flags[key] = str(tmp_path / value) if value in folders else value
     argv = ["sim", "dagger", *[x for kv in flags.items() for x in kv]]
     if "--rounds" in change or "--beta0" in change:
         with pytest.raises(SystemExit) as exit_info:

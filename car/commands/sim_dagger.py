@@ -118,6 +118,7 @@ class Plan:
 
 def dagger_command(args: argparse.Namespace) -> int:
     plan = _plan(args)
+    _open(plan, plan.start).close()  # the model loads, and takes the camera's frames
     module = training_module()  # before any driving: a car without torch cannot retrain
     progress = not (args.quiet or args.json)
     if plan.missing:
