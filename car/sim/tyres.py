@@ -48,6 +48,13 @@ class Chassis:
     def wheelbase_m(self) -> float:
         return self.front_m + self.rear_m
 
+    def cornering_drag_per_lateral2(self) -> float:
+        """Steady cornering drag per (m/s²)² of lateral acceleration: each axle's force
+        ``F_y`` acts at its slip angle ``F_y / (C · F_z)`` behind the direction of travel,
+        which with the static loads sums to ``a_y² / (C_eff · g)``."""
+        share = self.rear_m / self.wheelbase_m  # the front axle's share of the load
+        return (share / self.cornering_front + (1.0 - share) / self.cornering_rear) / GRAVITY_MPS2
+
     def understeer_gradient(self) -> float:
         """Radians of extra steering per m/s² of lateral acceleration in a steady turn:
         (1/C_front − 1/C_rear) / g with stiffnesses per unit load."""
