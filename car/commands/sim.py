@@ -20,6 +20,7 @@ from car.sim.expert import DartNoise
 from car.sim.pace import make_expert
 from car.sim.record import SIM_FIELDS, record_expert
 from car.sim.tracks import builtin_names, load_track_for
+from car.sim.vehicle import VehicleParams
 from car.sim.view import draw_view
 from car.sim.world import Simulator, variation_for_lap
 from car.tub.reader import Tub
@@ -34,6 +35,8 @@ def register(commands: argparse._SubParsersAction) -> argparse._SubParsersAction
 
     tracks = sub.add_parser("tracks", help="list the built-in tracks")
     tracks.add_argument("--json", action="store_true", help="print JSON")
+    tracks.add_argument("--track", nargs="+", metavar="T",
+                        help="also show these tracks (random:SEED or .json files)")
     add_config_options(tracks)
     tracks.set_defaults(handler=tracks_command)
 
@@ -74,24 +77,30 @@ def register(commands: argparse._SubParsersAction) -> argparse._SubParsersAction
 
 def tracks_command(args: argparse.Namespace) -> None:
     config = config_from_args(args)
+    params = VehicleParams.from_config(config.sim)
     rows = []
-    for name in builtin_names():
+    for name in [*builtin_names(), *(args.track or [])]:
         try:
             t = load_track_for(name, config)
         except TrackError as exc:  # e.g. a car configured to turn wider than the track
             print(f"car: warning: {exc}", file=sys.stderr)
             continue
+        cruise = make_expert(t, params, config, "cruise").planned_lap_s()
+        race = make_expert(t, params, config, "race").planned_lap_s()
         rows.append({"name": name, "length_m": round(t.length_m, 2), "width_m": t.width_m,
-                     "min_radius_m": round(t.min_radius_m, 2), "description": t.description})
+                     "min_radius_m": round(t.min_radius_m, 2), "cruise_lap_s": round(cruise, 2),
+                     "race_lap_s": round(race, 2), "description": t.description})
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'NAME':<13}{'LENGTH':>8}{'WIDTH':>7}{'MIN R':>7}  DESCRIPTION")
+    print(f"{'NAME':<13}{'LENGTH':>8}{'WIDTH':>7}{'MIN R':>7}{'CRUISE':>8}{'RACE':>7}  DESCRIPTION")
     for r in rows:
         print(f"{r['name']:<13}{r['length_m']:>7.1f}m{r['width_m']:>6.2f}m"
-              f"{r['min_radius_m']:>6.2f}m  {r['description']}")
-    print("\nAlso: random:SEED for a procedural track, or a path to a track .json file "
-          "(docs/simulator.md).")
+              f"{r['min_radius_m']:>6.2f}m{r['cruise_lap_s']:>7.2f}s{r['race_lap_s']:>6.2f}s  "
+              f"{r['description']}")
+    print(f"\nCRUISE and RACE: the planned lap of the expert at each pace (--pace), for this car "
+          f"({config.sim.model}, mu {config.sim.mu:g}).\nAlso: random:SEED for a procedural "
+          "track, or a path to a track .json file (docs/simulator.md); --track shows them here.")
 
 
 def record_command(args: argparse.Namespace) -> int:

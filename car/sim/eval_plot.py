@@ -41,10 +41,12 @@ def draw_eval_map(track: Track, result: EvalResult) -> np.ndarray:
     half = track.width_m / 2
     path = result.path
     by_speed = result.pace == "race"
-    top = max(float(path[:, 3].max()), 0.1) if len(path) else 1.0
+    # The speed scale spans the laps' speeds (the standing start is below it) and 1 m/s at least.
+    top = max(float(path[:, 3].max()), 1.0) if len(path) else 1.0
+    low = min(float(np.percentile(path[:, 3], 5)), top - 1.0) if len(path) else 0.0
     if len(path) > 1:
-        colours = _speed_colours(np.clip(path[:, 3] / top, 0.0, 1.0)) if by_speed else \
-            _colours(np.clip(path[:, 2] / half, 0.0, 1.0))
+        colours = _speed_colours(np.clip((path[:, 3] - low) / (top - low), 0.0, 1.0)) \
+            if by_speed else _colours(np.clip(path[:, 2] / half, 0.0, 1.0))
         p = px(path[:, :2])
         jumps = np.hypot(*np.diff(path[:, :2], axis=0).T) > 0.5  # resets: don't join them
         for k in range(len(p) - 1):
@@ -67,7 +69,8 @@ def draw_eval_map(track: Track, result: EvalResult) -> np.ndarray:
                   f"{result.max_abs_cte_m:.3f} m; {result.pace} pace, top speed "
                   f"{result.top_speed_mps:.2f} m/s", (12, 50), 0.45)
     if by_speed:
-        _legend(canvas, _speed_colours, f"speed from 0 to {top:.2f} m/s;  X = intervention")
+        _legend(canvas, _speed_colours, f"speed from {low:.2f} (and below) to {top:.2f} m/s;  "
+                "X = intervention")
     else:
         _legend(canvas, _colours, f"|cte| from 0 to {half:.2f} m (the edge);  X = intervention")
     return canvas
