@@ -5,7 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
 cd "$ROOT"
 OUT=demo_out
 rm -rf "$OUT/real_tub" "$OUT/crash_tub" "$OUT/sim_tub" "$OUT/sim_train" "$OUT/pilot" \
-    "$OUT/drive_tub"
+    "$OUT/drive_tub" "$OUT/race_train" "$OUT/race_pilot" "$OUT/race_dagger"
 mkdir -p "$OUT/real_tub"
 # The demo's own car.toml: it only keeps the models database (`car models`) in demo_out.
 printf '[paths]\nmodels_dir = "%s/models"\n' "$OUT" > "$OUT/car.toml"
@@ -113,5 +113,21 @@ step car record --sim oval --out "$OUT/refused_tub" --hz 5 || true
 step car tub delete "$OUT/real_tub" " " || true
 step python benchmarks/bench_attack.py --seconds 4
 
+echo
+echo "== 12. Race pace (docs/simulator.md): the car has a grip limit; the racing expert drives"
+echo "   a minimum-curvature line at it, with grip, motor, trim and latency varied every lap;"
+echo "   a linear model learns it and is scored against it on a track it never saw (the map"
+echo "   is coloured by speed); then one round of DAgger (docs/dagger.md)"
+for track in oval technical; do
+    step car sim record --track "$track" --laps 2 --out "$OUT/race_train" --pace race \
+        --randomize --seed 7
+done
+step car train --tub "$OUT/race_train" --type linear --out "$OUT/race_pilot" --epochs 12 --quiet
+step car sim eval --model "$OUT/race_pilot/pilot.onnx" --track diyrobocars --laps 2 \
+    --pace race --vs-expert --latency-ms 1 --plot "$OUT/race_map.png"
+step car sim dagger --model "$OUT/race_pilot" --track oval technical --rounds 1 --laps 1 \
+    --epochs 3 --eval-track diyrobocars --eval-laps 1 --latency-ms 1 --pace race \
+    --out "$OUT/race_dagger" --quiet
+
 echo "Demo done. Look at $OUT/map.png, $OUT/view.png, $OUT/pilot/loss.png, $OUT/pred.png,"
-echo "$OUT/sim_movie.mp4, $OUT/hist.png and $OUT/movie.mp4."
+echo "$OUT/race_map.png, $OUT/sim_movie.mp4, $OUT/hist.png and $OUT/movie.mp4."

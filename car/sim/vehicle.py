@@ -203,17 +203,16 @@ class Vehicle:
                 accel -= resist
             elif v < 0.0:
                 accel += resist
-            held = v == 0.0 and abs(drive * thr) <= resist  # too little to start rolling
-            if dynamic:
+            if v == 0.0 and abs(drive * thr) <= resist:  # too little to start rolling
+                new_v = vy = r = ay = 0.0  # (or held by the brake): the car stays put
+            elif dynamic:
                 x, y, yaw, new_v, vy, r, ay = dynamic_step(chassis, x, y, yaw, v, vy, r,
                                                            -wheel, accel, dt)
             else:
                 new_v = v + accel * dt
             if (v > 0.0 >= new_v and (thr <= 0.0 or brake > 0.0)) or \
-                    (v < 0.0 <= new_v and (thr >= 0.0 or brake > 0.0)) or held:
+                    (v < 0.0 <= new_v and (thr >= 0.0 or brake > 0.0)):
                 new_v = 0.0  # brakes and rolling resistance stop the car; they don't reverse it
-                if held:
-                    vy = r = 0.0
             if not dynamic:
                 # Kinematic bicycle at the rear axle, midpoint rule.
                 mean_v = 0.5 * (v + new_v)
