@@ -74,7 +74,7 @@ def free_port() -> int:
 
 def connect(port: int, **kw) -> DonkeyClient:
     kw.setdefault("connect_timeout_s", 2.0)
-    kw.setdefault("answer_timeout_s", 5.0)
+    kw.setdefault("answer_timeout_s", 30.0)  # loading a scene on a loaded CI machine
     return DonkeyClient("127.0.0.1", port, **kw).connect()
 
 
