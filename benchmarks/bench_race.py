@@ -2,11 +2,12 @@
 against the racing expert; and what DAgger adds over plain cloning on the same data budget.
 
     python benchmarks/bench_race.py --out /tmp/race [--families linear,resnet18,3d,rnn]
-                                    [--epochs 12] [--dagger-rounds 2] [--cruise]
+                                    [--epochs 12] [--laps 2] [--dagger-rounds 2] [--cruise]
 
 The recipe, all through the `car` CLI as a user runs it:
-1. record the racing expert (``--pace race --randomize``, DART noise 0.15) for 2 laps on each
-   training track (oval, technical and four procedural tracks), one session each;
+1. record the racing expert (``--pace race --randomize``, DART noise 0.15) for ``--laps``
+   laps on each training track (oval, technical and four procedural tracks), one session
+   each;
 2. ``car train --type F --epochs E`` on that tub;
 3. ``car sim eval --pace race --vs-expert --latency-ms L`` on ``diyrobocars`` and
    ``random:11``, 3 laps at 20 Hz, with each family's fixed latency (its preprocess +
@@ -80,12 +81,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--dagger-rounds", type=int, default=2)
     parser.add_argument("--cruise", action="store_true")
+    parser.add_argument("--laps", type=int, default=2, help="recorded laps per training track")
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     data = out / "race_data"
     if not (data / "manifest.json").exists():
-        record(data, "race", TRAIN_TRACKS, seed0=10)
+        record(data, "race", TRAIN_TRACKS, seed0=10, laps=args.laps)
     rows = ["| family | track | autonomy | interventions | mean lap (s) | racing expert (s) | "
             "vs expert | mean / max \\|cte\\| (m) | top speed (m/s) |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -111,7 +113,7 @@ def main() -> None:
         # Plain cloning with the same budget: as many more expert records, from scratch.
         extra = out / "race_data_more"
         if not (extra / "manifest.json").exists():
-            laps = max(1, round(2 * args.dagger_rounds))
+            laps = max(1, round(args.laps * args.dagger_rounds))
             record(extra, "race", TRAIN_TRACKS, seed0=100, laps=laps)
         train([data, extra], "linear", out / "linear_more", args.epochs)
         for track in EVAL_TRACKS:
