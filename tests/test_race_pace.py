@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 
-from car.cli import main
 from car.config import Config
 from car.sim.pace import make_expert, pace_config
 from car.sim.race_expert import RacingExpert
@@ -19,6 +18,7 @@ from car.sim.raceline import racing_line
 from car.sim.tracks import load_track_for
 from car.sim.world import Simulator
 from car.tub import Tub
+from tests.sim_helpers import run
 
 PERIOD_S = 0.05
 
@@ -87,12 +87,6 @@ def test_the_racing_line_is_cached_per_track_and_car() -> None:
     first = racing_line(track, params, 0.15, 0.9)
     assert racing_line(track, params, 0.15, 0.9) is first
     assert racing_line(track, params, 0.15, 0.8) is not first
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_eval_the_racing_expert_with_a_speed_map(capsys: pytest.CaptureFixture[str],

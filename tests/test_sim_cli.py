@@ -19,13 +19,7 @@ from car.sim.record import SIM_FIELDS
 from car.tub import Tub
 from car.tub.check import check_tub
 from tests.conftest import ROOT
-from tests.sim_helpers import circle_points
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.sim_helpers import circle_points, run
 
 
 def test_record_a_lap_reads_back_with_every_field(capsys: pytest.CaptureFixture[str],

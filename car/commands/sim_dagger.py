@@ -15,11 +15,10 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from car import model_db
 from car.commands import CtrlC, add_config_options, bounded, config_from_args
-from car.commands.sim_eval import add_pace_option
+from car.commands.sim_eval import add_pace_option, lap_bar
 from car.commands.train import training_module
 from car.config import Config
 from car.errors import CarError
@@ -260,7 +259,7 @@ def _collect_round(plan: Plan, model: Path, round_i: int, beta: float,
                                checkpoint_interval_s=rec.checkpoint_interval_s,
                                max_len=rec.catalog_max_len, drop_when_full=False,
                                session_info={"dagger": info})
-            bar, on_step = _lap_bar(f"round {round_i} (β {beta:.3f}) on {track.name}",
+            bar, on_step = lap_bar(f"round {round_i} (β {beta:.3f}) on {track.name}",
                                     args.laps, progress)
             try:
                 summary = collect(sim, expert, engine, writer, config=config, round_i=round_i,
@@ -335,7 +334,7 @@ def _evaluate(plan: Plan, track: Track, engine: Engine | None, desc: str,
     world = SimLink.on_track(track, plan.config, 1.0 / plan.hz, lockstep=True, seed=args.seed,
                              randomize=args.randomize, latency_s=plan.latency_s, pace=args.pace)
     pilot = expert_pilot(world, plan.config) if engine is None else engine
-    bar, on_tick = _lap_bar(desc, args.eval_laps, progress)
+    bar, on_tick = lap_bar(desc, args.eval_laps, progress)
     try:
         result = evaluate(world, pilot, plan.config, laps=args.eval_laps, rate_hz=plan.hz,
                           should_stop=stop, on_tick=on_tick)
@@ -382,14 +381,3 @@ def _report(plan: Plan, rows: list[RoundRow], interrupted: bool) -> dict[str, An
         "best_round": best_round(rows).round if rows else None,
         "best": str(plan.out / "best") if rows else None, "interrupted": interrupted,
     }
-
-
-def _lap_bar(desc: str, laps: int, show: bool) -> tuple[tqdm, Callable[[float], None]]:
-    bar = tqdm(total=laps, unit="lap", file=sys.stderr, disable=None if show else True,
-               desc=desc, bar_format="{desc}: {bar}| {n:.2f}/{total} laps [{elapsed}]")
-
-    def on_tick(done: float) -> None:
-        if done > bar.n:
-            bar.update(done - bar.n)
-
-    return bar, on_tick

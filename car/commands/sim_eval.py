@@ -106,7 +106,7 @@ def eval_command(args: argparse.Namespace) -> int:
                                max_cte=args.max_cte)
             pilot = engine
         who = "expert" if expert else Path(args.model).name
-        bar, on_tick = _lap_bar(f"{who} on {world.name}", args.laps)
+        bar, on_tick = lap_bar(f"{who} on {world.name}", args.laps)
         with CtrlC() as ctrl_c:
             try:
                 result = evaluate(world, pilot, config, laps=args.laps, rate_hz=hz,
@@ -190,10 +190,11 @@ def _check_eval_flags(args: argparse.Namespace) -> None:
             raise CarError(f"--{flag.replace('_', '-')} cannot be used with --sim: {why}")
 
 
-def _lap_bar(desc: str, laps: int) -> tuple[tqdm, Callable[[float], None]]:
-    """A progress bar in laps, and the ``on_tick`` that moves it."""
-    bar = tqdm(total=laps, unit="lap", file=sys.stderr, disable=None, desc=desc,
-               bar_format="{desc}: {bar}| {n:.2f}/{total} laps [{elapsed}]")
+def lap_bar(desc: str, laps: int, show: bool = True) -> tuple[tqdm, Callable[[float], None]]:
+    """A progress bar in laps (hidden unless ``show`` and a terminal), and the ``on_tick``
+    that moves it."""
+    bar = tqdm(total=laps, unit="lap", file=sys.stderr, disable=None if show else True,
+               desc=desc, bar_format="{desc}: {bar}| {n:.2f}/{total} laps [{elapsed}]")
 
     def on_tick(done: float) -> None:
         if done > bar.n:

@@ -11,6 +11,7 @@ import numpy as np
 
 from car.sim.eval import EvalResult
 from car.sim.track import Track
+from car.sim.view import speed_colours
 
 SIZE_PX = 900  # the map's longer side
 MARGIN_PX = 40
@@ -84,10 +85,8 @@ def _colours(t: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 def _speed_colours(t: np.ndarray) -> list[tuple[int, int, int]]:
-    """0 → dark blue (slow), 1 → dark red (fast): OpenCV's turbo map (BGR)."""
-    levels = np.round(np.asarray(t) * 255).astype(np.uint8).reshape(-1, 1)
-    mapped = cv2.applyColorMap(levels, cv2.COLORMAP_TURBO).reshape(-1, 3)
-    return [tuple(int(c) for c in bgr) for bgr in mapped]
+    """0 → dark blue (slow), 1 → dark red (fast): the view's turbo colours, as BGR."""
+    return [(b, g, r) for r, g, b in speed_colours(t)]
 
 
 def _legend(canvas: np.ndarray, colours: Callable[[np.ndarray], list], label: str) -> None:

@@ -77,9 +77,9 @@ def dynamic_step(c: Chassis, x: float, y: float, yaw: float, vx: float, vy: floa
     fz_rear = max(0.0, m * g - fz_front)
     cap_front, cap_rear = c.mu * fz_front, c.mu * fz_rear
     fx_total = m * accel
-    fx_front = fx_total * fz_front / (m * g)
-    fx_front = min(cap_front, max(-cap_front, fx_front))
-    fx_rear = min(cap_rear, max(-cap_rear, fx_total - fx_total * fz_front / (m * g)))
+    fx_share = fx_total * fz_front / (m * g)  # the front's part, in proportion to its load
+    fx_front = min(cap_front, max(-cap_front, fx_share))
+    fx_rear = min(cap_rear, max(-cap_rear, fx_total - fx_share))
     lat_front = math.sqrt(max(0.0, cap_front * cap_front - fx_front * fx_front))
     lat_rear = math.sqrt(max(0.0, cap_rear * cap_rear - fx_rear * fx_rear))
     traction = (fx_front + fx_rear) / m  # what the kinematic regime can use
