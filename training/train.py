@@ -31,6 +31,7 @@ from training.cache import load_frames, read_frame
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.export import check_positions, export_model
 from training.models import TEMPORAL, build_model
+from training.objectives import objective
 from training.records import DataError, load_records, windows
 from training.split import Split, split_records
 from training.torch_data import FramesDataset, make_loader
@@ -141,7 +142,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
         model = build_model(cfg.model_type, preprocess.input_shape, **model_config)
     else:
         model = _check_start_input(start_from, preprocess, cfg.init_from)
-    learn = _learner(loaders, model, cfg.out, cfg.patience, cuda)
+    learn = _learner(loaders, model, cfg.model_type, cfg.out, cfg.patience, cuda)
     lr = cfg.lr or 2e-3
     try:
         if cfg.find_lr:
@@ -268,15 +269,8 @@ def _preprocess_for(data: Any, cfg: TrainConfig) -> Preprocess:
         raise DataError(f"--crop-top {crop} on {width}x{height} frames: {exc}") from None
 
 
-def steering_mae(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (pred[..., 0] - target[..., 0]).abs().mean()
-
-
-def throttle_mae(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (pred[..., 1] - target[..., 1]).abs().mean()
-
-
-def _learner(loaders: tuple, model: nn.Module, out: Path, patience: int, cuda: bool) -> Any:
+def _learner(loaders: tuple, model: nn.Module, model_type: str, out: Path, patience: int,
+             cuda: bool) -> Any:
     with warnings.catch_warnings():  # fastai's import uses the deprecated torch.jit.script
         warnings.simplefilter("ignore", FutureWarning)
         import fastai.callback.schedule  # noqa: F401 - adds fit_one_cycle and lr_find
@@ -298,8 +292,9 @@ def _learner(loaders: tuple, model: nn.Module, out: Path, patience: int, cuda: b
                 self._save(self.fname)
 
     dls = DataLoaders(*loaders, device=torch.device("cuda" if cuda else "cpu"))
-    learn = Learner(dls, model.to("cuda" if cuda else "cpu"), loss_func=nn.MSELoss(),
-                    metrics=[steering_mae, throttle_mae], path=out, model_dir=".",
+    goal = objective(model_type)
+    learn = Learner(dls, model.to("cuda" if cuda else "cpu"), loss_func=goal.loss,
+                    metrics=list(goal.metrics), path=out, model_dir=".",
                     cbs=[KeepBest(monitor="valid_loss", fname="best"),
                          EarlyStoppingCallback(monitor="valid_loss", patience=patience),
                          CSVLogger(fname="history.csv")])
