@@ -65,6 +65,7 @@ class TrainConfig:
     cache_dir: Path | None = None
     progress: bool = True
     init_from: Path | None = None  # start from this pilot.pt's weights (same type and input)
+    bins: tuple[int, int] = (15, 20)  # categorical: steering and throttle bins
 
 
 @dataclass
@@ -136,8 +137,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     loaders = (make_loader(train_set, batch, True, workers, cuda, cfg.seed),
                make_loader(val_set, batch, False, workers, cuda, cfg.seed))
 
-    model_config: dict[str, Any] = {"pretrained": cfg.pretrained} if cfg.model_type.startswith(
-        "resnet") else {}
+    model_config = _model_config(cfg)
     if start_from is None:
         model = build_model(cfg.model_type, preprocess.input_shape, **model_config)
     else:
@@ -183,6 +183,15 @@ def _train(cfg: TrainConfig) -> TrainResult:
     files = [cfg.out / n for n in names if (cfg.out / n).exists()]
     return TrainResult(manifest, split, metrics, history, lr, duration, device,
                        data.summary(), files)
+
+
+def _model_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The family's own settings, saved in the checkpoint so the model can be rebuilt."""
+    if cfg.model_type.startswith("resnet"):
+        return {"pretrained": cfg.pretrained}
+    if cfg.model_type == "categorical":
+        return {"steering_bins": cfg.bins[0], "throttle_bins": cfg.bins[1]}
+    return {}
 
 
 def _check_out(cfg: TrainConfig) -> bool:
@@ -292,7 +301,7 @@ def _learner(loaders: tuple, model: nn.Module, model_type: str, out: Path, patie
                 self._save(self.fname)
 
     dls = DataLoaders(*loaders, device=torch.device("cuda" if cuda else "cpu"))
-    goal = objective(model_type)
+    goal = objective(model_type, model)
     learn = Learner(dls, model.to("cuda" if cuda else "cpu"), loss_func=goal.loss,
                     metrics=list(goal.metrics), path=out, model_dir=".",
                     cbs=[KeepBest(monitor="valid_loss", fname="best"),
