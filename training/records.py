@@ -134,7 +134,9 @@ def find_runs(records: Sequence[Record], usable: np.ndarray | None = None) -> li
     return runs
 
 
-def windows(runs: Sequence[range], length: int) -> np.ndarray:
-    """Positions of the last record of every window of ``length`` records inside one run."""
-    ends = [np.arange(r.start + length - 1, r.stop) for r in runs if len(r) >= length]
+def windows(runs: Sequence[range], length: int, stride: int = 1) -> np.ndarray:
+    """Positions of the last record of every ``stride``-th window of ``length`` records
+    inside one run (each run's last window is always kept)."""
+    ends = [np.unique(np.r_[np.arange(r.start + length - 1, r.stop, stride), r.stop - 1])
+            for r in runs if len(r) >= length]
     return np.concatenate(ends) if ends else np.empty(0, dtype=np.int64)

@@ -11,10 +11,8 @@ line to it through car.model_db); training depends on car.tub and deploy only.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,14 +28,14 @@ from training.augment import Augmenter
 from training.cache import load_frames, read_frame
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.export import check_positions, export_model
+from training.learner import BEST, find_lr, fit, make_learner, plot_loss
 from training.models import TEMPORAL, build_model
-from training.objectives import objective
 from training.records import DataError, load_records, windows
 from training.split import Split, split_records
 from training.torch_data import FramesDataset, make_loader
 
 MODEL_FILES = ("pilot.pt", "pilot.onnx", "pilot.pt2", "pilot.json")
-BEST = "best.pth"  # fastai's copy of the best epoch's weights, deleted after the export
+DEFAULT_SEQ_LEN = {"3d": 5, "rnn": 20}
 log = logging.getLogger(__name__)
 
 
@@ -50,13 +48,15 @@ class TrainConfig:
     batch_size: int = 32
     lr: float | None = None  # None: 2e-3, or lr_find's suggestion with find_lr
     find_lr: bool = False
-    seq_len: int = 5  # frames per sample for 3d and rnn
+    seq_len: int | None = None  # frames per sample: 3d's window (5), rnn's sequence (20)
+    burn_in: int | None = None  # rnn: leading steps of a sequence left out of the loss (half)
     augmentations: tuple[str, ...] = ()
     val_fraction: float = 0.2
     seed: int = 0
     patience: int = 5  # epochs without a better validation loss before stopping
     workers: int | None = None  # None: 0 on a CPU, up to 8 with CUDA
-    pretrained: bool = False  # ImageNet weights for resnets
+    pretrained: str | None = None  # resnets: ImageNet weights, "hub" (cache) or a file
+    freeze_epochs: int = 1  # with pretrained: epochs (≥ 1) with the body frozen, then ``epochs``
     force: bool = False
     modes: tuple[str, ...] | None = ("user",)
     crop_top: int | None = None  # None: a third of the frame height
@@ -99,10 +99,18 @@ def _train(cfg: TrainConfig) -> TrainResult:
         raise DataError("--dynamic-batch does not apply to rnn models: they run one frame per "
                         "step with their hidden state")
     temporal = cfg.model_type in TEMPORAL
-    seq_len = cfg.seq_len if temporal else 1
+    seq_len = (cfg.seq_len or DEFAULT_SEQ_LEN[cfg.model_type]) if temporal else 1
+    burn_in = _burn_in(cfg, seq_len)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     start_from = _start_from(cfg, seq_len) if cfg.init_from is not None else None
+    if cfg.pretrained and not cfg.model_type.startswith("resnet"):
+        raise DataError(f"--pretrained applies to resnet18 and resnet34 (ImageNet backbones); "
+                        f"a {cfg.model_type} model trains from scratch, or from --init PILOT.pt")
+    if cfg.pretrained:  # before any data is loaded: a missing weights file fails at once
+        from training.models.resnet import imagenet_state
+
+        imagenet_state(cfg.model_type, cfg.pretrained)
 
     data = load_records(cfg.tubs, modes=cfg.modes)
     if cfg.limit:
@@ -118,7 +126,9 @@ def _train(cfg: TrainConfig) -> TrainResult:
     if seq_len > longest:
         raise DataError(f"--seq-len {seq_len} is longer than any stretch of contiguous records "
                         f"(the longest is {longest}); use a shorter sequence")
-    train_ends, val_ends = windows(split.train, seq_len), windows(split.val, seq_len)
+    stride = max(1, (seq_len - burn_in) // 2) if cfg.model_type == "rnn" else 1
+    train_ends, val_ends = (windows(split.train, seq_len, stride),
+                            windows(split.val, seq_len, stride))
     if len(train_ends) == 0 or len(val_ends) == 0:
         raise DataError(f"no {seq_len}-frame sequences fit in the "
                         f"{'training' if len(train_ends) == 0 else 'validation'} set "
@@ -142,20 +152,20 @@ def _train(cfg: TrainConfig) -> TrainResult:
         model = build_model(cfg.model_type, preprocess.input_shape, **model_config)
     else:
         model = _check_start_input(start_from, preprocess, cfg.init_from)
-    learn = _learner(loaders, model, cfg.model_type, cfg.out, cfg.patience, cuda)
+    learn = make_learner(loaders, model, cfg.model_type, cfg.out, cfg.patience, cuda, burn_in)
+    fine_tune = bool(cfg.pretrained)
     lr = cfg.lr or 2e-3
     try:
         if cfg.find_lr:
-            lr = _find_lr(learn, cfg.out, cfg.progress)
-        with _quiet(learn, cfg.progress):
-            learn.fit_one_cycle(cfg.epochs, lr)
+            lr = find_lr(learn, cfg.out, cfg.progress, frozen=fine_tune)
+        history = fit(learn, cfg.epochs, lr, fine_tune, cfg.freeze_epochs, cfg.progress)
     except torch.cuda.OutOfMemoryError:
         raise DataError(f"out of GPU memory at batch size {batch}; try --batch-size "
                         f"{max(1, batch // 2)}") from None
     model = learn.model.eval().cpu()
-    history = _history(learn)
     best = min(history, key=lambda h: h["valid_loss"]) if history else {}
-    metrics = {k: round(float(v), 6) for k, v in best.items() if k != "epoch"}
+    metrics = {k: round(float(v), 6) for k, v in best.items()
+               if k != "epoch" and isinstance(v, float)}
 
     training = {
         "tubs": [str(Path(p).resolve()) for p in cfg.tubs],
@@ -164,12 +174,15 @@ def _train(cfg: TrainConfig) -> TrainResult:
                     "train_samples": len(train_ends), "validation_samples": len(val_ends),
                     "left_out": {k: v for k, v in data.skipped.items() if v}},
         "sequence_length": seq_len,  # frames per training sample (the rnn's window)
+        "burn_in": burn_in,  # rnn: leading steps of each sequence not in the loss
+        "sample_stride": stride,  # rnn: one sequence starts every this many frames
         "split": split.method,
         "augmentations": list(cfg.augmentations),
         "epochs_run": len(history), "best_epoch": int(best.get("epoch", 0)),
         "validation": metrics, "lr": lr, "batch_size": batch, "seed": cfg.seed,
         "device": device,
         "init_from": str(Path(cfg.init_from).resolve()) if cfg.init_from else None,
+        "pretrained": _pretrained_text(cfg),
     }
     check = np.asarray(cache.frames[check_positions(split.val, seq_len)])
     save_checkpoint(cfg.out / "pilot.pt", model, cfg.model_type, model_config, preprocess,
@@ -177,12 +190,27 @@ def _train(cfg: TrainConfig) -> TrainResult:
     manifest = export_model(model, cfg.model_type, preprocess, seq_len,
                             cfg.out / "pilot.onnx", check, training, cfg.dynamic_batch)
     (cfg.out / BEST).unlink(missing_ok=True)
-    _plot_loss(history, cfg.out / "loss.png")
+    plot_loss(history, cfg.out / "loss.png")
     duration = time.monotonic() - start
     names = (*MODEL_FILES, "pilot_dynamic.onnx", "history.csv", "loss.png", "lr_find.png")
     files = [cfg.out / n for n in names if (cfg.out / n).exists()]
     return TrainResult(manifest, split, metrics, history, lr, duration, device,
                        data.summary(), files)
+
+
+def _burn_in(cfg: TrainConfig, seq_len: int) -> int:
+    """The rnn's burn-in: the state runs over it before the loss counts (half the sequence
+    by default), so training sees the state the car has after driving a while, not the
+    zero state of a sequence's first frame."""
+    if cfg.model_type != "rnn":
+        if cfg.burn_in:
+            raise DataError("--burn-in applies to rnn models only")
+        return 0
+    burn_in = seq_len // 2 if cfg.burn_in is None else cfg.burn_in
+    if burn_in >= seq_len:
+        raise DataError(f"--burn-in {burn_in} leaves no step of a {seq_len}-frame sequence "
+                        "to learn from; make it smaller than --seq-len")
+    return burn_in
 
 
 def _model_config(cfg: TrainConfig) -> dict[str, Any]:
@@ -192,6 +220,16 @@ def _model_config(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.model_type == "categorical":
         return {"steering_bins": cfg.bins[0], "throttle_bins": cfg.bins[1]}
     return {}
+
+
+def _pretrained_text(cfg: TrainConfig) -> dict[str, Any] | None:
+    """Where the starting weights came from and how they were fine-tuned, for the manifest."""
+    if not cfg.pretrained:
+        return None
+    source = (cfg.pretrained if cfg.pretrained == "hub"
+              else str(Path(cfg.pretrained).resolve()))
+    return {"weights": source, "recipe": "fastai fine_tune", "freeze_epochs":
+            cfg.freeze_epochs, "lr_mult": 100}
 
 
 def _check_out(cfg: TrainConfig) -> bool:
@@ -220,7 +258,7 @@ def _start_from(cfg: TrainConfig, seq_len: int) -> tuple[nn.Module, dict[str, An
                         f"makes a {cfg.model_type} model; pass --type {meta['model_type']} "
                         "or start without --init")
     theirs = int(meta.get("sequence_length", 1))
-    if theirs != seq_len:
+    if theirs != seq_len and cfg.model_type == "3d":  # the rnn runs any length
         raise DataError(f"--init {path} was trained on {theirs}-frame sequences but this "
                         f"training uses {seq_len}; pass --seq-len {theirs} or start without "
                         "--init")
@@ -276,94 +314,3 @@ def _preprocess_for(data: Any, cfg: TrainConfig) -> Preprocess:
                           std=IMAGENET_STD if imagenet else (0.5, 0.5, 0.5))
     except PreprocessError as exc:
         raise DataError(f"--crop-top {crop} on {width}x{height} frames: {exc}") from None
-
-
-def _learner(loaders: tuple, model: nn.Module, model_type: str, out: Path, patience: int,
-             cuda: bool) -> Any:
-    with warnings.catch_warnings():  # fastai's import uses the deprecated torch.jit.script
-        warnings.simplefilter("ignore", FutureWarning)
-        import fastai.callback.schedule  # noqa: F401 - adds fit_one_cycle and lr_find
-        from fastai.callback.progress import CSVLogger
-        from fastai.callback.tracker import (
-            EarlyStoppingCallback,
-            SaveModelCallback,
-            TrackerCallback,
-        )
-        from fastai.data.core import DataLoaders
-        from fastai.learner import Learner
-
-    class KeepBest(SaveModelCallback):
-        """Save the best model by validation loss, without printing each time."""
-
-        def after_epoch(self) -> None:
-            TrackerCallback.after_epoch(self)
-            if self.new_best:
-                self._save(self.fname)
-
-    dls = DataLoaders(*loaders, device=torch.device("cuda" if cuda else "cpu"))
-    goal = objective(model_type, model)
-    learn = Learner(dls, model.to("cuda" if cuda else "cpu"), loss_func=goal.loss,
-                    metrics=list(goal.metrics), path=out, model_dir=".",
-                    cbs=[KeepBest(monitor="valid_loss", fname="best"),
-                         EarlyStoppingCallback(monitor="valid_loss", patience=patience),
-                         CSVLogger(fname="history.csv")])
-    if cuda:
-        learn = learn.to_fp16()  # mixed precision on the GPU
-    return learn
-
-
-class _quiet:
-    """fastai's progress bars and epoch table only when progress is wanted."""
-
-    def __init__(self, learn: Any, progress: bool):
-        self.contexts = [] if progress else [learn.no_bar(), learn.no_logging()]
-
-    def __enter__(self) -> None:
-        for c in self.contexts:
-            c.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        for c in reversed(self.contexts):
-            c.__exit__(*exc)
-
-
-def _find_lr(learn: Any, out: Path, progress: bool) -> float:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with _quiet(learn, progress):
-        suggestion = learn.lr_find(show_plot=False)
-    learn.recorder.plot_lr_find()
-    plt.title(f"lr_find: suggested {suggestion.valley:.2e}")
-    plt.savefig(out / "lr_find.png", dpi=100)
-    plt.close("all")
-    return float(suggestion.valley)
-
-
-def _history(learn: Any) -> list[dict[str, float]]:
-    names = [n for n in learn.recorder.metric_names if n not in ("epoch", "time")]
-    return [{"epoch": i, **{n: float(v) for n, v in zip(names, values)}}
-            for i, values in enumerate(learn.recorder.values)]
-
-
-def _plot_loss(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    epochs = [h["epoch"] + 1 for h in history]
-    for key in ("train_loss", "valid_loss"):
-        ax.plot(epochs, [h.get(key, math.nan) for h in history], marker="o", label=key)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-

@@ -24,25 +24,37 @@ def register(commands: argparse._SubParsersAction) -> None:
                                               "the training extra)")
     train.add_argument("--tub", nargs="+", required=True, metavar="DIR",
                        help="tub folders or globs")
-    train.add_argument("--type", required=True, choices=MODEL_TYPES, dest="model_type")
+    train.add_argument("--type", required=True, choices=MODEL_TYPES, dest="model_type",
+                       metavar="FAMILY", help=FAMILY_HELP)
     train.add_argument("--out", required=True, metavar="DIR", help="folder for the model files")
     train.add_argument("--epochs", type=bounded(int, 1, 10_000), default=20,
                        help="most epochs to run (default 20; early stopping may end sooner)")
-    train.add_argument("--batch-size", type=bounded(int, 1, 65_536), default=32)
+    train.add_argument("--batch-size", type=bounded(int, 1, 65_536), default=32,
+                       help="samples per training step (default 32; halve it if the GPU runs "
+                            "out of memory)")
     rate = train.add_mutually_exclusive_group()
     rate.add_argument("--lr", type=bounded(float, 1e-7, 10.0), help="peak learning rate "
                       "of the one-cycle schedule (default 2e-3)")
     rate.add_argument("--find-lr", action="store_true",
                       help="run fastai's lr_find, save lr_find.png, and use its suggestion")
-    train.add_argument("--seq-len", type=bounded(int, 2, 1000), default=5,
-                       help="frames per sample for 3d and rnn (default 5)")
+    train.add_argument("--seq-len", type=bounded(int, 2, 1000),
+                       help="frames per sample: the 3d model's window (default 5), the rnn's "
+                            "training sequence (default 20)")
+    train.add_argument("--burn-in", type=bounded(int, 0, 999), metavar="STEPS",
+                       help="rnn: leading steps of each training sequence that only warm up "
+                            "the hidden state, left out of the loss (default: half of "
+                            "--seq-len)")
     aug = train.add_mutually_exclusive_group()
     aug.add_argument("--no-aug", action="store_true", help="no augmentation")
     aug.add_argument("--aug", metavar="LIST",
                      help="comma-separated augmentations (default: all of brightness, contrast, "
                           "colour, blur, noise, shadow, flip, shift)")
-    train.add_argument("--val-fraction", type=bounded(float, 0.01, 0.9), default=0.2)
-    train.add_argument("--seed", type=bounded(int, 0, 2**31 - 1), default=0)
+    train.add_argument("--val-fraction", type=bounded(float, 0.01, 0.9), default=0.2,
+                       help="share of the records held out for validation, whole sessions "
+                            "where there are several (default 0.2)")
+    train.add_argument("--seed", type=bounded(int, 0, 2**31 - 1), default=0,
+                       help="seed for the weights, the split, the batches and the "
+                            "augmentations: the same seed repeats a run (default 0)")
     train.add_argument("--patience", type=bounded(int, 1, 1000), default=5,
                        help="stop after this many epochs without a better validation loss")
     train.add_argument("--workers", type=bounded(int, 0, 64),
@@ -54,8 +66,15 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="rows to cut from the top of each frame (default: a third)")
     train.add_argument("--limit", type=bounded(int, 10, 10**9),
                        help="use only the first N usable records (quick experiments)")
-    train.add_argument("--pretrained", action="store_true",
-                       help="start resnets from ImageNet weights (cached or downloaded)")
+    train.add_argument("--pretrained", nargs="?", const="hub", metavar="PATH",
+                       help="resnets: start from ImageNet weights and fine-tune the fastai way "
+                            "(body frozen for --freeze-epochs, then all at slice(lr/100, lr)); "
+                            "PATH is a weights file, no PATH the torch hub cache")
+    train.add_argument("--freeze-epochs", type=bounded(int, 1, 1000), default=1,
+                       help="with --pretrained: epochs that train the head alone before "
+                            "--epochs of the whole network (default 1)")
+    train.add_argument("--bins", type=bins_pair, default=(15, 20), metavar="S,T",
+                       help="categorical: steering and throttle bins (default 15,20)")
     train.add_argument("--init", metavar="PILOT.pt", help="start from the weights of a "
                        "previous pilot.pt (same --type, input and --seq-len)")
     train.add_argument("--dynamic-batch", action="store_true",
@@ -74,6 +93,27 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "and .json go beside it")
     export.add_argument("--dynamic-batch", action="store_true")
     export.set_defaults(handler=export_command)
+
+
+FAMILY_HELP = (
+    "the model family: linear (PilotNet-style CNN, one frame, regression); categorical (the "
+    "same CNN, steering and throttle as classes over --bins, trained with cross-entropy, "
+    "driven by the expected value); resnet18, resnet34 (torchvision ResNets, ImageNet "
+    "normalisation, --pretrained to fine-tune); 3d (residual (2+1)D CNN over the last "
+    "--seq-len frames); rnn (per-frame CNN + GRU, one frame per step on the car with its "
+    "hidden state, trained on --seq-len sequences after a burn-in)")
+
+
+def bins_pair(text: str) -> tuple[int, int]:
+    """``S,T``: steering and throttle bins, each 3 to 255."""
+    try:
+        steering, throttle = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not two whole numbers S,T, such as "
+                                         "15,20") from None
+    if not (3 <= steering <= 255 and 3 <= throttle <= 255):
+        raise argparse.ArgumentTypeError(f"{text!r}: each count of bins must be 3 to 255")
+    return steering, throttle
 
 
 def training_module() -> ModuleType:
@@ -95,9 +135,11 @@ def train_command(args: argparse.Namespace) -> int:
     cfg = module.TrainConfig(
         tubs=expand_tub_paths(args.tub), model_type=args.model_type, out=Path(args.out),
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, find_lr=args.find_lr,
-        seq_len=args.seq_len, augmentations=parse_augmentations(args.aug, args.no_aug),
+        seq_len=args.seq_len, burn_in=args.burn_in,
+        augmentations=parse_augmentations(args.aug, args.no_aug),
         val_fraction=args.val_fraction, seed=args.seed, patience=args.patience,
         workers=args.workers, pretrained=args.pretrained, force=args.force,
+        freeze_epochs=args.freeze_epochs, bins=args.bins,
         modes=None if args.all_modes else tuple(args.modes or ("user",)),
         crop_top=args.crop_top, limit=args.limit, dynamic_batch=args.dynamic_batch,
         progress=not args.quiet, init_from=Path(args.init) if args.init else None)
