@@ -60,3 +60,18 @@ def test_a_burn_in_that_cannot_work_is_refused(model_type: str, seq_len: int, bu
         train(TrainConfig(tubs=[sim_tub_pristine], model_type=model_type,
                           out=tmp_path / "m", epochs=1, seq_len=seq_len, burn_in=burn_in,
                           progress=False, cache_dir=tmp_path / "cache"))
+
+
+def test_the_burn_in_runs_without_gradients_while_training_only() -> None:
+    from training.models.rnn import RnnPilot
+
+    torch.manual_seed(0)
+    model = RnnPilot((3, 64, 80))
+    model.burn_in = 3
+    x = torch.randn(2, 6, 3, 64, 80)
+    out = model.train()(x)
+    assert out.shape == (2, 6, 2) and not out[:, :3].any() and out[:, 3:].abs().sum() > 0
+    out[:, 3:].sum().backward()
+    assert model.gru.weight_hh_l0.grad is not None
+    with torch.no_grad():  # at export and on the car every step is computed
+        assert model.eval()(x)[:, :3].abs().sum() > 0

@@ -36,6 +36,7 @@ from training.torch_data import FramesDataset, make_loader
 
 MODEL_FILES = ("pilot.pt", "pilot.onnx", "pilot.pt2", "pilot.json")
 DEFAULT_SEQ_LEN = {"3d": 5, "rnn": 20}
+RNN_STRIDE = 2  # an rnn sequence starts every other frame: each frame is labelled ~5 times
 log = logging.getLogger(__name__)
 
 
@@ -126,7 +127,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     if seq_len > longest:
         raise DataError(f"--seq-len {seq_len} is longer than any stretch of contiguous records "
                         f"(the longest is {longest}); use a shorter sequence")
-    stride = max(1, (seq_len - burn_in) // 2) if cfg.model_type == "rnn" else 1
+    stride = RNN_STRIDE if cfg.model_type == "rnn" else 1
     train_ends, val_ends = (windows(split.train, seq_len, stride),
                             windows(split.val, seq_len, stride))
     if len(train_ends) == 0 or len(val_ends) == 0:
@@ -152,6 +153,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
         model = build_model(cfg.model_type, preprocess.input_shape, **model_config)
     else:
         model = _check_start_input(start_from, preprocess, cfg.init_from)
+    if cfg.model_type == "rnn":
+        model.burn_in = burn_in  # the warm-up steps run without gradients
     learn = make_learner(loaders, model, cfg.model_type, cfg.out, cfg.patience, cuda, burn_in)
     fine_tune = bool(cfg.pretrained)
     lr = cfg.lr or 2e-3

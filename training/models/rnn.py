@@ -24,12 +24,23 @@ class RnnPilot(nn.Module):
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(flat, features), nn.ReLU(inplace=True))
         self.gru = nn.GRU(features, hidden, batch_first=True)
         self.head = nn.Sequential(nn.Linear(hidden, 2), nn.Tanh())
+        self.burn_in = 0  # training only: leading steps run without gradients (not saved)
 
     def state_shape(self, batch: int = 1) -> tuple[int, int, int]:
         return (1, batch, self.hidden)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, 3, H, W) → (B, T, 2), from a zero state unless ``h`` is given."""
+        """(B, T, 3, H, W) → (B, T, 2), from a zero state unless ``h`` is given.
+
+        While training with a ``burn_in``, the first steps only warm the state up: they run
+        without gradients (a third of the cost) and their outputs are zeros, which the
+        loss leaves out (training.learner.after_burn_in)."""
+        burn = self.burn_in if self.training else 0
+        if 0 < burn < x.shape[1]:
+            with torch.no_grad():
+                _, h = self.step_sequence(x[:, :burn], h)
+            out, _ = self.step_sequence(x[:, burn:], h)
+            return torch.cat([out.new_zeros(out.shape[0], burn, out.shape[2]), out], dim=1)
         out, _ = self.step_sequence(x, h)
         return out
 
