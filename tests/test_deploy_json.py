@@ -142,3 +142,20 @@ def test_a_checkpoint_with_hostile_metadata_is_one_line_naming_the_key(
     assert main(["export", str(checkpoint)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("car: error: ") and "\n" not in err and "internal" not in err
+
+
+def test_a_3d_checkpoint_from_before_the_residual_network_asks_for_a_retrain(tmp_path):
+    import torch
+
+    from training.checkpoint import load_checkpoint
+    from training.export import export_untrained
+    from training.records import DataError
+
+    checkpoint = export_untrained("3d", tmp_path / "m").with_suffix(".pt")
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["state_dict"] = {"features.0.weight": torch.zeros(16, 3, 3, 5, 5)}  # the old net
+    torch.save(payload, checkpoint)
+    with pytest.raises(DataError, match=r"its weights do not fit today's 3d network .* "
+                                        r"residual .* retrain it") as caught:
+        load_checkpoint(checkpoint)
+    assert "\n" not in str(caught.value)

@@ -79,14 +79,23 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
         preprocess = Preprocess.from_dict(meta["preprocess"])
         config = {k: v for k, v in meta["model_config"].items() if k != "pretrained"}
         model = build_model(meta["model_type"], preprocess.input_shape, **config)
-        model.load_state_dict(payload["state_dict"])  # weights of another shape: RuntimeError
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError,
             PreprocessError) as exc:
         first = (str(exc).splitlines() or [""])[0][:160]
         raise DataError(f"{path}: the checkpoint's model cannot be rebuilt "
                         f"({type(exc).__name__}: {first}); give a pilot.pt written by "
                         "`car train`") from None
+    try:
+        model.load_state_dict(payload["state_dict"])  # weights of another shape: RuntimeError
+    except (KeyError, TypeError, RuntimeError) as exc:
+        first = (str(exc).splitlines() or [""])[0][:120]
+        raise DataError(f"{path}: its weights do not fit today's {meta['model_type']} network "
+                        f"({type(exc).__name__}: {first}); {REBUILT.get(meta['model_type'], '')}"
+                        "retrain it with `car train`") from None
     return model.eval(), meta
+
+
+REBUILT = {"3d": "the 3d family became a residual (2+1)D network in this version; "}
 
 
 def _check_plain(meta: Any, path: Path) -> None:

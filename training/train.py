@@ -220,6 +220,8 @@ def _model_config(cfg: TrainConfig) -> dict[str, Any]:
     """The family's own settings, saved in the checkpoint so the model can be rebuilt."""
     if cfg.model_type.startswith("resnet"):
         return {"pretrained": cfg.pretrained}
+    if cfg.model_type == "3d":
+        return {"frames": cfg.seq_len or DEFAULT_SEQ_LEN["3d"]}
     if cfg.model_type == "categorical":
         return {"steering_bins": cfg.bins[0], "throttle_bins": cfg.bins[1]}
     return {}
