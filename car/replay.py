@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,11 @@ class ReplayRun:
 
 def replay(engine: Engine, tub: str | os.PathLike, drive: DriveConfig, rate_hz: float, *,
            start: int | None = None, end: int | None = None,
-           label_keys: tuple[str, str] = LABELS) -> ReplayRun:
+           label_keys: tuple[str, str] = LABELS,
+           hooks: Sequence[Callable[[TickResult], None]] = ()) -> ReplayRun:
     """Every readable frame of ``tub`` (records ``start`` to ``end``) through the loop in
-    ``local`` mode."""
+    ``local`` mode; ``hooks`` see each tick after it is recorded (as `car tub plot`'s bin
+    probabilities do)."""
     clock = SteppedClock()
     camera = ReplayCamera(str(tub), clock, start=start, end=end)
     period = 1.0 / rate_hz
@@ -88,7 +91,7 @@ def replay(engine: Engine, tub: str | os.PathLike, drive: DriveConfig, rate_hz: 
         clock.now_s += period
 
     try:
-        Runner(loop, keeper, hooks=[collect]).run()
+        Runner(loop, keeper, hooks=[collect, *hooks]).run()
     finally:
         camera.close()
     if not rows:

@@ -11,6 +11,12 @@ Outputs: the model gives one (1, N) tensor (``output_name``) whose N columns are
 normalised units: steering -1 = full left, +1 = full right; throttle -1 = full reverse,
 +1 = full forward; a range must lie within [-1, 1] (the tanh head's span), and engines
 refuse a manifest whose ranges do not.
+
+A ``categorical`` model declares its bins per column (``"bins": 15``, centred on
+``linspace(low, high, bins)`` of the column's range) and names the (1, bins) tensor of its
+bin probabilities (``"probabilities": "steering_probs"``); its ``controls`` are already
+decoded (``"decode": "expected"``: the expected bin centre), so engines read them like any
+other model's. Manifests without bins (every other family) load as before.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from deploy.preprocess import Preprocess, PreprocessError
 
 FORMAT = "car-pilot-manifest"
 VERSION = 1
-MODEL_TYPES = ("linear", "resnet18", "resnet34", "3d", "rnn")
+MODEL_TYPES = ("linear", "categorical", "resnet18", "resnet34", "3d", "rnn")
 MAX_SEQUENCE_LENGTH = 1000  # frames in a 3d model's window; far above any real one
+MAX_BINS = 1000  # per output column of a categorical model
+DECODE = "expected"  # how a categorical model's controls come from its bins
 
 
 class ManifestError(ValueError):
@@ -53,6 +61,8 @@ class Manifest:
     output_name: str = "controls"  # one (batch, columns) tensor; its columns:
     output_names: tuple[str, ...] = ("steering", "throttle")
     output_ranges: tuple[tuple[float, float], ...] = ((-1.0, 1.0), (-1.0, 1.0))
+    bins: tuple[int, ...] = ()  # categorical: bins per output column; () otherwise
+    probabilities: tuple[str, ...] = ()  # categorical: each column's (1, bins) output
     state: tuple[StateTensor, ...] = ()
     training: dict[str, Any] = field(default_factory=dict)  # tubs, records, metrics, ...
     export: dict[str, Any] = field(default_factory=dict)  # opset, max_abs_diff, ...
@@ -67,6 +77,29 @@ class Manifest:
                                 f"{self.sequence_length}")
         if len(self.output_names) != len(self.output_ranges):
             raise ManifestError("output_names and output_ranges differ in length")
+        self._check_bins()
+
+    def _check_bins(self) -> None:
+        """A categorical manifest declares whole bins for every column; no other does."""
+        if (self.model_type == "categorical") != bool(self.bins):
+            raise ManifestError("a categorical model declares the bins of every output column "
+                                "and no other model declares any (re-export with `car "
+                                "export`)")
+        if not self.bins:
+            return
+        if len(self.bins) != len(self.output_names):
+            raise ManifestError(f"bins are declared for {len(self.bins)} of the "
+                                f"{len(self.output_names)} output columns; a categorical "
+                                "model declares them for every column")
+        for name, n in zip(self.output_names, self.bins):
+            if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_BINS:
+                raise ManifestError(f"output column {name!r} declares {n!r} bins; a "
+                                    f"categorical column has a whole number of bins from 2 "
+                                    f"to {MAX_BINS}")
+        if len(self.probabilities) != len(self.bins) or not all(
+                isinstance(p, str) and p for p in self.probabilities):
+            raise ManifestError("a categorical manifest names each column's probabilities "
+                                "output (\"probabilities\": \"steering_probs\")")
 
     def control_columns(self) -> tuple[int, int]:
         """(steering column, throttle column) of the output, found by name; ManifestError
@@ -100,14 +133,21 @@ class Manifest:
                       "dtype": "float32", "colour": self.preprocess.colour},
             "preprocess": self.preprocess.to_dict(),
             "sequence_length": self.sequence_length,
-            "output": {"name": self.output_name,
-                       "columns": [{"name": n, "range": list(r)}
-                                   for n, r in zip(self.output_names, self.output_ranges)]},
+            "output": self._output_dict(),
             "state": [asdict(s) | {"shape": list(s.shape)} for s in self.state],
             "training": self.training,
             "export": self.export,
             "engine": self.engine,
         }
+
+    def _output_dict(self) -> dict[str, Any]:
+        columns: list[dict[str, Any]] = [
+            {"name": n, "range": list(r)} for n, r in zip(self.output_names, self.output_ranges)]
+        if not self.bins:
+            return {"name": self.output_name, "columns": columns}
+        for column, n, probabilities in zip(columns, self.bins, self.probabilities):
+            column.update(bins=n, probabilities=probabilities)
+        return {"name": self.output_name, "decode": DECODE, "columns": columns}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "manifest") -> Manifest:
@@ -130,6 +170,9 @@ class Manifest:
                 output_names=tuple(o["name"] for o in outputs),
                 output_ranges=tuple((float(o["range"][0]), float(o["range"][1]))
                                     for o in outputs),
+                bins=tuple(o["bins"] for o in outputs if "bins" in o),
+                probabilities=tuple(o["probabilities"] for o in outputs
+                                    if "probabilities" in o),
                 state=tuple(StateTensor(s["input"], s["output"], tuple(s["shape"]))
                             for s in data.get("state", [])),
                 training=dict(data.get("training", {})),

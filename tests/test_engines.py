@@ -17,7 +17,7 @@ from deploy.onnx_engine import OnnxEngine, available_providers, resolve_provider
 from deploy.preprocess import Preprocess
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pilot_linear.onnx"
-FAMILIES = ("linear", "resnet18", "3d", "rnn")
+FAMILIES = ("linear", "categorical", "resnet18", "3d", "rnn")
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,15 @@ Every export runs ONNX Runtime (CPU), the exported program and torch on the chec
 and records the largest differences in the manifest; above 1e-4 the export fails. The rnn
 is exported as one step with explicit hidden state (``RnnStep``), and checked by stepping
 frame by frame against torch's output for the whole sequence; the 3d model as its
-(1, T, 3, h, w) window. The check frames follow one rule (``check_positions``); training
-saves them in the checkpoint, so `car export pilot.pt` needs no tubs.
+(1, T, 3, h, w) window; the categorical model through ``CategoricalExport``, which decodes its
+bins to the controls (checked) and adds the bin probabilities, and the manifest declares
+the bins. The check frames follow one rule (``check_positions``); training saves them in the
+checkpoint, so `car export pilot.pt` needs no tubs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import warnings
@@ -30,6 +33,7 @@ from deploy.preprocess import Preprocess
 from training.cache import load_frames
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.models import build_model
+from training.models.categorical import OUTPUTS, CategoricalExport, CategoricalPilot
 from training.models.rnn import RnnPilot, RnnStep
 from training.records import DataError, load_records
 
@@ -96,6 +100,7 @@ def export_model(model: nn.Module, model_type: str, preprocess: Preprocess, seq_
     checks pass: a failed or killed export leaves the old set, or the new one, never a mix."""
     model = model.eval().cpu()
     state: tuple[StateTensor, ...] = ()
+    bins: dict[str, Any] = {}
     c, h, w = preprocess.input_shape
     if model_type == "rnn":
         assert isinstance(model, RnnPilot)
@@ -107,6 +112,11 @@ def export_model(model: nn.Module, model_type: str, preprocess: Preprocess, seq_
     elif model_type == "3d":
         exported, args = model, (torch.zeros(1, seq_len, c, h, w),)
         inputs, outputs = ["image"], ["controls"]
+    elif model_type == "categorical":
+        assert isinstance(model, CategoricalPilot)
+        bins = {"bins": model.bins, "probabilities": OUTPUTS[1:]}
+        model = exported = CategoricalExport(model).eval()  # checked on its decoded controls
+        args, inputs, outputs = (torch.zeros(1, c, h, w),), ["image"], list(OUTPUTS)
     else:
         exported, args = model, (torch.zeros(1, c, h, w),)
         inputs, outputs = ["image"], ["controls"]
@@ -141,7 +151,7 @@ def export_model(model: nn.Module, model_type: str, preprocess: Preprocess, seq_
         common = {"model_type": model_type, "preprocess": preprocess,
                   "sequence_length": seq_len if model_type == "3d" else 1, "state": state,
                   "training": training}
-        manifest = Manifest(**common, export=export)
+        manifest = Manifest(**common, **bins, export=export)
         swap.commit(manifest)
     if dynamic_batch:
         _export_dynamic(model, exported, args, (inputs, outputs), manifest, onnx_path,
@@ -163,17 +173,14 @@ def _export_dynamic(model: nn.Module, exported: nn.Module, args: tuple[torch.Ten
             raise ExportError(f"{dynamic_path}: the dynamic-batch export differs from torch "
                               f"by {diff:.2e}")
         export = {k: v for k, v in manifest.export.items() if not k.startswith("pt2_")}
-        swap.commit(Manifest(
-            model_type=manifest.model_type, preprocess=manifest.preprocess,
-            sequence_length=manifest.sequence_length, state=manifest.state,
-            training=manifest.training, export=export | {
-                "sha256": file_sha256(staged), "max_abs_diff": diff,
-                "dynamic_batch": True}))
+        swap.commit(dataclasses.replace(manifest, export=export | {
+            "sha256": file_sha256(staged), "max_abs_diff": diff, "dynamic_batch": True}))
 
 
 def _write_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str],
                 outputs: list[str], path: Path, dynamic: bool) -> None:
-    axes = {name: {0: "batch"} for name in (inputs[:1] + outputs[:1])} if dynamic else None
+    # every output has the batch first (the rnn, with its state, has no dynamic export)
+    axes = {name: {0: "batch"} for name in (inputs[:1] + outputs)} if dynamic else None
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter announces its deprecation
         warnings.simplefilter("ignore")
@@ -223,9 +230,11 @@ def _max_diff(model: nn.Module, model_type: str, preprocess: Preprocess, seq_len
             windows = x
         for k in range(0, len(windows), batch):
             chunk = np.ascontiguousarray(windows[k:k + batch])
-            expected = model(torch.from_numpy(chunk)).numpy()
+            expected = model(torch.from_numpy(chunk))
+            if isinstance(expected, tuple):  # the categorical: its decoded controls first
+                expected = expected[0]
             got = run({"image": chunk})[0]
-            worst = max(worst, float(np.abs(got - expected).max()))
+            worst = max(worst, float(np.abs(got - expected.numpy()).max()))
     return worst
 
 

@@ -279,25 +279,37 @@ def movie_command(args: argparse.Namespace) -> None:
 def plot_command(args: argparse.Namespace) -> None:
     from car.pilot import open_pilot
     from car.replay import replay
-    from car.tub.plot import write_plot
+    from car.tub.plot import BinProbabilities, write_plot
 
     check_span(args.start, args.end)
     tub = Tub(args.path)
     drive = config_from_args(args).drive
     engine = open_pilot(args.model)
+    bins, note = None, ""
     try:  # the same run as `car replay`: the loop, its temporal-state rule, its engine
+        if engine.manifest.bins:
+            try:
+                bins = BinProbabilities(args.model)
+            except CarError as exc:
+                note = f"; no bin probabilities ({exc})"
         run = replay(engine, tub.path, drive, drive.rate_hz, start=args.start, end=args.end,
-                     label_keys=(args.steering_key, args.throttle_key))
+                     label_keys=(args.steering_key, args.throttle_key),
+                     hooks=[bins] if bins else [])
     finally:
         engine.close()
+        if bins:
+            bins.close()
     rows = np.column_stack([run.outputs[:, 0], run.labels, run.outputs[:, 1:3]])
     mae = np.nanmean(np.abs(rows[:, 1] - rows[:, 3]))
     out = write_plot(rows, args.out, f"{Path(args.model).name} ({engine.manifest.model_type}) "
-                                     f"on {tub.path.name}: {len(rows)} records")
+                                     f"on {tub.path.name}: {len(rows)} records",
+                     bins.arrays() if bins else None)
+    if bins:
+        note = ", with the bin probabilities under each trace"
     if args.csv:
         header = "index,label_steering,label_throttle,model_steering,model_throttle"
         np.savetxt(args.csv, rows, delimiter=",", header=header, comments="",
                    fmt=["%d", "%.7g", "%.7g", "%.7g", "%.7g"])
-    note = f", {run.skipped} skipped (missing or corrupt image)" if run.skipped else ""
-    print(f"wrote {out}{f' and {args.csv}' if args.csv else ''}: {len(rows)} records{note}, "
-          f"steering MAE {mae:.3f}")
+    skipped = f", {run.skipped} skipped (missing or corrupt image)" if run.skipped else ""
+    print(f"wrote {out}{f' and {args.csv}' if args.csv else ''}: {len(rows)} records{skipped}, "
+          f"steering MAE {mae:.3f}{note}")

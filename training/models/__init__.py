@@ -2,6 +2,8 @@
 throttle) in [-1, 1]:
 
 - ``linear``, ``resnet18``, ``resnet34``: (B, 3, H, W) → (B, 2);
+- ``categorical``: (B, 3, H, W) → bin logits (B, S + T) when training, decoded to (B, 2)
+  when exported (see ``categorical.CategoricalExport``);
 - ``3d``: the last T frames, (B, T, 3, H, W) → (B, 2);
 - ``rnn``: (B, T, 3, H, W) → (B, T, 2) when training, and one frame per step with explicit
   hidden state when exported (see ``rnn.RnnStep``).
@@ -26,6 +28,10 @@ def build_model(model_type: str, input_shape: tuple[int, int, int], **config: An
         from training.models.linear import LinearPilot
 
         return LinearPilot(input_shape, **config)
+    if model_type == "categorical":
+        from training.models.categorical import CategoricalPilot
+
+        return CategoricalPilot(input_shape, **config)
     if model_type in ("resnet18", "resnet34"):
         from training.models.resnet import ResNetPilot
 
