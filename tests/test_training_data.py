@@ -1,11 +1,12 @@
-"""Training data without torch: manifest, preprocessing, records, split, windows, cache,
-augmentations."""
+"""Training data: manifest, preprocessing, records, split, windows, cache, augmentations
+(without torch, but for the one test of the Dataset's seeding)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -23,6 +24,14 @@ from training.augment import Augmenter, parse_augmentations
 from training.cache import load_frames
 from training.records import DataError, load_records, windows
 from training.split import split_records
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    """64 smooth 80x160 frames with some detail, each a little different."""
+    rng = np.random.default_rng(7)
+    coarse = rng.integers(0, 255, (64, 10, 20, 3), dtype=np.uint8)
+    return np.stack([cv2.resize(c, (160, 80), interpolation=cv2.INTER_CUBIC) for c in coarse])
 
 
 def test_manifest_round_trips_and_refuses_other_versions(tmp_path: Path) -> None:
@@ -166,34 +175,118 @@ def test_flip_negates_steering_and_shift_corrects_toward_the_road() -> None:
     seen_flip = seen_shift = False
     for _ in range(40):
         draw = aug.draw(rng)
+        flip, shift = bool(draw.flip[0]), int(draw.shift_px[0])
         out, steering = aug.apply(frame, np.float32(0.2), draw)
         line = np.flatnonzero(out[40, :, 0] > 128).mean()
-        expected = 0.2 + draw.shift_px * aug.steering_per_px
-        if draw.flip:
+        expected = 0.2 + shift * aug.steering_per_px
+        if flip:
             seen_flip = True
             expected = -expected
             assert line < 80  # the line moved to the left half
-        if abs(draw.shift_px) >= 1 and not draw.flip:
+        if abs(shift) >= 1 and not flip:
             seen_shift = True
             # Content moved right (camera looks left): steer more to the right.
-            assert np.sign(line - 104.5) == np.sign(draw.shift_px)
-            assert np.sign(steering - 0.2) == np.sign(draw.shift_px)
+            assert np.sign(line - 104.5) == np.sign(shift)
+            assert np.sign(steering - 0.2) == np.sign(shift)
         assert steering == pytest.approx(np.clip(expected, -1, 1), abs=1e-6)
     assert seen_flip and seen_shift
 
 
+def test_flip_and_shift_move_pixels_exactly(frames: np.ndarray) -> None:
+    aug = Augmenter(["flip", "shift"], 160, 80)
+    draws = aug.draw(np.random.default_rng(3), 64)
+    out, _ = aug.apply_batch(frames[:64], np.zeros(64, np.float32), draws)
+    for b in range(64):
+        k = int(draws.shift_px[b])
+        columns = np.clip(np.arange(160) - k, 0, 159)  # the edge column fills the gap
+        expected = frames[b][:, columns]
+        if draws.flip[b]:
+            expected = expected[:, ::-1]
+        assert np.array_equal(out[b], expected)
+
+
+def test_photometric_augmentations_follow_their_formulas(frames: np.ndarray) -> None:
+    aug = Augmenter(["brightness", "contrast", "colour", "shadow"], 160, 80)
+    draws = aug.draw(np.random.default_rng(4), 32)
+    out, _ = aug.apply_batch(frames[:32], np.zeros(32, np.float32), draws)
+    for b in range(32):
+        x = frames[b].astype(np.float64)
+        gain = draws.gains[b] * draws.brightness[b]
+        lit = np.clip(((x - x.mean()) * draws.contrast[b] + x.mean()) * gain, 0, 255)
+        expected = np.round(lit)
+        if draws.shadow_factor[b] != 1.0:
+            mask = np.zeros((80, 160), np.uint8)
+            cv2.fillConvexPoly(mask, draws.shadow[b], 1)
+            shaded = np.round(expected * draws.shadow_factor[b])
+            expected = np.where(mask[..., None] == 1, shaded, expected)
+        assert np.abs(out[b] - expected).max() <= 1  # rounding
+
+
+def test_a_batch_is_its_samples_augmented_one_by_one(frames: np.ndarray) -> None:
+    aug = Augmenter(parse_augmentations(None), 160, 80)
+    batch = frames[:48].reshape(16, 3, 80, 160, 3)  # 16 sequences of 3 frames
+    steering = np.random.default_rng(5).uniform(-1, 1, (16, 3)).astype(np.float32)
+    draws = aug.draw(np.random.default_rng(6), 16)
+    before = batch.copy()
+    out, labels = aug.apply_batch(batch, steering, draws)
+    assert np.array_equal(batch, before)  # the input is left alone
+    for b in range(16):
+        one, one_labels = aug.apply(batch[b], steering[b], draws[b])
+        assert np.array_equal(out[b], one) and np.array_equal(labels[b], one_labels)
+    assert (labels[draws.flip] * steering[draws.flip] <= 0).all()
+    assert not np.array_equal(out, batch)
+
+
 def test_a_sequence_gets_one_draw_for_all_frames() -> None:
     aug = Augmenter(parse_augmentations(None), 160, 80)
-    frames = np.repeat(np.random.default_rng(1).integers(0, 255, (1, 80, 160, 3),
-                                                         dtype=np.uint8), 5, axis=0)
-    rng = np.random.default_rng(2)
-    for _ in range(10):
-        out, steering = aug.apply(frames, np.full(5, 0.1, np.float32), aug.draw(rng))
-        assert all(np.array_equal(out[0], out[k]) for k in range(5))
-        assert len(set(steering.tolist())) == 1
-    a = aug.apply(frames, np.zeros(5, np.float32), aug.draw(np.random.default_rng(9)))[0]
-    b = aug.apply(frames, np.zeros(5, np.float32), aug.draw(np.random.default_rng(9)))[0]
-    assert np.array_equal(a, b)  # seeded
+    frames = np.repeat(np.random.default_rng(1).integers(0, 255, (1, 1, 80, 160, 3),
+                                                         dtype=np.uint8), 5, axis=1)
+    frames = np.repeat(frames, 40, axis=0)  # 40 samples of 5 equal frames
+    out, steering = aug.apply_batch(frames, np.full((40, 5), 0.1, np.float32),
+                                    aug.draw(np.random.default_rng(2), 40))
+    # Every effect, blur and shadow included, is the same on each frame, and never
+    # crosses from one frame into the next.
+    assert all(np.array_equal(out[:, 0], out[:, k]) for k in range(5))
+    assert (steering == steering[:, :1]).all()
+    assert len({o.tobytes() for o in out[:, 0]}) > 30  # the samples did differ
+
+
+def test_augmentation_is_seeded() -> None:
+    aug = Augmenter(parse_augmentations(None), 160, 80)
+    frames = np.random.default_rng(1).integers(0, 255, (8, 80, 160, 3), dtype=np.uint8)
+
+    def run(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        return aug.apply_batch(frames, np.zeros(8, np.float32),
+                               aug.draw(np.random.default_rng(seed), 8))
+
+    a, b, c = run(9), run(9), run(10)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    # The generator advances alike whatever is enabled: switching one augmentation off
+    # leaves the others' draws as they were.
+    some = Augmenter(["flip", "shift"], 160, 80).draw(np.random.default_rng(9), 8)
+    every = aug.draw(np.random.default_rng(9), 8)
+    assert np.array_equal(some.flip, every.flip)
+    assert np.array_equal(some.shift_px, every.shift_px)
+
+
+def test_the_dataset_draws_from_torchs_seed(sim_tub: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from training.torch_data import FramesDataset
+
+    data = load_records([sim_tub])
+    p = Preprocess()
+    cache = load_frames(data, p, tmp_path / "cache", progress=False)
+
+    def batch(seed: int) -> np.ndarray:
+        torch.manual_seed(seed)
+        dataset = FramesDataset(cache, data, np.arange(3, 40), 4, p,
+                                Augmenter(parse_augmentations(None), p.width, p.height))
+        x, y = dataset[list(range(16))]
+        assert x.shape == (16, 4, 3, 80, 160) and y.shape == (16, 2)
+        return x.numpy()
+
+    assert np.array_equal(batch(1), batch(1)) and not np.array_equal(batch(1), batch(2))
 
 
 def test_augmentation_names_are_checked() -> None:

@@ -7,6 +7,7 @@ generator seeded from torch's seed, so a run is reproducible for a given ``--see
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import (
@@ -59,7 +60,7 @@ class FramesDataset(Dataset):
         if self.augmenter is not None:
             if self._rng is None:  # in each worker: seeded from torch's per-worker seed
                 self._rng = np.random.default_rng(torch.initial_seed() % 2**63)
-            draws = [self.augmenter.draw(self._rng) for _ in range(len(ends))]
+            draws = self.augmenter.draw(self._rng, len(ends))
             frames, labels[..., 0] = self.augmenter.apply_batch(frames, labels[..., 0], draws)
         x = self.preprocess.normalise(frames)  # (B, T, 3, h, w) float32
         y = labels if self.all_steps else labels[:, -1]
@@ -73,9 +74,17 @@ class FramesDataset(Dataset):
 
 def make_loader(dataset: FramesDataset, batch_size: int, shuffle: bool, workers: int,
                 cuda: bool, seed: int) -> DataLoader:
+    """Whole batches from ``dataset``; ``workers`` processes (0: the main one) that live
+    across epochs, each with one OpenCV thread as torch gives each one torch thread."""
     generator = torch.Generator().manual_seed(seed)
     order = (RandomSampler(dataset, generator=generator) if shuffle
              else SequentialSampler(dataset))
     batches = BatchSampler(order, batch_size, drop_last=shuffle and len(dataset) > batch_size)
     return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers,
-                      pin_memory=cuda, generator=generator, persistent_workers=False)
+                      pin_memory=cuda, generator=generator, persistent_workers=workers > 0,
+                      worker_init_fn=_one_opencv_thread if workers > 0 else None)
+
+
+def _one_opencv_thread(worker_id: int) -> None:
+    """Loader workers already run in parallel; OpenCV's own threads would oversubscribe."""
+    cv2.setNumThreads(1)
