@@ -193,6 +193,9 @@ def test_a_tiny_training_reports_error_rates_and_plots_the_probabilities(
     # `car export pilot.pt` rebuilds it with its bins.
     assert main(["export", str(out / "pilot.pt"), "--out", str(tmp_path / "again.onnx")]) == 0
     assert load_manifest(tmp_path / "again.onnx").bins == (9, 5)
+    # Retraining from it (`--init`, as `car sim dagger` does) keeps its bins.
+    train(quick([sim_tub_pristine], "categorical", tmp_path / "again", init_from=out / "pilot.pt"))
+    assert load_manifest(tmp_path / "again" / "pilot.onnx").bins == (9, 5)
     capsys.readouterr()
     code = main(["tub", "plot", str(sim_tub_pristine), "--model", str(out / "pilot.onnx"),
                  "--out", str(tmp_path / "p.png"), "--end", "80"])

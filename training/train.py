@@ -148,7 +148,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
     loaders = (make_loader(train_set, batch, True, workers, cuda, cfg.seed),
                make_loader(val_set, batch, False, workers, cuda, cfg.seed))
 
-    model_config = _model_config(cfg)
+    model_config = (_model_config(cfg) if start_from is None   # --init keeps its own
+                    else dict(start_from[1].get("model_config", {})))
     if start_from is None:
         model = build_model(cfg.model_type, preprocess.input_shape, **model_config)
     else:

@@ -153,7 +153,8 @@ def train_command(args: argparse.Namespace) -> int:
           f"{result.duration_s:.0f} s, lr {result.lr:.2g}")
     print(f"best validation: loss {m.get('valid_loss', float('nan')):.4f}, steering MAE "
           f"{m.get('steering_mae', float('nan')):.3f}, throttle MAE "
-          f"{m.get('throttle_mae', float('nan')):.3f}")
+          f"{m.get('throttle_mae', float('nan')):.3f}"
+          + (f", steering error rate {m['steering_error']:.3f}" if "steering_error" in m else ""))
     print(f"export check: ONNX Runtime vs torch max |diff| "
           f"{result.manifest.export['max_abs_diff']:.1e}")
     print("wrote " + ", ".join(str(p) for p in result.files if p.exists()))
