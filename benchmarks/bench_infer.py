@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from car.bench import bench_model  # noqa: E402
 
-FAMILIES = ("linear", "resnet18", "3d", "rnn")
+FAMILIES = ("linear", "categorical", "resnet18", "3d", "rnn")
 
 
 def untrained(root: Path) -> dict[str, Path]:

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CAR = [str(Path(sys.executable).with_name("car"))]  # the venv's console script
 TRAIN_TRACKS = ("oval", "technical", "random:1", "random:2", "random:3", "random:4")
 EVAL_TRACKS = ("diyrobocars", "random:11")
-LATENCY_MS = {"linear": 0.9, "resnet18": 9.6, "resnet34": 16.0, "3d": 15.8, "rnn": 1.0}
+LATENCY_MS = {"linear": 0.9, "categorical": 0.9, "resnet18": 9.6, "resnet34": 16.0, "3d": 4.8,
+              "rnn": 1.0}  # ONNX Runtime CPU p50 (BENCHMARKS.md, Inference)
 SEQ_FAMILIES = ("3d", "rnn")
 
 
