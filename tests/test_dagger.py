@@ -104,7 +104,10 @@ def test_init_refuses_another_type_input_or_sequence_length(
     argv = ["train", "--tub", str(world["tub"]), "--out", str(out), "--epochs", "1", "--quiet"]
     err = _refusal(capsys, [*argv, "--type", "linear", "--init", str(rnn)])
     assert "is a rnn model" in err and "makes a linear model" in err
-    err = _refusal(capsys, [*argv, "--type", "rnn", "--seq-len", "4", "--init", str(rnn)])
+    window = root / "3d.pt"  # a 3d model's window is its architecture; the rnn runs any
+    save_checkpoint(window, build_model("3d", pre.input_shape, frames=3), "3d", {"frames": 3},
+                    pre, 3, {})
+    err = _refusal(capsys, [*argv, "--type", "3d", "--seq-len", "4", "--init", str(window)])
     assert "3-frame sequences" in err and "uses 4" in err
     err = _refusal(capsys, [*argv, "--type", "linear", "--init", str(wide)])
     assert "takes 3x90x160 inputs" in err and "give 3x80x160 inputs" in err
