@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from training.models.linear import conv_stack
+from training.models.linear import conv_stack, dense_layers
 from training.records import DataError
 
 MAX_BINS = 1000  # the manifest's limit too
@@ -71,10 +71,7 @@ class CategoricalPilot(nn.Module):
         self.features = conv_stack(dropout)
         with torch.no_grad():
             flat = self.features(torch.zeros(1, *input_shape)).numel()
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat, 100), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(100, 50), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(50, steering_bins + throttle_bins))
+        self.head = nn.Sequential(*dense_layers(flat, steering_bins + throttle_bins, dropout))
         self.register_buffer("steering_centres", bin_centres(steering_bins), persistent=False)
         self.register_buffer("throttle_centres", bin_centres(throttle_bins), persistent=False)
 

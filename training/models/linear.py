@@ -19,16 +19,20 @@ def conv_stack(dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def dense_layers(flat: int, outputs: int, dropout: float) -> list[nn.Module]:
+    """PilotNet's dense layers (100, 50, then ``outputs``) after flattening the features."""
+    return [nn.Flatten(), nn.Linear(flat, 100), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(100, 50), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(50, outputs)]
+
+
 class LinearPilot(nn.Module):
     def __init__(self, input_shape: tuple[int, int, int], dropout: float = 0.1):
         super().__init__()
         self.features = conv_stack(dropout)
         with torch.no_grad():
             flat = self.features(torch.zeros(1, *input_shape)).numel()
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat, 100), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(100, 50), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(50, 2), nn.Tanh())
+        self.head = nn.Sequential(*dense_layers(flat, 2, dropout), nn.Tanh())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
