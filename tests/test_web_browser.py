@@ -83,7 +83,9 @@ class FakeLoop:
             return self.inputs[mark:]
 
     def wait_for(self, test: Callable[[UserInput, bool], bool], mark: int = 0,
-                 timeout_s: float = 3.0) -> UserInput:
+                 timeout_s: float = 10.0) -> UserInput:
+        # Generous: a loaded CI machine can stall Chromium for seconds. It bounds only how
+        # long a condition may take to appear, never what the condition is.
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for user, failsafe in self.since(mark):
