@@ -1,10 +1,12 @@
-"""Steering servo and ESC calibration through the MCU: step a pulse with keys, mark the ends
-and the middle, and get the values for ``[steering]`` or ``[throttle]`` in car.toml.
+"""Steering servo and ESC calibration through the MCU or a PCA9685 board: step a pulse with
+keys, mark the ends and the middle, and get the values for ``[steering]`` or ``[throttle]``
+in car.toml.
 
-A session holds one channel at the pulse being tried (the other at its neutral), sending a
-DRIVE every 50 ms from a heartbeat thread so the MCU's watchdog never trips while the user
-thinks. The MCU is configured with the calibrated channel's limits opened to 500–2500 µs for
-the session; the pulse never leaves that range.
+A session holds one channel at the pulse being tried (the other at its neutral), setting
+both every 50 ms from a heartbeat thread so the MCU's watchdog never trips while the user
+thinks (``calibration.outputs`` holds the two kinds of ``PulseOutput``). The MCU is configured with
+the calibrated channel's limits opened to 500–2500 µs for the session; the pulse never
+leaves that range.
 
 Keys (one character each; arrow keys work in a terminal):
 
@@ -14,8 +16,9 @@ Keys (one character each; arrow keys work in a terminal):
   the reverse double-tap most car ESCs need (reverse, neutral, reverse) at the current pulse;
 - ``w`` writes the marks and ends; ``q`` ends without writing; ``?`` shows the keys.
 
-While the MCU link is down (it reconnects by itself) the pulse goes back to the middle and
-stepping and marking keys are refused, so a mark is always a pulse the servo really had.
+While the output is down (the MCU link reconnects by itself; the PCA9685 is set up again at
+the next transfer that succeeds) the pulse goes back to the middle and stepping and marking
+keys are refused, so a mark is always a pulse the servo really had.
 """
 
 from __future__ import annotations
@@ -24,12 +27,11 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from car.config import ActuatorConfig, SteeringConfig, ThrottleConfig
 from car.errors import CarError
 from car.mcu import protocol as p
-from car.mcu.link import McuLink
 from car.mcu.pulses import PulseMap
 
 PULSE_MIN_US, PULSE_MAX_US = 500, 2500
@@ -76,10 +78,23 @@ def check_marks(spec: ChannelSpec, values: dict[str, int]) -> None:
                        f"{spec.keys[0]} = {low} and {spec.keys[2]} = {high}")
 
 
-class ServoSession:
-    """One interactive calibration of one channel over an open ``McuLink``."""
+class PulseOutput(Protocol):
+    """Where a session's pulses go: ``drive`` sets both channels; ``fault`` says why the
+    output cannot be trusted now (or None); ``heartbeat_s`` is how often to repeat."""
 
-    def __init__(self, link: McuLink, spec: ChannelSpec,
+    @property
+    def fault(self) -> str | None: ...
+
+    @property
+    def heartbeat_s(self) -> float: ...
+
+    def drive(self, steering_us: int, throttle_us: int) -> None: ...
+
+
+class ServoSession:
+    """One interactive calibration of one channel over an open ``PulseOutput``."""
+
+    def __init__(self, link: PulseOutput, spec: ChannelSpec,
                  start: SteeringConfig | ThrottleConfig, other_neutral_us: int,
                  out: TextIO):
         self.link = link
@@ -95,23 +110,22 @@ class ServoSession:
 
     def _drive(self, pulse: int) -> None:
         if self.spec is STEERING:
-            self.link.send_drive(pulse, self.other_neutral_us, p.ENGAGE)
+            self.link.drive(pulse, self.other_neutral_us)
         else:
-            self.link.send_drive(self.other_neutral_us, pulse, p.ENGAGE)
+            self.link.drive(self.other_neutral_us, pulse)
 
     def _heartbeat(self) -> None:
-        period_s = min(HEARTBEAT_S, self.link.config.timeout_ms / 4000.0)
-        while not self._stop.wait(period_s):
+        while not self._stop.wait(self.link.heartbeat_s):
             fault = self.link.fault
             with self._lock:
                 if fault is not None and not self._faulted:
                     self._faulted = True  # back to the middle: no surprise on reconnect
                     self.pulse = self.values[self.spec.keys[1]]
                     self._say(f"{fault}; the pulse is back at the middle ({self.pulse} µs) "
-                              "and keys wait until the MCU is back")
+                              "and keys wait until the output is back")
                 elif fault is None and self._faulted:
                     self._faulted = False
-                    self._say(f"the MCU is back; pulse {self.pulse} µs")
+                    self._say(f"the output is back; pulse {self.pulse} µs")
                 self._drive(self.pulse)
 
     def run(self, keys: Iterable[str]) -> dict[str, int] | None:

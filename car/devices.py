@@ -20,6 +20,7 @@ from car.frames import Mode
 from car.lens import maybe_undistort
 from car.loop import TickResult
 from car.mcu.actuator import SerialActuator
+from car.pwm.actuator import Pca9685Actuator
 from car.recorder import DriveRecorder
 from car.sim.donkey.link import is_donkey_address
 from car.world import World
@@ -28,7 +29,7 @@ Report = Callable[[str], None]
 WATCHDOG_PERIODS = 2.5  # the MCU's timeout must span this many loop periods
 PAGE_SEND_MS = 40  # the web page sends a control this often (static/app.js SEND_MS)
 CONTROLLERS = ("web", "gamepad", "rc", "none")
-ACTUATORS = ("sim", "serial", "dry")
+ACTUATORS = ("sim", "serial", "pca9685", "dry")
 SIM_RECORD_FIELDS = (("sim/cte", "float"), ("sim/speed", "float"), ("sim/x", "float"),
                      ("sim/y", "float"), ("sim/yaw", "float"), ("sim/lap", "int"))
 
@@ -106,7 +107,9 @@ class Motors:
 def open_actuator(kind: str, config: Config, port: str | None, world: World | None,
                   report: Report) -> Motors:
     """``sim``: the world's own actuator; ``serial``: the MCU (with a world, hardware in the
-    loop: the simulated car follows the pulses the MCU reports applying); ``dry``: nowhere."""
+    loop: the simulated car follows the pulses the MCU reports applying); ``pca9685``: the
+    I2C PWM board (with a world, the car follows the pulses read back from the board);
+    ``dry``: nowhere."""
     if kind == "sim":
         if world is None:
             raise CarError("--actuator sim needs --sim")
@@ -114,6 +117,13 @@ def open_actuator(kind: str, config: Config, port: str | None, world: World | No
     if kind == "dry":
         report("car: note: dry run: commands are computed and timed but sent nowhere")
         return Motors(DryRunActuator())
+    if kind == "pca9685":
+        board = Pca9685Actuator.connect(config)
+        if world is not None:
+            board.follow(world.actuator)
+        report(f"car: note: {board.describe()} has no watchdog of its own: if this process "
+               "is killed the car keeps its last pulse (docs/pca9685.md)")
+        return Motors(board)
     mcu = SerialActuator.connect(config, port)
     if world is not None:
         mcu.follow(world.actuator)

@@ -220,7 +220,7 @@ class Run:
         """Where it runs, for the start line: the world, and the motors when they are not
         the world's own."""
         where = f" on {self.world.name}" if self.world else ""
-        if self.plan.actuator == "serial":
+        if self.plan.actuator in ("serial", "pca9685"):
             where += f", motors through {self.motors.actuator.describe()}"
             where += " (hardware in the loop)" if self.world else ""
         return where

@@ -11,7 +11,6 @@ import pytest
 from calibration.servo import STEERING, ServoSession
 from car.cli import main
 from car.config import SteeringConfig, load_config
-from car.mcu import protocol as p
 from car.mcu.emulator import PtyEmulator
 from tests.waiting import wait_for
 
@@ -115,19 +114,18 @@ class _DownLink:
     """A link that is down: what a session sees while the MCU reconnects."""
 
     fault = "MCU link on /dev/ttyACM0 lost: no telemetry for 800 ms; reconnecting"
-    config = p.Config(250, 1000, 1500, 2000, 1000, 1500, 2000)
+    heartbeat_s = 0.05
 
     def __init__(self) -> None:
-        self.sent: list[tuple[int, int, int]] = []
+        self.sent: list[tuple[int, int]] = []
 
-    def send_drive(self, steering_us: int, throttle_us: int, flags: int) -> bool:
-        self.sent.append((steering_us, throttle_us, flags))
-        return False
+    def drive(self, steering_us: int, throttle_us: int) -> None:
+        self.sent.append((steering_us, throttle_us))
 
 
 def test_keys_wait_while_the_link_is_down() -> None:
     out = io.StringIO()
-    session = ServoSession(_DownLink(), STEERING, SteeringConfig(), 1500, out)  # type: ignore[arg-type]
+    session = ServoSession(_DownLink(), STEERING, SteeringConfig(), 1500, out)
     assert session.press("d") == (False, None) and session.pulse == 1500
     assert session.press("l") == (False, None) and session.values["left_us"] == 1000
     assert "ignored 'd': MCU link on /dev/ttyACM0 lost" in out.getvalue()

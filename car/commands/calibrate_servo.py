@@ -1,5 +1,6 @@
 """`car calibrate steering` and `car calibrate throttle`: find the servo's ends and trim, and
-the ESC's neutral, forward and reverse, through the MCU; store them in car.toml.
+the ESC's neutral, forward and reverse, through the MCU or a PCA9685 board; store them in
+car.toml.
 
 Interactive by default (keys step the pulse; see ``calibration.servo``). With ``--set
 steering.left_us=1900 ...`` it writes the given values without a car.
@@ -12,12 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from calibration.servo import SPECS, ServoSession, read_keys, session_config
+from calibration.outputs import McuOutput, Pca9685Output
+from calibration.servo import SPECS, ServoSession, read_keys
 from car.commands import add_config_options, config_from_args
 from car.config import DEFAULT_FILE, find_config_file, parse_override, update_config_file
 from car.errors import CarError
-from car.mcu import protocol as p
-from car.mcu.link import McuLink
 
 
 def register(targets: argparse._SubParsersAction) -> None:
@@ -27,6 +27,10 @@ def register(targets: argparse._SubParsersAction) -> None:
         c = targets.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}, "
                                "stepping the pulse with keys; see docs/calibration.md. With "
                                f"--set {name}.KEY=VALUE, write the values without the car.")
+        c.add_argument("--actuator", choices=("serial", "pca9685"),
+                       help="what drives the servo and ESC: serial (the MCU) or pca9685 (the "
+                            "I2C board of [pca9685]); default: actuator.driver, or serial "
+                            "when that is 'dry'")
         c.add_argument("--port", help="serial port of the MCU (default: actuator.port)")
         add_config_options(c)
         c.set_defaults(handler=calibrate_servo, channel=name)
@@ -47,30 +51,27 @@ def calibrate_servo(args: argparse.Namespace) -> int:
                            f"[{spec.section}]; use `car calibrate {name}` for [{name}]")
     if given:  # already checked with the rest of the config, ends and middle included
         return _write(path, spec.section, given)
-    marks = _interactive(config, spec, args.port)
+    kind = args.actuator or ("pca9685" if config.actuator.driver == "pca9685" else "serial")
+    marks = _interactive(config, spec, kind, args.port)
     if marks is None:
         return 1
     return _write(path, spec.section, marks)
 
 
-def _interactive(config: Any, spec: Any, port: str | None) -> dict[str, int] | None:
-    a = config.actuator
-    link = McuLink(port or a.port, session_config(a, spec, config.steering, config.throttle),
-                   baud=a.baud, connect_timeout_s=a.connect_timeout_s)
-    link.open()
-    link.start()
+def _interactive(config: Any, spec: Any, kind: str, port: str | None) -> dict[str, int] | None:
+    output = Pca9685Output(config) if kind == "pca9685" else McuOutput(config, spec, port)
     if spec.section == "throttle":
         print("throttle: LIFT THE DRIVEN WHEELS OFF THE GROUND - the motor will spin. The "
               "ESC arms at neutral; step up slowly.", file=sys.stderr)
         other_neutral = config.steering.center_us
     else:
         other_neutral = config.throttle.neutral_us
-    session = ServoSession(link, spec, getattr(config, spec.section), other_neutral, sys.stdout)
+    session = ServoSession(output, spec, getattr(config, spec.section), other_neutral,
+                           sys.stdout)
     try:
         return session.run(read_keys(sys.stdin))
     finally:
-        neutral = (config.steering.center_us, config.throttle.neutral_us)
-        link.close(final=p.Drive(*neutral, 0))
+        output.close()
 
 
 def _write(path: Path, section: str, values: dict[str, Any]) -> int:

@@ -34,8 +34,9 @@ def add_device_options(p: argparse.ArgumentParser, *, controller_help: str) -> N
     p.add_argument("--actuator", choices=ACTUATORS,
                    help="where commands go: sim (the default with --sim), serial (the MCU; "
                         "with --sim, hardware in the loop: the simulated car follows the "
-                        "pulses the MCU reports) or dry (nowhere). Default off the simulator: "
-                        "actuator.driver")
+                        "pulses the MCU reports), pca9685 (an I2C PWM board, [pca9685] in "
+                        "car.toml; with --sim the simulated car follows its pulses) or dry "
+                        "(nowhere). Default off the simulator: actuator.driver")
     p.add_argument("--port", help="serial port of the MCU (default: actuator.port)")
     p.add_argument("--controller", choices=CONTROLLERS, help=controller_help)
     p.add_argument("--duration", type=bounded(float, 0.1, 1e6), metavar="S",

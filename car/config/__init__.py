@@ -26,6 +26,7 @@ from car.config.sections import (
     GamepadConfig,
     LensConfig,
     PathsConfig,
+    Pca9685Config,
     RecordConfig,
     SimConfig,
     SteeringConfig,
@@ -41,8 +42,8 @@ from car.config.writer import (
 
 __all__ = [
     "DEFAULT_FILE", "ENV_VAR", "MAX_LOOP_HZ", "SECTIONS", "ActuatorConfig", "CameraConfig",
-    "Config", "DriveConfig", "GamepadConfig", "LensConfig", "PathsConfig", "RecordConfig",
-    "SimConfig", "SteeringConfig", "ThrottleConfig", "WebConfig", "build_config",
+    "Config", "DriveConfig", "GamepadConfig", "LensConfig", "PathsConfig", "Pca9685Config",
+    "RecordConfig", "SimConfig", "SteeringConfig", "ThrottleConfig", "WebConfig", "build_config",
     "config_as_dict", "find_config_file", "load_config", "parse_override", "render_toml",
     "update_config_file", "write_default_config",
 ]

@@ -65,11 +65,13 @@ class DriveConfig:
 
 @dataclass(frozen=True)
 class ActuatorConfig:
-    """The serial microcontroller (MCU) that drives the steering servo and the ESC."""
+    """What drives the steering servo and the ESC: the serial microcontroller (MCU), whose
+    settings these are, or a PCA9685 board (see [pca9685])."""
 
     driver: str = _field(
-        "serial", "What `car drive` sends commands to off the simulator: 'serial' (the MCU) or "
-        "'dry' (nothing: commands are computed and timed only).", choices=("serial", "dry"))
+        "serial", "What `car drive` sends commands to off the simulator: 'serial' (the MCU), "
+        "'pca9685' (an I2C PWM board, donkeycar's usual build; see [pca9685]) or 'dry' "
+        "(nothing: commands are computed and timed only).", choices=("serial", "pca9685", "dry"))
     port: str = _field("/dev/ttyACM0", "Serial port of the microcontroller.")
     baud: int = _field(115200, "Serial baud rate (8N1).", min=1200, max=4_000_000)
     timeout_ms: int = _field(
@@ -81,6 +83,26 @@ class ActuatorConfig:
     connect_timeout_s: float = _field(
         3.0, "How long to wait for the MCU to answer PING at connect (an Arduino that resets "
         "when the port opens needs about 2 s).", min=0.1, max=30)
+
+
+@dataclass(frozen=True)
+class Pca9685Config:
+    """A PCA9685 I2C PWM board (`actuator.driver = "pca9685"`), with donkeycar's defaults. It
+    has no watchdog of its own: see docs/pca9685.md before driving with it."""
+
+    bus: int = _field(1, "I2C bus number: /dev/i2c-N (1 on a Raspberry Pi; 1 or 7 on a "
+                      "Jetson's 40-pin header, see `i2cdetect -l`).", min=0, max=255)
+    address: int = _field(0x40, "The board's 7-bit I2C address (0x40 = 64 unless its address "
+                          "pads are bridged).", min=0x03, max=0x77)
+    frequency_hz: float = _field(60.0, "PWM frequency; servos and ESCs expect 50 to 60 Hz.",
+                                 min=24, max=1526)
+    steering_channel: int = _field(1, "Output (0-15) wired to the steering servo.", min=0,
+                                   max=15)
+    throttle_channel: int = _field(0, "Output (0-15) wired to the ESC.", min=0, max=15)
+    oscillator_hz: int = _field(
+        25_000_000, "The board's internal oscillator; the datasheet says 25 MHz, real chips "
+        "run a few % off. Trim it if a scope shows pulses off by a constant ratio.",
+        min=20_000_000, max=30_000_000)
 
 
 @dataclass(frozen=True)
@@ -266,6 +288,7 @@ class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     drive: DriveConfig = field(default_factory=DriveConfig)
     actuator: ActuatorConfig = field(default_factory=ActuatorConfig)
+    pca9685: Pca9685Config = field(default_factory=Pca9685Config)
     steering: SteeringConfig = field(default_factory=SteeringConfig)
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
     lens: LensConfig = field(default_factory=LensConfig)

@@ -36,7 +36,7 @@ def render_toml(config: Config, comments: bool) -> str:
         ]
     for section, cls in SECTIONS.items():
         if comments:
-            lines.append(f"# {(cls.__doc__ or '').strip()}")
+            lines.append(f"# {' '.join((cls.__doc__ or '').split())}")  # one line
         lines.append(f"[{section}]")
         values = getattr(config, section)
         for f in dataclasses.fields(cls):

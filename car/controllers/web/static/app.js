@@ -154,6 +154,7 @@
     ["Battery", (s) => has(s.battery_v) ? `${fmt(s.battery_v, 2)} V` : null],
     ["MCU", (s) => !s.mcu ? null : s.mcu_fault ? `fault: ${s.mcu_fault}`
       : s.mcu_failsafe ? "FAILSAFE" : "ok"],
+    ["PWM board", (s) => !s.pwm ? null : s.pwm_fault ? `fault: ${s.pwm_fault}` : "ok"],
     ["Command", (s) => has(s.steering) && has(s.throttle)
       ? `${fmt(s.steering, 2)} / ${fmt(s.throttle, 2)}${s.reason && s.reason !== "ok"
         ? ` (${s.reason})` : ""}` : null],
