@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from car.cli import main
+from car.config.donkey_import import DEFAULTS, read_myconfig
 from car.tub import Tub, TubWriter
 from car.tub.check import check_tub
 from car.tub.repair import check_and_repair
@@ -178,3 +179,16 @@ def test_donkeycar_reads_a_tub_killed_mid_recording(donkey_python: Path, tmp_pat
     TubWriter(path).close()  # reopening repairs what the last kill left
     seen = donkey(donkey_python, "read", path, tmp_path)
     assert seen["records"] == list(Tub(path).records())
+
+
+def test_config_import_defaults_are_donkeycars(donkey_python: Path) -> None:
+    """The defaults `car config import` assumes for keys a myconfig.py leaves out are the ones
+    in donkeycar's own cfg_complete.py (read the same way: parsed, never run)."""
+    where = subprocess.run([str(donkey_python), "-c", "import importlib.util as u; print(u."
+                            "find_spec('donkeycar').submodule_search_locations[0])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    theirs, _ = read_myconfig(Path(where) / "templates" / "cfg_complete.py")
+    compared = [key for key in DEFAULTS if key in theirs]
+    assert {"DRIVE_TRAIN_TYPE", "PWM_STEERING_THROTTLE", "IMAGE_W", "DRIVE_LOOP_HZ",
+            "PCA9685_I2C_ADDR"} <= set(compared)
+    assert {key: theirs[key] for key in compared} == {key: DEFAULTS[key] for key in compared}

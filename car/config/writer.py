@@ -85,6 +85,8 @@ def update_config_file(path: str | os.PathLike, changes: Mapping[str, Mapping[st
         config = load_config(tmp)  # refuse to write a file that would not load
     except ConfigError as exc:
         tmp.unlink()
+        if created:
+            path.unlink()  # nothing half-made: no file before, none after
         raise ConfigError(str(exc).replace(str(tmp), str(path))) from None
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
