@@ -10,6 +10,7 @@ little-endian.
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import struct
 from collections.abc import Iterator
@@ -37,12 +38,9 @@ FIRMWARE_NAME_MAX = 16
 
 def crc16_ccitt_false(data: bytes, crc: int = 0xFFFF) -> int:
     """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, xorout 0.
-    ``crc16_ccitt_false(b"123456789") == 0x29B1``."""
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
+    ``crc16_ccitt_false(b"123456789") == 0x29B1``. The stdlib's ``binascii.crc_hqx`` is this
+    CRC, in C (the firmware computes it bit by bit; the tests check the two agree)."""
+    return binascii.crc_hqx(data, crc)
 
 
 # ---------------------------------------------------------------------------- messages
