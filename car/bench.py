@@ -111,8 +111,10 @@ def bench_model(model: Path, runs: int = 300, seed: int = 0) -> list[BenchRow]:
 
 
 def format_table(rows: list[BenchRow]) -> str:
-    lines = [f"{'ENGINE':<12}{'PROVIDER':<28}{'PRE p50':>9}{'p99':>8}{'INFER p50':>11}"
-             f"{'p99':>8}{'LOAD s':>8}  (ms)"]
+    """Two header lines: what is timed (in ms, load in s), then the columns."""
+    lines = [f"{'':<40}{'preprocess ms':>17}{'inference ms':>19}{'load':>8}",
+             f"{'engine':<12}{'provider':<28}{'p50':>9}{'p99':>8}{'p50':>11}{'p99':>8}"
+             f"{'s':>8}"]
     for r in rows:
         if r.skipped:
             lines.append(f"{r.engine:<12}{r.provider:<28}  skipped: {r.skipped}")

@@ -28,8 +28,21 @@ from car.commands import tub as tub_commands
 from car.errors import CarError
 
 
+class CommandParser(argparse.ArgumentParser):
+    """An unknown flag is reported with the usage of the (sub)command it was given to, not
+    the top-level one (argparse's own way). Subparsers inherit the class."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="car",
         description="Autopilot for Donkey Car class RC cars: record, train, compile, drive.",
     )

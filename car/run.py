@@ -225,13 +225,15 @@ class Run:
             where += " (hardware in the loop)" if self.world else ""
         return where
 
-    def drive(self, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    def drive(self, should_stop: Callable[[], bool] = lambda: False,
+              on_tick: Callable[[TickResult], None] | None = None) -> dict[str, Any]:
         """Tick until ``should_stop()``, the spec's duration or laps, the end of a replay or
-        a failed device; the outputs end neutral. Returns the summary (its ``record``
-        section is added when the run closes)."""
+        a failed device; the outputs end neutral. ``on_tick`` sees every tick's result (a
+        progress display). Returns the summary (its ``record`` section is added when the run
+        closes)."""
         spec, world = self.spec, self.world
         keeper = Ratekeeper(self.plan.hz)
-        hooks = []
+        hooks = [] if on_tick is None else [on_tick]
         publish = self.input.publish
         if publish is not None:
 

@@ -24,7 +24,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     r = commands.add_parser("replay", help="run a tub through the engine and the loop logic, "
                             "and compare with a reference")
     r.add_argument("tub", metavar="TUB", help="tub folder to replay")
-    r.add_argument("--model", required=True, metavar="PATH")
+    r.add_argument("--model", required=True, metavar="PATH",
+                   help="pilot.onnx, pilot.trt or pilot.pt2, with its .json manifest beside it")
     r.add_argument("--ref", metavar="REF.json",
                    help="reference outputs (default: MODEL's folder/<model>.replay.json)")
     r.add_argument("--update-ref", action="store_true",

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from car.commands import add_config_options, bounded, config_from_args
-from car.commands.run_options import add_device_options, device_fields, drive_and_report, on_the_car
+from car.commands.run_options import (
+    add_device_options,
+    device_fields,
+    drive_and_report,
+    on_the_car,
+    simulator,
+)
 from car.frames import Mode
 from car.run import Run, RunSpec
 
@@ -35,7 +41,7 @@ def drive_command(args: argparse.Namespace) -> int:
     spec = RunSpec(model=args.model, provider=args.provider, mode=args.mode,
                    controller=controller, record=args.record, laps=args.laps,
                    session_info={"drive": {"model": str(args.model), "mode": args.mode,
-                                           "sim": args.sim}},
+                                           "sim": simulator(args)}},
                    **device_fields(args))
     return drive_and_report(Run(spec, config), args, lambda run: (
         f"driving {run.engine.describe() if run.engine else args.model} at {run.plan.hz:g} "

@@ -18,6 +18,7 @@ from car.commands.run_options import (
     camera_in_use,
     device_fields,
     drive_and_report,
+    simulator,
 )
 from car.frames import Mode
 from car.run import Run, RunSpec
@@ -29,7 +30,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR",
                    help="the tub to write (created, or appended to as a new session)")
     add_device_options(p, controller_help="how the person drives: web (the page, default), "
-                       "gamepad, or rc (the transmitter through the MCU)")
+                       "gamepad, rc (the transmitter through the MCU), or none (nobody: a "
+                       "check that the camera and recorder work)")
     add_config_options(p)
     p.set_defaults(handler=record_command)
 
@@ -40,7 +42,7 @@ def record_command(args: argparse.Namespace) -> int:
     spec = RunSpec(mode=Mode.USER.value, controller=controller, record=args.out,
                    auto_record=True, **device_fields(args),
                    session_info={"record": {
-                       "controller": controller, "sim": args.sim,
+                       "controller": controller, "sim": simulator(args),
                        "camera": camera_in_use(args, config.camera.source)}})
     run = Run(spec, config)
     if controller == "none":

@@ -10,7 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from car.commands import CtrlC, bounded
+from car.commands.sim_eval import lap_bar
 from car.devices import ACTUATORS, CONTROLLERS
+from car.errors import CarError
 from car.health import Health
 from car.loop import MAX_RATE_HZ, MIN_RATE_HZ
 from car.run import Run
@@ -23,6 +25,9 @@ def add_device_options(p: argparse.ArgumentParser, *, controller_help: str) -> N
                    help=f"drive the embedded simulator on TRACK (default {DEFAULT_TRACK}), or "
                         "a donkey simulator (the Unity sim, or `car sim serve`) at "
                         "donkey://HOST:PORT")
+    p.add_argument("--track", metavar="TRACK",
+                   help="the embedded simulator's track, as on `car sim *` (the same as --sim "
+                        "TRACK)")
     p.add_argument("--scene", help="with --sim donkey://...: the scene to load (default: the "
                    "simulator's first)")
     p.add_argument("--camera", metavar="SPEC",
@@ -49,9 +54,19 @@ def add_device_options(p: argparse.ArgumentParser, *, controller_help: str) -> N
 
 def device_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The RunSpec fields the shared flags set."""
-    return {"sim": args.sim, "scene": args.scene, "camera": args.camera, "rate_hz": args.hz,
+    return {"sim": simulator(args), "scene": args.scene, "camera": args.camera, "rate_hz": args.hz,
             "actuator": args.actuator, "port": args.port, "duration_s": args.duration,
             "seed": args.seed, "randomize": args.randomize}
+
+
+def simulator(args: argparse.Namespace) -> str | None:
+    """``--sim [TRACK]`` or ``--track TRACK`` (both: they must agree)."""
+    track = getattr(args, "track", None)
+    if track is None:
+        return args.sim
+    if args.sim is not None and args.sim not in (track, DEFAULT_TRACK):
+        raise CarError(f"--sim {args.sim} and --track {track} name two worlds; give one")
+    return track
 
 
 def on_the_car(args: argparse.Namespace, camera_source: str) -> bool:
@@ -63,7 +78,7 @@ def on_the_car(args: argparse.Namespace, camera_source: str) -> bool:
 def camera_in_use(args: argparse.Namespace, camera_source: str) -> str | None:
     """The camera spec a run reads, or None when a simulator draws the frames."""
     spec = args.camera or camera_source
-    return None if args.sim is not None or spec == "sim" else spec
+    return None if simulator(args) is not None or spec == "sim" else spec
 
 
 def drive_and_report(run: Run, args: argparse.Namespace,
@@ -72,16 +87,46 @@ def drive_and_report(run: Run, args: argparse.Namespace,
     stops at the next tick, a second at once), close, print the summary; the exit code."""
     with run:
         print(f"{start_line(run)}; Ctrl-C stops (twice: at once)", file=sys.stderr)
-        with CtrlC(second_raises=True) as ctrl_c:
-            summary = run.drive(should_stop=lambda: ctrl_c.pressed)
+        bar, on_tick = _lap_progress(run)
+        try:
+            with CtrlC(second_raises=True) as ctrl_c:
+                summary = run.drive(should_stop=lambda: ctrl_c.pressed, on_tick=on_tick)
+        finally:
+            if bar is not None:
+                bar.close()
         if ctrl_c.pressed:
             summary["stop_reason"] = "interrupted"
     print(json.dumps(summary) if args.json else format_summary(summary, run.health))
     return exit_code(summary["stop_reason"])
 
 
+def _lap_progress(run: Run) -> tuple[Any, Callable[[Any], None] | None]:
+    """With --laps in a simulator, the lap bar of `car sim eval` (on a terminal only)."""
+    world, laps = run.world, run.spec.laps
+    if world is None or not laps:
+        return None, None
+    bar, advance = lap_bar(world.name, laps)
+    return bar, lambda result: advance(min(float(laps), world.lap_progress()))
+
+
 def exit_code(reason: str) -> int:
     return 1 if reason.startswith("device failed") else (130 if reason == "interrupted" else 0)
+
+
+SAFETY_WORDS = {  # what each safety counter of the summary counts
+    "estop_ticks": "ticks held stopped by the e-stop",
+    "actuator_faults": "ticks at neutral because the actuator was down",
+    "stale_frames": "ticks at neutral because the camera frame was too old to drive on",
+    "repeated_frames": "ticks that got the frame of the tick before (the camera is slower than "
+                       "the loop)",
+    "bad_outputs": "ticks at neutral because the model gave NaN or Inf, or raised",
+    "pilot_errors": "inferences that raised",
+    "late_outputs": "pilot outputs not sent because their frame was too old by then",
+    "record_errors": "records that could not be written",
+    "throttle_capped": "ticks the pilot's throttle was cut to drive.max_throttle (by design; "
+                       "raise it in car.toml for more speed)",
+    "mode_changes": "changes of driving mode",
+}
 
 
 def format_summary(summary: dict[str, Any], health: list[Health]) -> str:
@@ -89,7 +134,7 @@ def format_summary(summary: dict[str, Any], health: list[Health]) -> str:
     lines = [f"{summary['ticks']} ticks in {summary['elapsed_s']:.1f} s: {summary['hz']} Hz "
              f"(target {summary['target_hz']:g}), {summary['overruns']} overruns "
              f"({summary['overrun_pct']:.2f}%); stopped: {summary['stop_reason']}",
-             f"engine: {summary['engine']}",
+             *([f"engine: {summary['engine']}"] if summary.get("engine") else []),
              f"{'stage':<18}{'p50 ms':>9}{'p99 ms':>9}"]
     for name, lat in summary["latency_ms"].items():
         if lat["p50"] is not None:
@@ -97,6 +142,7 @@ def format_summary(summary: dict[str, Any], health: list[Health]) -> str:
     safety = {k: v for k, v in summary["safety"].items() if v}
     if safety:
         lines.append("safety: " + ", ".join(f"{k} {v}" for k, v in safety.items()))
+        lines += [f"  {k}: {SAFETY_WORDS[k]}" for k in safety if k in SAFETY_WORDS]
     if "sim" in summary:
         s = summary["sim"]
         laps = ", ".join(f"{t:.2f} s" for t in s["lap_times_s"])

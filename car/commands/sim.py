@@ -68,7 +68,8 @@ def register(commands: argparse._SubParsersAction) -> argparse._SubParsersAction
     view.add_argument("--out", required=True, help="PNG to write")
     view.add_argument("--frames", type=bounded(int, 1, 32), default=8,
                       help="camera frames to show, 1 to 32 (default 8)")
-    view.add_argument("--seed", type=bounded(int, 0, 2**63 - 1), default=0)
+    view.add_argument("--seed", type=bounded(int, 0, 2**63 - 1), default=0,
+                    help="simulator seed: the randomised look and the start (default 0)")
     view.add_argument("--randomize", action="store_true", help="show a randomised look")
     add_config_options(view)
     view.set_defaults(handler=view_command)

@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_track_option(ev)
     ev.add_argument("--laps", type=bounded(int, 1, 1000), default=3,
                     help="laps to drive, 1 to 1000 (default 3)")
-    ev.add_argument("--seed", type=bounded(int, 0, 2**63 - 1), default=0)
+    ev.add_argument("--seed", type=bounded(int, 0, 2**63 - 1), default=0,
+                    help="simulator seed: the randomised look and the start (default 0)")
     ev.add_argument("--randomize", action="store_true",
                     help="a new look and new physics every lap")
     add_pace_option(ev)

@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "inverse (default 20, as the Unity simulator)")
     serve.add_argument("--jpeg-quality", type=bounded(int, 10, 100), default=90,
                        help="quality of the camera frames (default 90)")
-    serve.add_argument("--seed", type=bounded(int, 0, 2**63 - 1), default=0)
+    serve.add_argument("--seed", type=bounded(int, 0, 2**63 - 1), default=0,
+                    help="simulator seed: the randomised look and the start (default 0)")
     serve.add_argument("--randomize", action="store_true", help="a new look every lap")
     add_config_options(serve)
     serve.set_defaults(handler=serve_command)

@@ -87,11 +87,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="re-export a pilot.pt checkpoint to ONNX and "
                                                 ".pt2 with their manifest (needs the training "
                                                 "extra; not the tubs)")
-    export.add_argument("checkpoint", metavar="PILOT.pt")
+    export.add_argument("checkpoint", metavar="PILOT.pt", help="the checkpoint `car train` "
+                        "wrote")
     export.add_argument("--out", metavar="PILOT.onnx",
                         help="ONNX file to write (default: beside the checkpoint); the .pt2 "
                              "and .json go beside it")
-    export.add_argument("--dynamic-batch", action="store_true")
+    export.add_argument("--dynamic-batch", action="store_true",
+                        help="also write pilot_dynamic.onnx with a dynamic batch size")
     export.set_defaults(handler=export_command)
 
 

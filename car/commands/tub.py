@@ -38,7 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     info.set_defaults(handler=info_command)
 
     check = sub.add_parser("check", help="find torn lines, missing or corrupt images, ...")
-    check.add_argument("path", metavar="PATH")
+    check.add_argument("path", metavar="PATH", help="the tub folder")
     check.add_argument("--repair", action="store_true",
                        help="fix what can be fixed (removed lines go to repair_log.jsonl)")
     check.add_argument("--quick", action="store_true",
@@ -47,21 +47,20 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     for name, verb in (("delete", "soft-delete"), ("restore", "undo a soft delete of")):
         edit = sub.add_parser(name, help=f"{verb} records by index range")
-        edit.add_argument("path", metavar="PATH")
+        edit.add_argument("path", metavar="PATH", help="the tub folder")
         edit.add_argument("ranges", nargs="+", metavar="START:END",
                           help="half-open index ranges like Python slices (100:200 is "
                                "100..199); also N, START: or :END")
         edit.set_defaults(handler=delete_command if name == "delete" else restore_command)
 
     hist = sub.add_parser("hist", help="steering and throttle histograms as a PNG")
-    hist.add_argument("paths", nargs="+", metavar="PATH")
+    hist.add_argument("paths", nargs="+", metavar="PATH", help="tub folders or globs")
     hist.add_argument("--out", required=True, help="PNG to write")
-    hist.add_argument("--steering-key", default="user/angle")
-    hist.add_argument("--throttle-key", default="user/throttle")
+    add_key_options(hist)
     hist.set_defaults(handler=hist_command)
 
     movie = sub.add_parser("movie", help="a video of the frames with steering and throttle")
-    movie.add_argument("path", metavar="PATH")
+    movie.add_argument("path", metavar="PATH", help="the tub folder")
     movie.add_argument("--out", required=True, help="video to write (.mp4 or .avi)")
     movie.add_argument("--scale", type=bounded(int, 1, 16), default=3,
                        help="enlarge frames, 1 to 16 (default 3)")
@@ -71,19 +70,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     movie.add_argument("--end", type=int, help="stop before this index")
     movie.add_argument("--skip-broken", action="store_true",
                        help="skip records whose image is missing or corrupt, and count them")
-    movie.add_argument("--steering-key", default="user/angle")
-    movie.add_argument("--throttle-key", default="user/throttle")
+    add_key_options(movie)
     movie.set_defaults(handler=movie_command)
 
     plot = sub.add_parser("plot", help="a model's predictions against the recorded labels")
-    plot.add_argument("path", metavar="PATH")
+    plot.add_argument("path", metavar="PATH", help="the tub folder")
     plot.add_argument("--model", required=True, metavar="PILOT.onnx",
                       help="an ONNX model with its .json manifest beside it")
     plot.add_argument("--out", required=True, help="PNG to write")
     plot.add_argument("--start", type=int, help="first index")
     plot.add_argument("--end", type=int, help="stop before this index")
-    plot.add_argument("--steering-key", default="user/angle")
-    plot.add_argument("--throttle-key", default="user/throttle")
+    add_key_options(plot)
     plot.add_argument("--csv", metavar="PATH", help="also write the rows (index, recorded "
                       "steering and throttle, the model's) as CSV")
     add_config_options(plot)
@@ -91,6 +88,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def add_key_options(p: argparse.ArgumentParser) -> None:
+    """Which record fields are the steering and the throttle."""
+    p.add_argument("--steering-key", default="user/angle",
+                   help="the record field holding the steering (default user/angle; "
+                        "pilot/angle for what a pilot drove)")
+    p.add_argument("--throttle-key", default="user/throttle",
+                   help="the record field holding the throttle (default user/throttle)")
 
 
 RANGE_FORM = ("a range is N, START:END (half-open like Python slices: 100:200 is 100..199), "
