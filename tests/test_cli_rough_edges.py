@@ -5,6 +5,8 @@ summary and bench table say what their numbers are."""
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +88,14 @@ def test_the_bench_header_names_its_units() -> None:
     assert "preprocess ms" in head and "inference ms" in head and "load" in head
     assert columns.split() == ["engine", "provider", "p50", "p99", "p50", "p99", "s"]
     assert line.split()[:2] == ["onnxruntime", "CPUExecutionProvider"]
+
+
+def test_tub_info_shows_the_capture_rate_first(sim_tub_pristine: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tub", "info", str(sim_tub_pristine)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    captured = next(i for i, line in enumerate(lines) if line.startswith("captured"))
+    written = next(i for i, line in enumerate(lines) if line.startswith("written"))
+    assert captured < written
+    hz = float(re.search(r"([\d.]+) Hz \(simulated time\)", lines[captured])[1])
+    assert hz == pytest.approx(10.0, rel=0.05)  # `sim record --hz 10`, not the disk's rate

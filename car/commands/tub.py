@@ -178,12 +178,17 @@ def format_info(info: dict[str, Any]) -> str:
         first_s = info["first_timestamp_ms"] / 1000
         start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(first_s))
         duration = info["duration_s"] or 0.0
-        rate = f", {(info['records'] - 1) / duration:.1f} Hz" if duration > 0 else ""
-        lines.append(f"time      {start}, {duration:.1f} s{rate}")
         captured = info.get("capture_duration_s")
         if captured and abs(captured - duration) > max(1.0, 0.1 * captured):
-            lines.append(f"captured  over {captured:.1f} s, {(info['records'] - 1) / captured:.1f}"
-                         " Hz (simulated or replayed time)")
+            # Simulated or replayed time: the capture rate is the one that matters (training
+            # windows, movies); the write rate only says how fast the disk took it.
+            lines.append(f"captured  {start}, {captured:.1f} s, "
+                         f"{(info['records'] - 1) / captured:.1f} Hz (simulated time)")
+            written = f", {(info['records'] - 1) / duration:.1f} Hz" if duration > 0 else ""
+            lines.append(f"written   in {duration:.1f} s{written} (wall clock)")
+        else:
+            rate = f", {(info['records'] - 1) / duration:.1f} Hz" if duration > 0 else ""
+            lines.append(f"captured  {start}, {duration:.1f} s{rate}")
     lines.append("inputs    " + ", ".join(f"{i} ({t})" for i, t in zip(info["inputs"],
                                                                           info["types"])))
     if info["writer_pid"]:
