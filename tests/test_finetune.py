@@ -126,7 +126,10 @@ def test_the_cli_fine_tunes_and_refuses_other_families(
             "--no-aug", "--quiet", "--set", f"paths.models_dir={tmp_path / 'db'}"]
     assert main([*base, "--type", "resnet18", "--out", str(tmp_path / "m"), "--pretrained",
                  str(path), "--freeze-epochs", "1"]) == 0
-    assert "trained resnet18" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "trained resnet18" in out
+    assert out.index("data: ") < out.index("trained resnet18")  # said before training
+    assert "training and" in out.split("data: ")[1].splitlines()[0]
     assert main([*base, "--type", "linear", "--out", str(tmp_path / "l"), "--pretrained",
                  str(path)]) == 1
     err = capsys.readouterr().err

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class TrainConfig:
     progress: bool = True
     init_from: Path | None = None  # start from this pilot.pt's weights (same type and input)
     bins: tuple[int, int] = (15, 20)  # categorical: steering and throttle bins
+    on_data: Callable[[str], None] | None = None  # told the data summary before training
 
 
 @dataclass
@@ -135,6 +137,9 @@ def _train(cfg: TrainConfig) -> TrainResult:
                         f"{'training' if len(train_ends) == 0 else 'validation'} set "
                         f"({split.method}); record longer sessions or shorten --seq-len")
 
+    if cfg.on_data is not None:  # what it trains on, before the minutes of training
+        cfg.on_data(f"{data.summary()}; {len(train_ends)} training and {len(val_ends)} "
+                    f"validation samples ({split.method})")
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     workers = cfg.workers if cfg.workers is not None else (min(8, os.cpu_count() or 1)

@@ -144,9 +144,9 @@ def train_command(args: argparse.Namespace) -> int:
         freeze_epochs=args.freeze_epochs, bins=args.bins,
         modes=None if args.all_modes else tuple(args.modes or ("user",)),
         crop_top=args.crop_top, limit=args.limit, dynamic_batch=args.dynamic_batch,
-        progress=not args.quiet, init_from=Path(args.init) if args.init else None)
+        progress=not args.quiet, init_from=Path(args.init) if args.init else None,
+        on_data=lambda summary: print(f"data: {summary}", flush=True))
     result = module.train(cfg)
-    print(f"data: {result.data_summary}")
     m = result.metrics
     records = result.manifest.training["records"]
     start = f", starting from {args.init}" if args.init else ""
