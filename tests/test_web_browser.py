@@ -140,7 +140,12 @@ def open_page(browser: Browser, web: WebController, viewport: dict[str, int] = D
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(web.url)
-    page.wait_for_function("window.carPage && window.carPage.statuses > 0", timeout=5000)
+    # An owner must centre its controls once before it drives (a new owner's held key is
+    # refused): wait for the page's first (neutral) control, so that a key pressed next is
+    # not the first control the server sees. A busy machine can delay that first tick.
+    page.wait_for_function("window.carPage && window.carPage.statuses > 0"
+                           " && (!window.carPage.owner || window.carPage.sent > 0)",
+                           timeout=10000)
     assert errors == []
     return page
 
