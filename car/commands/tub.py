@@ -1,4 +1,5 @@
-"""`car tub info | check | delete | restore | hist | movie`."""
+"""`car tub info | check | delete | restore | hist | movie | plot`, and the actions other
+modules register on the same `car tub` parser."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from car.commands import add_config_options, bounded, config_from_args
+from car.commands.tub_lerobot import register as register_lerobot
 from car.errors import CarError, TubError
 from car.tub.check import CheckReport, check_tub
 from car.tub.format import index_ranges, slices
@@ -61,16 +63,23 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     movie = sub.add_parser("movie", help="a video of the frames with steering and throttle")
     movie.add_argument("path", metavar="PATH", help="the tub folder")
-    movie.add_argument("--out", required=True, help="video to write (.mp4 or .avi)")
+    movie.add_argument("--out", required=True,
+                       help="video to write: .mp4 is H.264 that browsers play (needs PyAV), "
+                            ".avi is Motion JPEG")
     movie.add_argument("--scale", type=bounded(int, 1, 16), default=3,
                        help="enlarge frames, 1 to 16 (default 3)")
     movie.add_argument("--fps", type=bounded(float, 1, 240),
-                       help="frame rate, 1 to 240 (default: as recorded)")
+                       help="frame rate, 1 to 240 (default: the capture rate, from the "
+                            "frames' capture timestamps)")
     movie.add_argument("--start", type=int, help="first index")
     movie.add_argument("--end", type=int, help="stop before this index")
     movie.add_argument("--skip-broken", action="store_true",
                        help="skip records whose image is missing or corrupt, and count them")
+    movie.add_argument("--model", metavar="PILOT.onnx",
+                       help="also draw this pilot's steering and throttle next to the "
+                            "recorded ones (an ONNX model with its .json manifest beside it)")
     add_key_options(movie)
+    add_config_options(movie)
     movie.set_defaults(handler=movie_command)
 
     plot = sub.add_parser("plot", help="a model's predictions against the recorded labels")
@@ -85,6 +94,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                       "steering and throttle, the model's) as CSV")
     add_config_options(plot)
     plot.set_defaults(handler=plot_command)
+    register_lerobot(sub)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -279,12 +289,33 @@ def hist_command(args: argparse.Namespace) -> None:
 def movie_command(args: argparse.Namespace) -> None:
     check_span(args.start, args.end)
     tub = Tub(args.path)
-    out, frames, skipped = write_movie(
+    pilot, note = None, ""
+    if args.model:
+        pilot = _pilot_outputs(args, tub)
+        note = f", with {Path(args.model).name}'s steering and throttle in magenta"
+    out, frames, skipped, (fps, rate) = write_movie(
         tub, args.out, scale=args.scale, fps=args.fps, start=args.start, end=args.end,
         steering_key=args.steering_key, throttle_key=args.throttle_key,
-        skip_broken=args.skip_broken, progress=lambda items: _progress(items, "movie"))
-    note = f"; skipped {skipped} record(s) with a broken image" if skipped else ""
-    print(f"wrote {out} ({frames} frames){note}")
+        skip_broken=args.skip_broken, pilot=pilot,
+        progress=lambda items: _progress(items, "movie"))
+    note += f"; skipped {skipped} record(s) with a broken image" if skipped else ""
+    print(f"wrote {out} ({frames} frames at {fps:.1f} fps, {rate}){note}")
+
+
+def _pilot_outputs(args: argparse.Namespace, tub: Tub) -> dict[int, tuple[float, float]]:
+    """The pilot's (steering, throttle) per record index, from the same run as `car replay`
+    (the loop's temporal-state rule, its engine)."""
+    from car.pilot import open_pilot
+    from car.replay import replay
+
+    drive = config_from_args(args).drive
+    engine = open_pilot(args.model)
+    try:
+        run = replay(engine, tub.path, drive, drive.rate_hz, start=args.start, end=args.end,
+                     label_keys=(args.steering_key, args.throttle_key))
+    finally:
+        engine.close()
+    return {int(row[0]): (float(row[1]), float(row[2])) for row in run.outputs}
 
 
 def plot_command(args: argparse.Namespace) -> None:
