@@ -17,7 +17,7 @@ from car.tub.reader import Tub
 from car.tub.video import KINDS, VideoSink, open_video
 
 PANEL_H = 44
-PILOT_H = 16  # the pilot's row under the recorded one, with --model
+PILOT_H = 28  # the pilot's bar and text line, with --model
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 USER_COLOUR = (40, 180, 250)  # BGR: orange, the recorded (user's) command
 PILOT_COLOUR = (250, 120, 220)  # BGR: magenta, the pilot's
@@ -86,8 +86,8 @@ def overlay(frame_rgb: np.ndarray, scale: int, record: dict[str, Any], steering_
         _throttle_bar(image, w - 24, pilot[1] if pilot else None, PILOT_COLOUR)
         cv2.putText(panel, "pilot " + (f"steer {pilot[0]:+.2f}  throttle {pilot[1]:+.2f}"
                                        if pilot else "-"),
-                    (8, PANEL_H + 8), FONT, 0.45, PILOT_COLOUR, 1, cv2.LINE_AA)
-    cv2.putText(panel, text, (8, 36 + (PILOT_H if with_pilot else 0)), FONT, 0.45,
+                    (8, 66), FONT, 0.45, PILOT_COLOUR, 1, cv2.LINE_AA)
+    cv2.putText(panel, text, (8, 48 if with_pilot else 36), FONT, 0.45,
                 (235, 235, 235), 1, cv2.LINE_AA)
     return np.vstack([image, panel])
 
