@@ -12,6 +12,7 @@ import cv2
 from car import __version__, logs
 from car.commands import bench as bench_commands
 from car.commands import build as build_commands
+from car.commands import cache as cache_commands
 from car.commands import calibrate as calibrate_commands
 from car.commands import calibrate_servo as calibrate_servo_commands
 from car.commands import config as config_commands
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_serve_commands.register(sim_actions)
     sim_dagger_commands.register(sim_actions)
     train_commands.register(commands)
+    cache_commands.register(commands)
     models_commands.register(commands)
     drive_commands.register(commands)
     record_commands.register(commands)

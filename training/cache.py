@@ -6,7 +6,9 @@ and later runs on the same tubs read the array instead, so a GPU is not left wai
 JPEG decoder. The cache key covers each image file's path, size and mtime and the geometry,
 so a changed tub or a changed crop builds a new cache; an unchanged one is reused. A cache
 that cannot be read back (a crash mid-write, a full disk) is rebuilt, and the temporary
-files of a build that was stopped are removed by the next one.
+files of a build that was stopped are removed by the next one. With a size cap
+(``paths.frame_cache_max_gb``), the least recently used entries go first; `car cache info`
+and `car cache prune` show and trim it by hand (training/cache_admin.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,11 +29,11 @@ from tqdm import tqdm
 from car.tub.images import decode, defect
 from deploy.json_file import JsonFileError, read_json
 from deploy.preprocess import Preprocess, PreprocessError
+from training.cache_admin import TEMPORARY, prune, running
 from training.records import RecordSet
 
 CHUNK = 256
 STALE_S = 600  # a temporary file untouched this long, of a process gone, was abandoned
-_TEMPORARY = re.compile(r"^\..+\.(\d+)\.tmp$")  # .KEY.PID.tmp, .KEY.json.PID.tmp
 log = logging.getLogger(__name__)
 GOOD, BROKEN, OTHER_SIZE = 0, 1, 2
 REASONS = {BROKEN: "with a missing or corrupt image", OTHER_SIZE: "of another frame size"}
@@ -91,8 +92,10 @@ def read_frame(path: Path) -> np.ndarray | None:
 
 
 def load_frames(data: RecordSet, preprocess: Preprocess, cache_dir: Path | None = None,
-                workers: int = 2, progress: bool = True) -> FrameCache:
-    """The cached frames of every record, building the cache if needed."""
+                workers: int = 2, progress: bool = True, max_bytes: int | None = None
+                ) -> FrameCache:
+    """The cached frames of every record, building the cache if needed. With ``max_bytes``,
+    the least recently used other entries are then removed until the cache fits it."""
     cache_dir = cache_dir or default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(cache_dir)
@@ -100,8 +103,31 @@ def load_frames(data: RecordSet, preprocess: Preprocess, cache_dir: Path | None 
     array_path, meta_path = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
     shape = (len(data), preprocess.height, preprocess.width, 3)
     cached = _open_existing(array_path, meta_path, shape)
-    if cached is not None:
-        return cached
+    if cached is None:
+        cached = _build_entry(data, preprocess, cache_dir, key, shape, workers, progress)
+    else:
+        with contextlib.suppress(OSError):
+            os.utime(meta_path)  # its last use, for the size cap's least-recently-used order
+    if max_bytes is not None:
+        _enforce_cap(cache_dir, max_bytes, key)
+    return cached
+
+
+def _enforce_cap(cache_dir: Path, max_bytes: int, key: str) -> None:
+    result = prune(cache_dir, max_bytes=max_bytes, keep=(key,))
+    if result.removed:
+        log.info("frame cache over %.1f GB: removed %d least recently used entr%s (%.1f GB)",
+                 max_bytes / 1e9, len(result.removed), "y" if len(result.removed) == 1
+                 else "ies", result.freed_bytes / 1e9)
+    if result.left.size_bytes > max_bytes:
+        log.warning("the frame cache holds %.1f GB, over its %.1f GB cap: this training's "
+                    "own frames are larger than the cap (raise paths.frame_cache_max_gb)",
+                    result.left.size_bytes / 1e9, max_bytes / 1e9)
+
+
+def _build_entry(data: RecordSet, preprocess: Preprocess, cache_dir: Path, key: str,
+                 shape: tuple[int, ...], workers: int, progress: bool) -> FrameCache:
+    array_path, meta_path = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
     tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
     try:
         status = _build(data, preprocess, tmp, shape, workers, progress)
@@ -110,7 +136,9 @@ def load_frames(data: RecordSet, preprocess: Preprocess, cache_dir: Path | None 
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     meta_tmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
-    meta_tmp.write_text(json.dumps({"shape": list(shape), "status": status.tolist()}))
+    tubs = sorted({str(tub.path.resolve()) for tub in data.tubs})
+    meta_tmp.write_text(json.dumps({"shape": list(shape), "status": status.tolist(),
+                                    "tubs": tubs}))
     os.replace(meta_tmp, meta_path)
     return FrameCache(np.memmap(array_path, np.uint8, "r", shape=shape), status, array_path,
                       built=True)
@@ -121,7 +149,7 @@ def _open_existing(array_path: Path, meta_path: Path, shape: tuple[int, ...]
     if not meta_path.exists():
         return None
     try:  # at most a few bytes a record: a larger index is not one of ours
-        meta = read_json(meta_path, "frame cache index", max_bytes=4 * shape[0] + 4096)
+        meta = read_json(meta_path, "frame cache index", max_bytes=4 * shape[0] + (64 << 10))
     except JsonFileError as exc:
         log.info("%s; building the cache again", exc)
         return None
@@ -142,24 +170,14 @@ def _remove_abandoned(cache_dir: Path) -> None:
     if os.name != "posix":
         return  # no cheap way to ask whether a process runs
     for entry in os.scandir(cache_dir):
-        match = _TEMPORARY.match(entry.name)
-        if match is None or _running(int(match.group(1))):
+        match = TEMPORARY.match(entry.name)
+        if match is None or running(int(match.group(1))):
             continue
         with contextlib.suppress(OSError):
             if time.time() - entry.stat().st_mtime >= STALE_S:
                 os.unlink(entry.path)
                 log.info("removed %s, left by a frame cache build that was stopped",
                          entry.path)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # someone else's process
-        return True
-    return True
 
 
 def _build(data: RecordSet, preprocess: Preprocess, tmp: Path, shape: tuple[int, ...],

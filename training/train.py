@@ -64,7 +64,8 @@ class TrainConfig:
     crop_top: int | None = None  # None: a third of the frame height
     limit: int | None = None  # use only the first N usable records
     dynamic_batch: bool = False
-    cache_dir: Path | None = None
+    cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/car/frames
+    cache_max_bytes: int | None = None  # the frame cache's LRU size cap; None: no cap
     progress: bool = True
     init_from: Path | None = None  # start from this pilot.pt's weights (same type and input)
     bins: tuple[int, int] = (15, 20)  # categorical: steering and throttle bins
@@ -121,7 +122,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
         data.runs = [range(r.start, min(r.stop, cfg.limit)) for r in data.runs
                      if r.start < cfg.limit]
     preprocess = _preprocess_for(data, cfg)
-    cache = load_frames(data, preprocess, cfg.cache_dir, progress=cfg.progress)
+    cache = load_frames(data, preprocess, cfg.cache_dir, progress=cfg.progress,
+                        max_bytes=cfg.cache_max_bytes)
     if cache.bad_count:
         data.drop_unusable(cache.ok, cache.bad_reasons())
     split = split_records(data, cfg.val_fraction, cfg.seed)

@@ -14,6 +14,7 @@ from types import ModuleType
 
 from car import model_db
 from car.commands import add_config_options, bounded, config_from_args
+from car.config import Config
 from car.errors import CarError
 from deploy.manifest import MODEL_TYPES
 
@@ -128,6 +129,16 @@ def training_module() -> ModuleType:
     return module
 
 
+def frame_cache_dir(config: Config) -> Path | None:
+    """``paths.frame_cache``, or None for the default under $XDG_CACHE_HOME."""
+    return Path(config.paths.frame_cache).expanduser() if config.paths.frame_cache else None
+
+
+def frame_cache_cap(config: Config) -> int | None:
+    """``paths.frame_cache_max_gb`` in bytes; None for no cap."""
+    return int(config.paths.frame_cache_max_gb * 1e9) or None
+
+
 def train_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     module = training_module()
@@ -145,7 +156,8 @@ def train_command(args: argparse.Namespace) -> int:
         modes=None if args.all_modes else tuple(args.modes or ("user",)),
         crop_top=args.crop_top, limit=args.limit, dynamic_batch=args.dynamic_batch,
         progress=not args.quiet, init_from=Path(args.init) if args.init else None,
-        on_data=lambda summary: print(f"data: {summary}", flush=True))
+        on_data=lambda summary: print(f"data: {summary}", flush=True),
+        cache_dir=frame_cache_dir(config), cache_max_bytes=frame_cache_cap(config))
     result = module.train(cfg)
     m = result.metrics
     records = result.manifest.training["records"]

@@ -279,6 +279,13 @@ class PathsConfig:
 
     data_dir: str = _field("data", "Folder that holds recorded tubs.")
     models_dir: str = _field("models", "Folder that holds trained models and their manifests.")
+    frame_cache: str = _field(
+        "", "Folder of the decoded frames training caches; empty: $XDG_CACHE_HOME/car/frames "
+        "(~/.cache/car/frames).")
+    frame_cache_max_gb: float = _field(
+        20.0, "Size cap of the frame cache in GB: training removes the least recently used "
+        "entries beyond it; 0 for no cap. `car cache info` shows it, `car cache prune` trims "
+        "it.", min=0, max=1e6)
 
 
 @dataclass(frozen=True)
