@@ -22,6 +22,7 @@ Resumable: DIR keeps tubs/<pace>/<track>, models/<pace>/<family>/seed<k> (with c
 training time, latency, parameters) and evals/<pace>/<family>/seed<k>/<track>.json; a rerun
 skips what exists and retries what failed. Writes DIR/runs.csv, runs.json, table.md and
 compare.png after every model; a broken step is one line and a failed row, not a crash.
+``--report-only`` writes the report from what was scored, running nothing.
 """
 
 from __future__ import annotations
@@ -160,11 +161,23 @@ def score(model: Path, track: str, pace: str, laps: int, latency_ms: float,
     return result
 
 
+def complete(out: Path, pace: str, family: str, seed: int, tracks: list[str]) -> bool:
+    """Whether a model was trained, measured and scored on every track."""
+    info_path = out / "models" / pace / family / f"seed{seed}" / "compare.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    evals = out / "evals" / pace / family / f"seed{seed}"
+    return {"train_s", "latency_ms", "params"} <= set(info) and all(
+        (evals / f"{slug(track)}.json").is_file() for track in tracks)
+
+
 def study_model(out: Path, pace: str, family: str, seed: int, tubs: list[Path],
                 extra: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
     """One family × seed × pace: trained, measured and scored on every eval track; a row
     per track, failed rows for the steps that broke (each said in one line)."""
     model = out / "models" / pace / family / f"seed{seed}"
+    if args.report_only and not complete(out, pace, family, seed, args.eval_tracks):
+        print(f"not run yet: {pace} {family} seed {seed} (left out of the report)", flush=True)
+        return []
     try:
         info = train_model(tubs, family, seed, model, args.epochs, extra)
     except RuntimeError as exc:
@@ -263,6 +276,9 @@ def main() -> None:
                         help="more `car train` flags for one family (repeatable)")
     parser.add_argument("--markdown", type=Path,
                         help="also write the table into this file's compare_models section")
+    parser.add_argument("--report-only", action="store_true",
+                        help="record, train and score nothing: write the report from the "
+                             "models already scored (an interrupted study's)")
     args = parser.parse_args()
     if set(args.paces) - set(PACES):
         parser.error(f"--paces: {args.paces} is not among {', '.join(PACES)}")
@@ -274,7 +290,7 @@ def main() -> None:
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
     for pace in args.paces:
-        tubs = record_data(out, pace, args.train_tracks, args.laps)
+        tubs = [] if args.report_only else record_data(out, pace, args.train_tracks, args.laps)
         for seed in args.seeds:  # seed-major: an interrupted study has every family early
             for family in args.families:
                 extra = [*args.train_args, *family_args.get(family, [])]

@@ -13,7 +13,7 @@ from car.tub.reader import Tub
 
 BINS = 40  # over [-1, 1]: 0.05 wide
 PANEL_W, PANEL_H = 560, 380
-MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 64, 28, 56, 48
+MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 74, 36, 56, 52
 INK = (40, 40, 40)
 GRID = (225, 225, 225)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -30,8 +30,9 @@ def collect(tubs: Sequence[Tub], key: str) -> np.ndarray:
 
 
 def draw_panel(values: np.ndarray, title: str, colour: tuple[int, int, int],
-               note: str = "") -> np.ndarray:
-    """One histogram over [-1, 1] on a white panel (BGR image)."""
+               x_label: str = "") -> np.ndarray:
+    """One histogram over [-1, 1] on a white panel (BGR image): records per bin up the
+    side, the value along the bottom."""
     panel = np.full((PANEL_H, PANEL_W, 3), 255, np.uint8)
     counts, edges = np.histogram(np.clip(values, -1, 1), bins=BINS, range=(-1, 1))
     x0, x1 = MARGIN_L, PANEL_W - MARGIN_R
@@ -40,7 +41,9 @@ def draw_panel(values: np.ndarray, title: str, colour: tuple[int, int, int],
     for frac in (0.25, 0.5, 0.75, 1.0):  # horizontal grid with count labels
         y = int(y1 - frac * (y1 - y0))
         cv2.line(panel, (x0, y), (x1, y), GRID, 1)
-        cv2.putText(panel, f"{round(frac * top)}", (6, y + 4), FONT, 0.4, INK, 1, cv2.LINE_AA)
+        text = f"{round(frac * top)}"
+        width = cv2.getTextSize(text, FONT, 0.4, 1)[0][0]
+        cv2.putText(panel, text, (x0 - 6 - width, y + 4), FONT, 0.4, INK, 1, cv2.LINE_AA)
     for i, count in enumerate(counts):
         left = int(x0 + (edges[i] + 1) / 2 * (x1 - x0))
         right = int(x0 + (edges[i + 1] + 1) / 2 * (x1 - x0)) - 1
@@ -63,9 +66,23 @@ def draw_panel(values: np.ndarray, title: str, colour: tuple[int, int, int],
         if outside:
             stats += f"  {outside} outside [-1,1]"
     cv2.putText(panel, stats, (x0, 44), FONT, 0.45, INK, 1, cv2.LINE_AA)
-    if note:
-        cv2.putText(panel, note, (x1 - 150, PANEL_H - 8), FONT, 0.4, INK, 1, cv2.LINE_AA)
+    if x_label:
+        width = cv2.getTextSize(x_label, FONT, 0.45, 1)[0][0]
+        cv2.putText(panel, x_label, ((x0 + x1 - width) // 2, PANEL_H - 10), FONT, 0.45, INK,
+                    1, cv2.LINE_AA)
+    _y_label(panel, f"records per {2 / BINS:.2f} bin", (y0 + y1) // 2)
     return panel
+
+
+def _y_label(panel: np.ndarray, text: str, middle: int) -> None:
+    """``text`` written upwards along the panel's left edge, centred on row ``middle``."""
+    (width, height), base = cv2.getTextSize(text, FONT, 0.45, 1)
+    strip = np.full((height + base + 4, width + 4, 3), 255, np.uint8)
+    cv2.putText(strip, text, (2, height + 2), FONT, 0.45, INK, 1, cv2.LINE_AA)
+    strip = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    top = max(0, middle - strip.shape[0] // 2)
+    strip = strip[: panel.shape[0] - top]
+    panel[top:top + strip.shape[0], 4:4 + strip.shape[1]] = strip
 
 
 def write_histograms(tubs: Sequence[Tub], out: str | Path, steering_key: str = "user/angle",
@@ -77,8 +94,10 @@ def write_histograms(tubs: Sequence[Tub], out: str | Path, steering_key: str = "
     steering = collect(tubs, steering_key)
     throttle = collect(tubs, throttle_key)
     image = np.hstack([
-        draw_panel(steering, f"steering ({steering_key})", (200, 120, 40), "+1 = full right"),
-        draw_panel(throttle, f"throttle ({throttle_key})", (60, 160, 60), "+1 = full forward"),
+        draw_panel(steering, f"steering ({steering_key})", (200, 120, 40),
+                   "steering: -1 full left, +1 full right"),
+        draw_panel(throttle, f"throttle ({throttle_key})", (60, 160, 60),
+                   "throttle: -1 full reverse, +1 full forward"),
     ])
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), image):

@@ -72,7 +72,7 @@ def write_plot(rows: np.ndarray, out: str | os.PathLike, title: str,
     header = np.full((36, WIDTH, 3), 255, np.uint8)
     cv2.putText(header, title, (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1,
                 cv2.LINE_AA)
-    image = np.vstack([header, *panels])
+    image = np.vstack([header, *panels, _x_axis(rows[:, 0])])
     if not cv2.imwrite(str(out), image):
         raise CarError(f"{out}: could not write the image (a .png in an existing folder?)")
     return out
@@ -80,6 +80,50 @@ def write_plot(rows: np.ndarray, out: str | os.PathLike, title: str,
 
 def _time_span(x: np.ndarray) -> tuple[float, float]:
     return float(x.min()), float(max(x.max(), x.min() + 1))
+
+
+def _ticks(x0: float, x1: float, most: int = 12) -> np.ndarray:
+    """Round record indexes between ``x0`` and ``x1``: a step of 1, 2 or 5 times a power
+    of ten, with at most ``most`` ticks."""
+    span = max(x1 - x0, 1.0)
+    step = 1.0
+    for power in range(0, 10):
+        step = next((m * 10.0 ** power for m in (1, 2, 5) if span / (m * 10.0 ** power) <= most),
+                    0.0)
+        if step:
+            break
+    return np.arange(np.ceil(x0 / step) * step, x1 + 1e-9, step)
+
+
+def _u(xs: np.ndarray | float, x0: float, x1: float) -> np.ndarray:
+    """Record index to pixel column on the shared time axis."""
+    return LEFT + (np.asarray(xs, np.float64) - x0) / (x1 - x0) * (RIGHT - LEFT)
+
+
+def _x_axis(x: np.ndarray) -> np.ndarray:
+    """The time axis under the panels: ticks at round record indexes, and its label."""
+    img = np.full((52, WIDTH, 3), 255, np.uint8)
+    x0, x1 = _time_span(x)
+    cv2.line(img, (LEFT, 4), (RIGHT, 4), (90, 90, 90), 1)
+    for tick in _ticks(x0, x1):
+        u = round(float(_u(tick, x0, x1)))
+        cv2.line(img, (u, 4), (u, 9), (90, 90, 90), 1)
+        text = f"{tick:.0f}"
+        width = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0]
+        cv2.putText(img, text, (u - width // 2, 23), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (60, 60, 60), 1, cv2.LINE_AA)
+    label = "record index (_index)"
+    width = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)[0][0]
+    cv2.putText(img, label, ((LEFT + RIGHT - width) // 2, 44), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                (0, 0, 0), 1, cv2.LINE_AA)
+    return img
+
+
+def _grid(img: np.ndarray, x0: float, x1: float, top: int, bottom: int) -> None:
+    """Light vertical lines at the axis's ticks."""
+    for tick in _ticks(x0, x1):
+        u = round(float(_u(tick, x0, x1)))
+        cv2.line(img, (u, top), (u, bottom), (235, 235, 235), 1)
 
 
 def _nearest(x: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -92,8 +136,9 @@ def _nearest(x: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 def _panel(x: np.ndarray, label: np.ndarray, model: np.ndarray, name: str) -> np.ndarray:
     img = np.full((PANEL, WIDTH, 3), 255, np.uint8)
-    top, bottom = 10, PANEL - 30
+    top, bottom = 34, PANEL - 10
     x0, x1 = _time_span(x)
+    _grid(img, x0, x1, top, bottom)
 
     def px(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         u = LEFT + (xs - x0) / (x1 - x0) * (RIGHT - LEFT)
@@ -103,8 +148,8 @@ def _panel(x: np.ndarray, label: np.ndarray, model: np.ndarray, name: str) -> np
     for level in (-1, 0, 1):
         y = int(top + (1 - (level + 1) / 2) * (bottom - top))
         cv2.line(img, (LEFT, y), (RIGHT, y), (220, 220, 220), 1)
-        cv2.putText(img, f"{level:+d}", (20, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90),
-                    1, cv2.LINE_AA)
+        cv2.putText(img, f"{level:+d}" if level else "0", (20, y + 4),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1, cv2.LINE_AA)
     for series, colour in ((label, LABEL), (model, MODEL)):
         ok = np.isfinite(series)
         if ok.sum() > 1:
@@ -112,7 +157,7 @@ def _panel(x: np.ndarray, label: np.ndarray, model: np.ndarray, name: str) -> np
     both = np.isfinite(label)
     mae = float(np.abs(label[both] - model[both]).mean()) if both.any() else float("nan")
     cv2.putText(img, f"{name}: recorded (blue) vs model (orange), MAE {mae:.3f}",
-                (LEFT, PANEL - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+                (LEFT, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return img
 
 
@@ -120,7 +165,7 @@ def _strip(x: np.ndarray, probs: np.ndarray, label: np.ndarray, name: str) -> np
     """The bin probabilities over time: one row per bin (+1 at the top, as on the trace),
     brightness sqrt(p) so that a spread over a few bins still shows; the label in white."""
     img = np.full((STRIP, WIDTH, 3), 255, np.uint8)
-    top, bottom = 4, STRIP - 26
+    top, bottom = 28, STRIP - 4
     n = probs.shape[1]
     x0, x1 = _time_span(x)
     times = x0 + (np.arange(LEFT, RIGHT) + 0.5 - LEFT) / (RIGHT - LEFT) * (x1 - x0)
@@ -140,6 +185,6 @@ def _strip(x: np.ndarray, probs: np.ndarray, label: np.ndarray, name: str) -> np
         cv2.putText(img, level, (20, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1,
                     cv2.LINE_AA)
     cv2.putText(img, f"{name}: probability of each of its {n} bins (bright = likely), "
-                     "recorded value in white", (LEFT, STRIP - 8), cv2.FONT_HERSHEY_SIMPLEX,
+                     "recorded value in white", (LEFT, 18), cv2.FONT_HERSHEY_SIMPLEX,
                 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return img
