@@ -178,3 +178,16 @@ def test_update_config_file_keeps_comments_and_refuses_bad_values(tmp_path: Path
     path.write_text("[steering]  # my servo\nleft_us = 1100\n")
     assert update_config_file(path, {"steering": {"left_us": 1000}}).steering.left_us == 1000
     assert path.read_text().count("[steering]") == 1
+
+
+def test_an_edit_keeps_a_keys_own_comment_and_multi_line_values(tmp_path: Path) -> None:
+    from car.config import update_config_file
+
+    path = write(tmp_path, '[camera]\nsource = """\nsim"""  # the embedded one\n\n[steering]\n'
+                           "left_us = 1100  # measured on the bench\n# keep me\n")
+    config = update_config_file(path, {"steering": {"left_us": 1200},
+                                       "camera": {"source": "usb:0"}})
+    text = path.read_text()
+    assert "left_us = 1200  # measured on the bench" in text and "# keep me" in text
+    assert 'source = "usb:0"  # the embedded one' in text and '"""' not in text
+    assert config.camera.source == "usb:0" and load_config(path) == config

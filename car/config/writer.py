@@ -12,6 +12,7 @@ from typing import Any
 
 from car.config.loader import MAX_FILE_BYTES, check_key, load_config
 from car.config.sections import SECTIONS, Config
+from car.config.toml_text import parse_toml
 from car.datafile import read_text
 from car.errors import ConfigError
 
@@ -76,9 +77,13 @@ def update_config_file(path: str | os.PathLike, changes: Mapping[str, Mapping[st
         write_default_config(path)
     text = read_text(path, "config file", ConfigError, MAX_FILE_BYTES)
     for section, table in changes.items():
-        for key, value in table.items():
+        for key in table:
             check_key(section, key, str(path))
-            text = _set_toml_key(text, section, key, _toml_value(value))
+    parse_toml(text, str(path))  # a hostile or broken file is reported as the loader does
+    try:
+        text = edit_toml(text, changes)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     try:
@@ -96,26 +101,22 @@ def update_config_file(path: str | os.PathLike, changes: Mapping[str, Mapping[st
     return dataclasses.replace(config, source=str(path))
 
 
-def _set_toml_key(text: str, section: str, key: str, value: str) -> str:
-    """``key = value`` inside ``[section]``: replaced where it is, else added at the end of the
-    section, else in a new section at the end of the file."""
-    lines = text.splitlines()
-    start = None
-    for i, line in enumerate(lines):
-        if line.split("#", 1)[0].strip() == f"[{section}]":
-            start = i
-            break
-    if start is None:
-        return text.rstrip("\n") + f"\n\n[{section}]\n{key} = {value}\n"
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")),
-               len(lines))
-    for i in range(start + 1, end):
-        name = lines[i].split("=", 1)[0].strip()
-        if "=" in lines[i] and name == key and not lines[i].lstrip().startswith("#"):
-            lines[i] = f"{key} = {value}"
-            return "\n".join(lines) + "\n"
-    insert = end
-    while insert > start + 1 and not lines[insert - 1].strip():
-        insert -= 1  # before the blank lines that separate sections
-    lines.insert(insert, f"{key} = {value}")
-    return "\n".join(lines) + "\n"
+def edit_toml(text: str, changes: Mapping[str, Mapping[str, Any]]) -> str:
+    """``text`` with ``{section: {key: value}}`` set through tomlkit, which keeps every
+    comment (a key's own trailing one too), the order and the layout: a key is replaced
+    where it is, a new key goes at the end of its section, a new section at the end."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
+    try:
+        doc = tomlkit.parse(text)
+    except (TOMLKitError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"not valid TOML, so it cannot be edited ({exc}); fix that line "
+                          "or start again with `car config init --force`") from None
+    for section, table in changes.items():
+        if section not in doc:
+            doc.add(tomlkit.nl())
+            doc.add(section, tomlkit.table())
+        for key, value in table.items():
+            doc[section][key] = list(value) if isinstance(value, tuple) else value  # type: ignore[index]
+    return tomlkit.dumps(doc)
