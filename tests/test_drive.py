@@ -8,12 +8,15 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from car.cli import main
 from car.config import Config
 from car.frames import Command
 from car.sim.eval import ExpertPilot, autonomy_pct, evaluate
+from car.sim.eval_plot import EXPERT, HEADER_PX
 from car.sim.expert import Expert
 from car.sim.link import SimLink
 from car.sim.tracks import load_track
@@ -124,12 +127,16 @@ def test_json_schema_of_car_sim_eval(capsys, tmp_path):
     assert plot.stat().st_size > 10_000
 
 
-def test_car_sim_eval_compares_with_the_expert(capsys):
+def test_car_sim_eval_compares_with_the_expert(capsys, tmp_path):
+    plot = tmp_path / "map.png"
     code = main(["sim", "eval", "--model", str(FIXTURE), "--track", "oval", "--laps", "1",
-                 "--latency-ms", "2", "--vs-expert"])
+                 "--latency-ms", "2", "--vs-expert", "--plot", str(plot)])
     out = capsys.readouterr().out
     assert code == 0
     assert "oval: autonomy" in out and "vs expert" in out
+    image = cv2.imread(str(plot))  # the expert's path is drawn too, in its own purple
+    expert = np.abs(image.astype(int) - np.array(EXPERT)).sum(axis=2) < 40
+    assert expert[HEADER_PX:].sum() > 200
 
 
 def test_car_drive_in_the_simulator_prints_its_summary_as_json(capsys, tmp_path):

@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--vs-expert", action="store_true",
                     help="also drive the expert under the same settings and compare")
     ev.add_argument("--json", action="store_true", help="print exactly one JSON object")
-    ev.add_argument("--plot", metavar="PNG", help="write the map with the driven path")
+    ev.add_argument("--plot", metavar="PNG", help="write the map with the driven path (and "
+                    "the expert's, with --vs-expert)")
 
     ev.add_argument("--sim", metavar="donkey://HOST:PORT",
                     help="score on a donkey simulator (the Unity sim, or `car sim serve`) "
@@ -139,7 +140,7 @@ def eval_command(args: argparse.Namespace) -> int:
     if args.model and result.stop_reason != "interrupted":
         _record_score(config.paths.models_dir, args.model, out)
     if args.plot and track is not None:
-        image = draw_eval_map(track, result)
+        image = draw_eval_map(track, result, reference)
         if not cv2.imwrite(args.plot, image):
             raise CarError(f"{args.plot}: could not write the image (does the folder exist?)")
     if args.json:

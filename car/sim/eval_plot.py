@@ -15,13 +15,17 @@ from car.sim.view import speed_colours
 
 SIZE_PX = 900  # the map's longer side
 MARGIN_PX = 40
-HEADER_PX = 64
+HEADER_PX = 84
 
 
-def draw_eval_map(track: Track, result: EvalResult) -> np.ndarray:
+EXPERT = (170, 40, 150)  # BGR: purple, the expert's path with --vs-expert
+
+
+def draw_eval_map(track: Track, result: EvalResult, expert: EvalResult | None = None
+                  ) -> np.ndarray:
     """A BGR image: edges in grey, the path from green (on the line) to red (at the edge) or,
     at race pace, from blue (slow) to red (fast), a cross at each intervention, and the score
-    in the header."""
+    in the header; with ``expert``, the expert's path as a thin purple line over it."""
     left, right = track.edges()
     pts = np.vstack([left, right])
     lo, hi = pts.min(axis=0), pts.max(axis=0)
@@ -53,6 +57,12 @@ def draw_eval_map(track: Track, result: EvalResult) -> np.ndarray:
         for k in range(len(p) - 1):
             if not jumps[k]:
                 cv2.line(canvas, tuple(p[k]), tuple(p[k + 1]), colours[k], 3, cv2.LINE_AA, 3)
+    if expert is not None and len(expert.path) > 1:
+        p = px(expert.path[:, :2])
+        jumps = np.hypot(*np.diff(expert.path[:, :2], axis=0).T) > 0.5
+        for k in range(len(p) - 1):
+            if not jumps[k]:
+                cv2.line(canvas, tuple(p[k]), tuple(p[k + 1]), EXPERT, 1, cv2.LINE_AA, 3)
     for x, y, _cause in result.intervention_points:
         c = px(np.array([x, y]))[0] // 8
         for d in ((-9, -9, 9, 9), (-9, 9, 9, -9)):
@@ -69,6 +79,12 @@ def draw_eval_map(track: Track, result: EvalResult) -> np.ndarray:
     _text(canvas, f"{result.pilot[:70]}; |cte| mean {result.mean_abs_cte_m:.3f} m, max "
                   f"{result.max_abs_cte_m:.3f} m; {result.pace} pace, top speed "
                   f"{result.top_speed_mps:.2f} m/s", (12, 50), 0.45)
+    if expert is not None:
+        laps = ", ".join(f"{t:.2f}" for t in expert.lap_times_s) or "none"
+        cv2.line(canvas, (12, 68), (40, 68), EXPERT, 2, cv2.LINE_AA)
+        _text(canvas, f"expert (this line): laps {laps} s, |cte| mean "
+                      f"{expert.mean_abs_cte_m:.3f} m, top speed {expert.top_speed_mps:.2f} m/s",
+              (48, 72), 0.45)
     if by_speed:
         _legend(canvas, _speed_colours, f"speed from {low:.2f} (and below) to {top:.2f} m/s;  "
                 "X = intervention")
