@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from car.commands import add_config_options, bounded, config_from_args
+from car.commands.tub_clean import register as register_clean
 from car.commands.tub_lerobot import register as register_lerobot
 from car.errors import CarError, TubError
 from car.tub.check import CheckReport, check_tub
@@ -94,6 +95,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                       "steering and throttle, the model's) as CSV")
     add_config_options(plot)
     plot.set_defaults(handler=plot_command)
+    register_clean(sub)
     register_lerobot(sub)
 
 
