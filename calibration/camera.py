@@ -1,9 +1,12 @@
 """Camera lens calibration: chessboard intrinsics, fitted from views of a board.
 
-The lens model is OpenCV's pinhole camera with radial (k1, k2, k3) and tangential (p1, p2)
-distortion: the numbers car.toml's ``[lens]`` holds. It fits ordinary and wide lenses up to
+Two lens models, the numbers car.toml's ``[lens]`` holds. OpenCV's pinhole camera with
+radial (k1, k2, k3) and tangential (p1, p2) distortion fits ordinary and wide lenses up to
 about 120° of horizontal field of view. A true fisheye (the 130-160° lenses of many Donkey
-cars) fits it poorly: the RMS error goes over 1 px and the image edges come out wrong.
+cars) fits it poorly: the RMS error goes over 1 px and the image edges come out wrong. For
+those, ``fisheye=True`` (``car calibrate camera --fisheye``) fits cv2.fisheye's equidistant
+model: the image radius is f·θd with θd = θ(1 + k1θ² + k2θ⁴ + k3θ⁶ + k4θ⁸), θ the angle
+of the ray from the optical axis.
 
 The flow: ``find_corners`` on each view → ``calibrate`` (or ``calibrate_folder``) →
 ``lens_to_config`` into car.toml. On the car, ``car.lens.maybe_undistort(camera,
@@ -107,7 +110,7 @@ def find_corners(image: np.ndarray, board: Board = (9, 6)) -> np.ndarray | None:
 
 def calibrate(views: Sequence[np.ndarray], board: Board = (9, 6), square_mm: float = 25.0,
               image_size: tuple[int, int] | None = None,
-              names: Sequence[str] | None = None) -> LensCalibration:
+              names: Sequence[str] | None = None, fisheye: bool = False) -> LensCalibration:
     """Fit the lens to views: images (boards are searched in them) or corner sets from
     ``find_corners``. ``image_size`` (width, height) is needed for corner sets only."""
     board = check_board(board)
@@ -134,11 +137,11 @@ def calibrate(views: Sequence[np.ndarray], board: Board = (9, 6), square_mm: flo
             used.append(name)
     if image_size is None:
         raise CalibrationError("calibrate: give image_size (width, height) with corner sets")
-    return fit_lens(corner_sets, used, rejected, board, square_mm, image_size)
+    return fit_lens(corner_sets, used, rejected, board, square_mm, image_size, fisheye)
 
 
 def calibrate_folder(folder: str | Path, board: Board = (9, 6),
-                     square_mm: float = 25.0) -> LensCalibration:
+                     square_mm: float = 25.0, fisheye: bool = False) -> LensCalibration:
     """Calibrate from the *.png and *.jpg images in a folder, all of one size; images
     without a whole board are listed in ``images_rejected``."""
     folder = Path(folder)
@@ -176,7 +179,7 @@ def calibrate_folder(folder: str | Path, board: Board = (9, 6),
         name, why = rejected[-1]
         raise CalibrationError(f"{folder}: none of its {len(paths)} images could be read "
                                f"({name}: {why})")
-    return fit_lens(corner_sets, used, rejected, board, square_mm, first[1])
+    return fit_lens(corner_sets, used, rejected, board, square_mm, first[1], fisheye)
 
 
 def read_gray(path: Path) -> tuple[np.ndarray | None, str]:
@@ -194,9 +197,11 @@ def read_gray(path: Path) -> tuple[np.ndarray | None, str]:
 
 def fit_lens(corner_sets: Sequence[np.ndarray], names: Sequence[str],
              rejected: Sequence[tuple[str, str]], board: Board, square_mm: float,
-             image_size: tuple[int, int]) -> LensCalibration:
-    """``cv2.calibrateCamera`` on the corner sets; views far worse than the median are
-    dropped once (a blurred or misread board) while at least MIN_VIEWS remain."""
+             image_size: tuple[int, int], fisheye: bool = False) -> LensCalibration:
+    """``cv2.calibrateCamera`` (``cv2.fisheye.calibrate`` with ``fisheye``) on the corner
+    sets; views far worse than the median are dropped once (a blurred or misread board)
+    while at least MIN_VIEWS remain."""
+    fit = _calibrate_fisheye if fisheye else _calibrate
     if not square_mm > 0:
         raise CalibrationError(f"the square size must be positive, got {square_mm} mm")
     total = len(corner_sets) + len(rejected)
@@ -206,7 +211,7 @@ def fit_lens(corner_sets: Sequence[np.ndarray], names: Sequence[str],
             f"only {len(corner_sets)} of {total} views show a whole {board[0]}x{board[1]} "
             f"board{found}; calibration needs at least {MIN_VIEWS}: take more views, and check "
             "the board size counts INNER corners (a board of 10x7 squares is 9x6)")
-    rms, matrix, dist, errors = _calibrate(corner_sets, board, square_mm, image_size)
+    rms, matrix, dist, errors = fit(corner_sets, board, square_mm, image_size)
     median = float(np.median(errors))
     bad = [i for i, e in enumerate(errors) if e > max(1.0, OUTLIER_FACTOR * median)]
     rejected = list(rejected)
@@ -216,9 +221,10 @@ def fit_lens(corner_sets: Sequence[np.ndarray], names: Sequence[str],
         keep = [i for i in range(len(corner_sets)) if i not in bad]
         corner_sets = [corner_sets[i] for i in keep]
         names = [names[i] for i in keep]
-        rms, matrix, dist, errors = _calibrate(corner_sets, board, square_mm, image_size)
+        rms, matrix, dist, errors = fit(corner_sets, board, square_mm, image_size)
     return LensCalibration(matrix, dist, (int(image_size[0]), int(image_size[1])), rms,
-                           tuple(names), tuple(float(e) for e in errors), tuple(rejected))
+                           tuple(names), tuple(float(e) for e in errors), tuple(rejected),
+                           "fisheye" if fisheye else "pinhole")
 
 
 def _calibrate(corner_sets: Sequence[np.ndarray], board: Board, square_mm: float,
@@ -235,14 +241,40 @@ def _calibrate(corner_sets: Sequence[np.ndarray], board: Board, square_mm: float
     return float(rms), matrix, dist.reshape(-1)[:5].copy(), errors.reshape(-1)
 
 
+def _calibrate_fisheye(corner_sets: Sequence[np.ndarray], board: Board, square_mm: float,
+                       image_size: tuple[int, int]
+                       ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """cv2.fisheye.calibrate: K, (k1, k2, k3, k4), and each view's RMS error."""
+    points = board_points(board, square_mm).astype(np.float64).reshape(-1, 1, 3)
+    objects = [points] * len(corner_sets)
+    images = [c.reshape(-1, 1, 2).astype(np.float64) for c in corner_sets]
+    flags = (cv2.fisheye.CALIB_RECOMPUTE_EXTRINSIC | cv2.fisheye.CALIB_FIX_SKEW)
+    criteria = (cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 200, 1e-9)
+    try:
+        rms, matrix, dist, rvecs, tvecs = cv2.fisheye.calibrate(
+            objects, images, tuple(int(n) for n in image_size), None, None, flags=flags,
+            criteria=criteria)
+    except cv2.error as exc:
+        gist = [line for line in str(exc).splitlines() if line.strip()][-1].strip()
+        raise CalibrationError(f"OpenCV could not fit the fisheye lens ({gist}); take views "
+                               "with the board tilted, in different parts of the image, and "
+                               "not cut off by the image edge") from None
+    errors = []
+    for obj, img, rvec, tvec in zip(objects, images, rvecs, tvecs):
+        projected, _ = cv2.fisheye.projectPoints(obj, rvec, tvec, matrix, dist)
+        errors.append(float(np.sqrt(((projected - img) ** 2).sum(axis=2).mean())))
+    return float(rms), matrix, dist.reshape(-1)[:4].copy(), np.array(errors)
+
+
 def quality_notes(cal: LensCalibration) -> list[str]:
     """Plain-words warnings about a calibration (empty when it looks sound)."""
     notes = []
     width, height = cal.size
     if cal.rms_px > 1.0:
         notes.append(f"RMS {cal.rms_px:.2f} px is high (good is under 0.5 px): retake blurred "
-                     "views, check the board is flat; a fisheye lens beyond ~120° fits this "
-                     "model poorly")
+                     "views, check the board is flat" + (
+                         "" if cal.fisheye else "; a fisheye lens beyond ~120° fits this model "
+                         "poorly: calibrate again with --fisheye"))
     if abs(cal.cx - width / 2) > 0.1 * width or abs(cal.cy - height / 2) > 0.1 * height:
         notes.append("the principal point is far from the image centre: add views with the "
                      "board tilted and near the edges and corners")
@@ -255,12 +287,19 @@ def quality_notes(cal: LensCalibration) -> list[str]:
 
 
 def lens_to_config(cal: LensCalibration) -> dict[str, Any]:
-    """The ``[lens]`` keys for a calibration (all but ``undistort``), rounded for reading."""
-    k1, k2, p1, p2, k3 = (float(f"{v:.6g}") for v in cal.dist)
-    return {"width": cal.size[0], "height": cal.size[1],
+    """The ``[lens]`` keys for a calibration (all but ``undistort``), rounded for reading;
+    the coefficients the model does not use are 0."""
+    values = [float(f"{v:.6g}") for v in cal.dist]
+    if cal.fisheye:
+        k1, k2, k3, k4 = values
+        p1 = p2 = 0.0
+    else:
+        k1, k2, p1, p2, k3 = values
+        k4 = 0.0
+    return {"model": cal.model, "width": cal.size[0], "height": cal.size[1],
             "fx": round(cal.fx, 3), "fy": round(cal.fy, 3),
             "cx": round(cal.cx, 3), "cy": round(cal.cy, 3),
-            "k1": k1, "k2": k2, "p1": p1, "p2": p2, "k3": k3,
+            "k1": k1, "k2": k2, "p1": p1, "p2": p2, "k3": k3, "k4": k4,
             "rms_px": round(cal.rms_px, 4)}
 
 

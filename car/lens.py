@@ -1,7 +1,9 @@
 """The lens model on the car: a calibrated camera's frames undistorted in the camera stage.
 
-``[lens]`` in car.toml holds OpenCV's pinhole model with radial (k1, k2, k3) and tangential
-(p1, p2) distortion (`car calibrate camera` fits it: ``calibration.camera``).
+``[lens]`` in car.toml holds either OpenCV's pinhole model with radial (k1, k2, k3) and
+tangential (p1, p2) distortion, or, with ``model = "fisheye"``, cv2.fisheye's equidistant
+model (k1..k4 on the angle of incidence), which fits the 130-160° lenses of many Donkey cars
+(`car calibrate camera [--fisheye]` fits either: ``calibration.camera``).
 ``maybe_undistort(camera, config.lens)`` wraps the car's camera in an ``UndistortedCamera``
 whose ``Undistorter`` remaps every frame with maps built once.
 """
@@ -27,8 +29,9 @@ class CalibrationError(CarError):
 
 @dataclass(frozen=True, eq=False)
 class LensCalibration:
-    """A fitted lens: camera matrix K, distortion (k1, k2, p1, p2, k3), the (width, height)
-    it holds for, the RMS reprojection error, and which views were used or rejected."""
+    """A fitted lens: camera matrix K, distortion (pinhole: k1, k2, p1, p2, k3; fisheye: k1,
+    k2, k3, k4), the (width, height) it holds for, the RMS reprojection error, and which
+    views were used or rejected."""
 
     camera_matrix: np.ndarray
     dist: np.ndarray
@@ -37,6 +40,11 @@ class LensCalibration:
     images_used: tuple[str, ...] = ()
     image_errors_px: tuple[float, ...] = ()  # RMS of each used view, in images_used order
     images_rejected: tuple[tuple[str, str], ...] = ()  # (name, why)
+    model: str = "pinhole"  # or "fisheye"
+
+    @property
+    def fisheye(self) -> bool:
+        return self.model == "fisheye"
 
     @property
     def fx(self) -> float:
@@ -61,8 +69,12 @@ def lens_from_config(lens: LensConfig) -> LensCalibration:
         raise CalibrationError("[lens] holds no calibration; run `car calibrate camera ... "
                                "--write` first")
     matrix = np.array([[lens.fx, 0, lens.cx], [0, lens.fy, lens.cy], [0, 0, 1]], np.float64)
-    dist = np.array([lens.k1, lens.k2, lens.p1, lens.p2, lens.k3], np.float64)
-    return LensCalibration(matrix, dist, (lens.width, lens.height), lens.rms_px)
+    if lens.model == "fisheye":
+        dist = np.array([lens.k1, lens.k2, lens.k3, lens.k4], np.float64)
+    else:
+        dist = np.array([lens.k1, lens.k2, lens.p1, lens.p2, lens.k3], np.float64)
+    return LensCalibration(matrix, dist, (lens.width, lens.height), lens.rms_px,
+                           model=lens.model)
 
 
 def scaled_camera_matrix(cal: LensCalibration, width: int, height: int) -> np.ndarray:
@@ -88,12 +100,15 @@ def scaled_camera_matrix(cal: LensCalibration, width: int, height: int) -> np.nd
 class Undistorter:
     """Undistorts images of one size: the maps are built once, each call is one remap.
 
-    The output camera comes from ``getOptimalNewCameraMatrix`` with alpha = 0: the output
-    is framed so every pixel of it was seen by the lens, so there is no black border (a
-    border would be a fake feature for the model, and it would move with each
+    The output camera comes from ``getOptimalNewCameraMatrix`` with alpha = 0 (for a
+    fisheye, ``cv2.fisheye.estimateNewCameraMatrixForUndistortRectify`` with balance = 0):
+    the output is framed so every pixel of it was seen by the lens, so there is no black
+    border (a border would be a fake feature for the model, and it would move with each
     calibration). The price is the part of the view outside that frame: with a barrel
-    (wide-angle) lens, the corners, which straightening stretches outward most. ``zoom``
-    is the output's focal length over the input's (below 1: a wider view in the centre).
+    (wide-angle) lens, the corners, which straightening stretches outward most; a fisheye
+    loses more of its edges, as a straight (rectilinear) picture of 160° cannot be had.
+    ``zoom`` is the output's focal length over the input's (below 1: a wider view in the
+    centre).
     """
 
     def __init__(self, lens: LensConfig | LensCalibration, width: int, height: int):
@@ -101,11 +116,18 @@ class Undistorter:
         self.size = (int(width), int(height))
         self.camera_matrix = scaled_camera_matrix(cal, width, height)
         self.dist = np.asarray(cal.dist, np.float64)
-        self.new_camera_matrix, _ = cv2.getOptimalNewCameraMatrix(
-            self.camera_matrix, self.dist, self.size, 0, self.size)
-        self._map1, self._map2 = cv2.initUndistortRectifyMap(
-            self.camera_matrix, self.dist, None, self.new_camera_matrix, self.size,
-            cv2.CV_16SC2)  # fixed-point maps: the fastest remap
+        if cal.fisheye:
+            self.new_camera_matrix = cv2.fisheye.estimateNewCameraMatrixForUndistortRectify(
+                self.camera_matrix, self.dist.reshape(4, 1), self.size, np.eye(3), balance=0.0)
+            self._map1, self._map2 = cv2.fisheye.initUndistortRectifyMap(
+                self.camera_matrix, self.dist.reshape(4, 1), np.eye(3), self.new_camera_matrix,
+                self.size, cv2.CV_16SC2)
+        else:
+            self.new_camera_matrix, _ = cv2.getOptimalNewCameraMatrix(
+                self.camera_matrix, self.dist, self.size, 0, self.size)
+            self._map1, self._map2 = cv2.initUndistortRectifyMap(
+                self.camera_matrix, self.dist, None, self.new_camera_matrix, self.size,
+                cv2.CV_16SC2)  # fixed-point maps: the fastest remap
 
     @property
     def zoom(self) -> float:

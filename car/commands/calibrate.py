@@ -61,6 +61,9 @@ def register_camera(targets: argparse._SubParsersAction) -> None:
                    help="inner corners across and down (default 9x6: a board of 10x7 squares)")
     p.add_argument("--square-mm", type=square_arg, default=25.0, metavar="MM",
                    help="side of one printed square in mm (default 25)")
+    p.add_argument("--fisheye", action="store_true",
+                   help="fit cv2.fisheye's model (k1..k4) for the 130-160 deg lenses most "
+                        "Donkey cars carry; without it, the pinhole model (up to ~120 deg)")
     p.add_argument("--write", action="store_true",
                    help="store the result in car.toml's [lens] and turn undistort on")
     p.add_argument("--preview", metavar="OUT.png",
@@ -117,7 +120,7 @@ def calibrate_camera(args: argparse.Namespace) -> None:
     else:
         print(f"looking for {args.board[0]}x{args.board[1]} boards in {args.images} ...",
               flush=True)
-        cal = calibrate_folder(args.images, args.board, args.square_mm)
+        cal = calibrate_folder(args.images, args.board, args.square_mm, args.fisheye)
         first_view = read_rgb(Path(args.images) / cal.images_used[0])
     print_calibration(cal, args.board, args.square_mm)
     if args.preview:
@@ -145,7 +148,8 @@ def calibrate_live(args: argparse.Namespace) -> tuple[LensCalibration, np.ndarra
     if first_view is None:
         raise CalibrationError(f"no {args.board[0]}x{args.board[1]} board was seen; check "
                                "--board counts inner corners and the whole board is in view")
-    return fit_lens(corner_sets, names, [], args.board, args.square_mm, camera.size), first_view
+    return fit_lens(corner_sets, names, [], args.board, args.square_mm, camera.size,
+                    args.fisheye), first_view
 
 
 def collect_views(camera: Camera, args: argparse.Namespace,
@@ -191,14 +195,13 @@ def collect_views(camera: Camera, args: argparse.Namespace,
 
 
 def print_calibration(cal: LensCalibration, board: Board, square_mm: float) -> None:
-    k1, k2, p1, p2, k3 = cal.dist
     total = len(cal.images_used) + len(cal.images_rejected)
-    print(f"lens at {cal.size[0]}x{cal.size[1]} from {len(cal.images_used)} of {total} views "
-          f"({board[0]}x{board[1]} board, {square_mm:g} mm squares):")
+    print(f"{cal.model} lens at {cal.size[0]}x{cal.size[1]} from {len(cal.images_used)} of "
+          f"{total} views ({board[0]}x{board[1]} board, {square_mm:g} mm squares):")
     print(f"  fx = {cal.fx:.2f} px   fy = {cal.fy:.2f} px")
     print(f"  cx = {cal.cx:.2f} px   cy = {cal.cy:.2f} px")
-    print(f"  distortion k1 = {k1:.5f}  k2 = {k2:.5f}  p1 = {p1:.5f}  p2 = {p2:.5f}  "
-          f"k3 = {k3:.5f}")
+    names = ("k1", "k2", "k3", "k4") if cal.fisheye else ("k1", "k2", "p1", "p2", "k3")
+    print("  distortion " + "  ".join(f"{n} = {v:.5f}" for n, v in zip(names, cal.dist)))
     print(f"  RMS reprojection error {cal.rms_px:.3f} px (under 0.5 is good, over 1 is poor)")
     worst = sorted(zip(cal.image_errors_px, cal.images_used), reverse=True)[:3]
     print("  worst views: " + ", ".join(f"{name} {err:.2f} px" for err, name in worst))

@@ -135,6 +135,10 @@ class LensConfig:
     """Camera lens intrinsics and distortion (`car calibrate camera` writes them)."""
 
     undistort: bool = _field(False, "Undistort every camera frame with these values.")
+    model: str = _field(
+        "pinhole", "Lens model: 'pinhole' (OpenCV's radial k1 k2 k3 and tangential p1 p2; up "
+        "to ~120 deg) or 'fisheye' (cv2.fisheye's equidistant k1..k4; the 130-160 deg "
+        "lenses).", choices=("pinhole", "fisheye"))
     width: int = _field(0, "Image width the calibration was made at (0: not calibrated).",
                         min=0, max=8192)
     height: int = _field(0, "Image height the calibration was made at.", min=0, max=8192)
@@ -147,6 +151,7 @@ class LensConfig:
     p1: float = _field(0.0, "Tangential distortion p1.")
     p2: float = _field(0.0, "Tangential distortion p2.")
     k3: float = _field(0.0, "Radial distortion k3.")
+    k4: float = _field(0.0, "Fisheye distortion k4 (the fisheye model only).")
     rms_px: float = _field(0.0, "RMS reprojection error of the calibration, in pixels.", min=0)
 
 
