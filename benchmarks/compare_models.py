@@ -20,8 +20,11 @@ The recipe, the same for every family and seed, all through the `car` CLI:
 
 Resumable: DIR keeps tubs/<pace>/<track>, models/<pace>/<family>/seed<k> (with compare.json:
 training time, latency, parameters) and evals/<pace>/<family>/seed<k>/<track>.json; a rerun
-skips what exists and retries what failed. Writes DIR/runs.csv, runs.json, table.md and
-compare.png after every model; a broken step is one line and a failed row, not a crash.
+skips what exists and retries what failed. A model scored on every track needs only its
+compare.json and evals, so benchmarks/results/compare_models keeps those (and no models or
+tubs) in git: a study spread over several sessions goes on from there. Writes DIR/runs.csv,
+runs.json, table.md and compare.png after every model; a broken step is one line and a
+failed row, not a crash.
 ``--report-only`` writes the report from what was scored, running nothing.
 """
 
@@ -175,11 +178,13 @@ def study_model(out: Path, pace: str, family: str, seed: int, tubs: list[Path],
     """One family × seed × pace: trained, measured and scored on every eval track; a row
     per track, failed rows for the steps that broke (each said in one line)."""
     model = out / "models" / pace / family / f"seed{seed}"
-    if args.report_only and not complete(out, pace, family, seed, args.eval_tracks):
+    done = complete(out, pace, family, seed, args.eval_tracks)
+    if args.report_only and not done:
         print(f"not run yet: {pace} {family} seed {seed} (left out of the report)", flush=True)
         return []
-    try:
-        info = train_model(tubs, family, seed, model, args.epochs, extra)
+    try:  # a scored model needs only its compare.json and evals (kept in git; not the model)
+        info = json.loads((model / "compare.json").read_text()) if done else \
+            train_model(tubs, family, seed, model, args.epochs, extra)
     except RuntimeError as exc:
         print(f"FAILED {pace} {family} seed {seed}: {exc}", flush=True)
         return [failed_row(pace, family, seed, t, str(exc)) for t in args.eval_tracks]

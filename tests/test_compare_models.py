@@ -92,3 +92,21 @@ def test_csv_and_plot(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     plot(aggregate(rows), tmp_path / "compare.png")
     assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_scored_model_is_complete_without_its_files(tmp_path: Path) -> None:
+    # What git keeps of a study (compare.json and the evals) is enough to skip a model.
+    import json
+
+    from compare_models import complete
+
+    model = tmp_path / "models" / "cruise" / "rnn" / "seed1"
+    model.mkdir(parents=True)
+    evals = tmp_path / "evals" / "cruise" / "rnn" / "seed1"
+    evals.mkdir(parents=True)
+    (evals / "oval.json").write_text(json.dumps(_eval(100.0, 1.0)))
+    assert not complete(tmp_path, "cruise", "rnn", 1, ["oval"])  # no compare.json yet
+    (model / "compare.json").write_text(json.dumps({"train_s": 60, "latency_ms": 0.6,
+                                                    "params": 5}))
+    assert complete(tmp_path, "cruise", "rnn", 1, ["oval"])
+    assert not complete(tmp_path, "cruise", "rnn", 1, ["oval", "random:11"])
