@@ -105,6 +105,8 @@ class DriveLoop:
         self.late_outputs = 0  # pilot outputs not sent: their frame was too old by then
         self.repeated_frames = 0
         self.record_errors = 0
+        self.mode_refusals = 0  # mode requests refused (a pilot mode with no model) ...
+        self.mode_refused = ""  # ... and why the last one was, in words
         self._incoming: queue.SimpleQueue[Engine] = queue.SimpleQueue()
         self._last_seq: int | None = None
         self._last_pilot: tuple[float, float] | None = None
@@ -157,9 +159,10 @@ class DriveLoop:
         user = self.controller.poll(now)
         mode_changed = False
         if user.mode is not None and user.mode is not Mode.USER and self.engine is None:
-            self._log.warning("no_engine", now, "mode %s needs a model and this run has none "
-                              "(`car record`): staying in %s", user.mode.value,
-                              self.arbiter.mode.value)
+            self.mode_refusals += 1
+            self.mode_refused = (f"mode {user.mode.value} needs a model and this run has "
+                                 f"none: staying in {self.arbiter.mode.value}")
+            self._log.warning("no_engine", now, "%s (start with --model)", self.mode_refused)
         elif user.mode is not None:
             mode_changed = self.arbiter.set_mode(user.mode)
         if (not repeated or stale or mode_changed) and self._continuity.breaks(

@@ -13,6 +13,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +37,17 @@ DRIVE_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class EraseDone:
+    """Erase requests finished so far (``done``), the records the last one really deleted
+    (``erased``: fewer than asked near the start of a session) and why it failed, if it
+    did (``error``)."""
+
+    done: int = 0
+    erased: int = 0
+    error: str | None = None
+
+
 class Recorder(Protocol):
     """Takes one record per tick while recording is on (see ``DriveRecorder``)."""
 
@@ -50,6 +62,11 @@ class Recorder(Protocol):
     @property
     def erased(self) -> int:
         """Records soft-deleted so far by ``erase_last``."""
+        ...
+
+    @property
+    def last_erase(self) -> EraseDone:
+        """The erase requests finished so far and what the last one did."""
         ...
 
     def close(self) -> WriterStats: ...
@@ -72,6 +89,7 @@ class DriveRecorder:
         self.path = self.writer.path
         self._extras = extras
         self._erased = 0
+        self._last_erase = EraseDone()
         self._lock = threading.Lock()
 
     def write(self, frame: Frame, decision: Decision, mode: Mode) -> None:
@@ -99,9 +117,12 @@ class DriveRecorder:
             deleted = self.writer.erase_last(count).result(timeout=30)
         except Exception as exc:  # a failed tub is reported by the writer itself too
             log.error("could not erase the last %d records: %s", count, exc)
+            with self._lock:
+                self._last_erase = EraseDone(self._last_erase.done + 1, 0, str(exc))
             return
         with self._lock:
             self._erased += len(deleted)
+            self._last_erase = EraseDone(self._last_erase.done + 1, len(deleted))
         log.warning("erased the last %d records (restore with `car tub restore %s %s`)",
                     len(deleted), self.path, _ranges(deleted))
 
@@ -109,6 +130,11 @@ class DriveRecorder:
     def erased(self) -> int:
         """Records soft-deleted so far by ``erase_last``."""
         return self._erased
+
+    @property
+    def last_erase(self) -> EraseDone:
+        """The erase requests finished so far and what the last one did."""
+        return self._last_erase
 
     def close(self) -> WriterStats:
         return self.writer.close()

@@ -147,6 +147,7 @@ class Run:
         self.health: list[Health] = []  # the devices' reports, after drive()
         self.recorder: DriveRecorder | None = None
         self.summary: dict[str, Any] | None = None
+        self.runner: Runner | None = None  # while drive() runs, and after
         self._stack = contextlib.ExitStack()
         self._record_stats: list[Any] = []
 
@@ -204,7 +205,8 @@ class Run:
             stack.callback(lambda: loop.engine.close() if loop.engine is not None else None)
         if spec.auto_record:
             self.loop.auto_record_throttle = config.record.auto_record_throttle
-        self.status = LoopStatus(self.loop, self.motors.actuator)
+        self.status = LoopStatus(self.loop, self.motors.actuator, world=self.world,
+                                 resets=self._resets)
         hot = config.drive.hot_reload if spec.hot_reload is None else spec.hot_reload
         if self.engine is not None and hot:
             size = camera.size
@@ -215,6 +217,10 @@ class Run:
 
             watcher = ModelWatcher(spec.model, reload, self.loop.swap_engine).start()
             stack.callback(watcher.stop)
+
+    def _resets(self) -> int:
+        """The times the car was put back on the track so far (the page's status)."""
+        return self.runner.resets if self.runner is not None else 0
 
     def describe(self) -> str:
         """Where it runs, for the start line: the world, and the motors when they are not
@@ -242,8 +248,8 @@ class Run:
 
             hooks.append(feed_page)
         rules = Rules(laps=spec.laps, duration_s=spec.duration_s)
-        outcome = Runner(self.loop, keeper, world, rules, hooks).run(should_stop,
-                                                                     watchdog=True)
+        self.runner = Runner(self.loop, keeper, world, rules, hooks)
+        outcome = self.runner.run(should_stop, watchdog=True)
         elapsed = time.monotonic() - keeper.start_s
         summary = self.loop.summary(keeper)
         summary["stop_reason"] = outcome.reason

@@ -66,6 +66,12 @@ class Runner:
         self.world = world
         self.rules = rules
         self.hooks = list(hooks)
+        self.outcome: Outcome | None = None  # the run under way, or the last one
+
+    @property
+    def resets(self) -> int:
+        """Interventions (put-backs) so far in the run under way, or the last one."""
+        return len(self.outcome.interventions) if self.outcome is not None else 0
 
     def run(self, should_stop: Callable[[], bool] = lambda: False,
             watchdog: bool = False) -> Outcome:
@@ -74,7 +80,7 @@ class Runner:
         no tick finishes for ``STALE_PERIODS`` loop periods (a hung stage)."""
         world, rules = self.world, self.rules
         start_s = world.status.time_s if world is not None else 0.0
-        outcome = Outcome("stopped", None, 0.0)
+        outcome = self.outcome = Outcome("stopped", None, 0.0)
         state: dict[str, Any] = {"headway_s": start_s, "lap_s": start_s,
                                  "lap": world.status.lap if world is not None else 0}
         deadline = self.loop.clock() + rules.duration_s if rules.duration_s else None

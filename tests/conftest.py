@@ -1,5 +1,5 @@
 """Shared fixtures: the real donkeycar tub, fresh tub folders, synthetic frames, the MCU
-emulator on a pseudo-terminal."""
+emulator on a pseudo-terminal, and headless Chromium for the browser tests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,3 +116,17 @@ def emu() -> Iterator[PtyEmulator]:
     """An MCU emulator on a pty (telemetry at 100 Hz), stopped after the test."""
     with PtyEmulator(Emulator(start_s=time.monotonic(), telemetry_hz=100)) as emulator:
         yield emulator
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium through Playwright, one per test module (a module that
+    uses it calls tests.browser.require_browser() first, so both are there)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import ARGS, CHROMIUM
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()

@@ -12,26 +12,18 @@ import pytest
 from car.config import WebConfig
 from car.tub import Tub, TubWriter
 from car.tubclean import CleanServer, CleanSession
-from tests.browser import ARGS, CHROMIUM, require_browser
+from tests.browser import require_browser
 from tests.conftest import DRIVE_INPUTS, DRIVE_TYPES, drive_record
 
 require_browser()
 
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page  # noqa: E402
 
 TOKEN = "clean-browser-token-0123"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
 WAIT_MS = 10000  # generous: a loaded CI machine can stall Chromium for seconds
 RECORDS = 120
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,11 +21,11 @@ import pytest
 from car.config import WebConfig
 from car.controllers.web import WebController
 from car.frames import Frame, Mode, UserInput
-from tests.browser import ARGS, CHROMIUM, require_browser
+from tests.browser import require_browser
 
 require_browser()
 
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page  # noqa: E402
 
 TOKEN = "browser-token-0123456789"
 PHONE = {"width": 390, "height": 844}
@@ -43,14 +44,24 @@ class Clock:
 
 
 class FakeLoop:
-    """Polls and publishes at 20 Hz on its own thread, like the drive loop."""
+    """Polls and publishes at 20 Hz on its own thread, like the drive loop: without a
+    ``model`` it refuses the pilot modes (counted in ``mode_refusals``, as the loop does), and
+    an erase takes at most the ``kept`` records there are (``erases``, ``erased_last``, as
+    the recorder reports them). ``extra`` adds status fields (a simulator's, say)."""
 
-    def __init__(self, web: WebController, rate_hz: float = 20.0):
+    def __init__(self, web: WebController, rate_hz: float = 20.0,
+                 model: str | None = "pilot.onnx (linear)", kept: int = 1000,
+                 extra: dict[str, Any] | None = None):
         self.web = web
         self.period_s = 1.0 / rate_hz
         self.inputs: list[tuple[UserInput, bool]] = []  # (input, failsafe) per tick
         self.recording = False
         self.mode = Mode.USER
+        self.model = model
+        self.kept = kept
+        self.extra = extra or {}
+        self.mode_refusals = self.erases = self.erased_last = 0
+        self.mode_refused = ""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fake-loop", daemon=True)
@@ -62,16 +73,28 @@ class FakeLoop:
         while not self._stop.wait(self.period_s):
             user = self.web.poll(time.monotonic())
             self.recording = user.recording if user.recording is not None else self.recording
-            self.mode = user.mode or self.mode
+            if user.mode not in (None, Mode.USER) and self.model is None:
+                self.mode_refusals += 1
+                self.mode_refused = (f"mode {user.mode.value} needs a model and this run has "
+                                     f"none: staying in {self.mode.value}")
+            else:
+                self.mode = user.mode or self.mode
+            if user.erase_last > 0:
+                self.erased_last = min(self.kept, user.erase_last)
+                self.kept -= self.erased_last
+                self.erases += 1
             with self._lock:
                 self.inputs.append((user, self.web.failsafe))
             image = np.stack([(x + 3 * seq) % 256, 2 * y, np.full_like(x, 120)], axis=-1)
             self.web.publish(Frame(image.astype(np.uint8), time.monotonic(), seq), {
                 "hz": 20.0, "latency_ms": 14.0, "mode": self.mode.value,
                 "recording": self.recording, "records": 3 * seq if self.recording else 0,
-                "model": "pilot.onnx (linear)", "mcu": True, "battery_v": 7.42,
+                "model": self.model, "mcu": True, "battery_v": 7.42,
                 "mcu_failsafe": False, "estop": False, "throttle_limit": 0.8,
-                "steering": user.steering, "throttle": user.throttle, "reason": "ok"})
+                "steering": user.steering, "throttle": user.throttle, "reason": "ok",
+                "mode_refusals": self.mode_refusals, "erases": self.erases,
+                "erased_last": self.erased_last, "erase_error": None,
+                "mode_refused": self.mode_refused, **self.extra})
             seq += 1
 
     def mark(self) -> int:
@@ -103,14 +126,6 @@ def page_ticks(page: Page, ticks: int) -> None:
     """Wait until ``page`` has sent ``ticks`` more control messages (one per 40 ms tick)."""
     sent = page.evaluate("window.carPage.sent")
     page.wait_for_function(f"window.carPage.sent >= {sent + ticks}", timeout=5000)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -47,11 +47,15 @@ class Client:
         arrivals.append(now)
         return len(arrivals) > RATE_LIMIT and now - arrivals[0] <= RATE_WINDOW_S
 
-    def send_error(self, message: str, now: float) -> None:
-        """Queue an error message, unless the same one went out less than ERROR_REPEAT_S ago."""
+    def send_error(self, message: str, now: float, about: str | None = None) -> None:
+        """Queue an error message, unless the same one went out less than ERROR_REPEAT_S ago.
+        ``about``: the request it refuses ("mode": the page shows it by the mode selector)."""
         if now - self.errors_sent.get(message, -math.inf) < ERROR_REPEAT_S:
             return
         if len(self.errors_sent) > 100:
             self.errors_sent.clear()
         self.errors_sent[message] = now
-        self.send_text({"type": "error", "message": message})
+        payload = {"type": "error", "message": message}
+        if about is not None:
+            payload["about"] = about
+        self.send_text(payload)

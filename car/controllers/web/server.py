@@ -323,7 +323,8 @@ class WebServer:
             self.state.control(msg.steering, msg.throttle)
         elif msg.kind != "estop" and not self.state.consented:
             self.stats["not_centred"] += 1
-            self._error(client, f"{msg.kind.replace('_', ' ')} refused: " + TAKE_OVER)
+            self._error(client, f"{msg.kind.replace('_', ' ')} refused: " + TAKE_OVER,
+                        about=msg.kind)
         elif not self.state.request(msg.kind, msg.value):
             self._error(client, ERASE_IGNORED)
 
@@ -333,8 +334,8 @@ class WebServer:
             self.state.neutral()
         self._error(client, message)
 
-    def _error(self, client: Client, message: str) -> None:
-        client.send_error(message, time.monotonic())
+    def _error(self, client: Client, message: str, about: str | None = None) -> None:
+        client.send_error(message, time.monotonic(), about)
 
     async def _send_loop(self, client: Client) -> None:
         ws = client.ws

@@ -18,7 +18,7 @@
     frames: 0, statuses: 0, sent: 0, connected: false, owner: false, failsafe: false,
     failsafeSeen: 0, paused: false, hiddenNeutrals: 0, stopsNotSent: 0,
     takeoverPending: false, clientId: "", failsafeText: "", controlFree: false,
-    reclaimS: 0,
+    reclaimS: 0, modeRefused: "", eraseText: "", touchOnly: false,
     hello: "", lastError: "", steering: 0, throttle: 0, source: "none", gamepad: "",
   });
   let ws = null;
@@ -52,7 +52,7 @@
       try { msg = JSON.parse(ev.data); } catch { return; }
       if (msg.type === "status") onStatus(msg);
       else if (msg.type === "hello") onHello(msg);
-      else if (msg.type === "error") say(msg.message, true);
+      else if (msg.type === "error") onError(msg);
     };
     sock.onclose = () => {
       if (ws === sock) ws = null;
@@ -103,6 +103,11 @@
     if ($("banner-failsafe").textContent !== text) $("banner-failsafe").textContent = text;
   }
 
+  function onError(msg) { // a refused mode change is said by the mode selector
+    if (msg.about === "mode") refuseMode(msg.message, status.mode);
+    else say(msg.message, true);
+  }
+
   let sayTimer = 0;
   function say(text, error) {
     if (error) page.lastError = text;
@@ -151,6 +156,10 @@
     ["Mode", (s) => has(s.mode) ? s.mode : null],
     ["Records", (s) => has(s.records) ? `${s.records}${s.recording ? " ●" : ""}` : null],
     ["Model", (s) => has(s.model) ? s.model : null],
+    ["Laps", (s) => has(s.lap) ? String(s.lap) : null], // in a simulator only
+    ["Last lap", (s) => has(s.last_lap_s) ? `${fmt(s.last_lap_s, 1)} s` : null],
+    ["Speed", (s) => has(s.speed_mps) ? `${fmt(s.speed_mps, 1)} m/s` : null],
+    ["Resets", (s) => has(s.resets) ? String(s.resets) : null],
     ["Battery", (s) => has(s.battery_v) ? `${fmt(s.battery_v, 2)} V` : null],
     ["MCU", (s) => !s.mcu ? null : s.mcu_fault ? `fault: ${s.mcu_fault}`
       : s.mcu_failsafe ? "FAILSAFE" : "ok"],
@@ -180,6 +189,8 @@
   });
 
   let modeChangedAt = -1e9;
+  let refusalsSeen = null; // the loop's count of refused mode requests, as last seen
+  let erasesSeen = null; // the recorder's count of finished erases, as last seen
   let limitHeld = false;
   function onStatus(s) {
     status = s;
@@ -212,6 +223,16 @@
     $("erase").disabled = noRecorder;
     if (has(s.mode) && performance.now() - modeChangedAt > 1000 &&
         document.activeElement !== $("mode")) $("mode").value = s.mode;
+    if (has(s.mode_refusals)) {
+      if (refusalsSeen !== null && s.mode_refusals > refusalsSeen) {
+        refuseMode(s.mode_refused || "mode change refused", s.mode);
+      }
+      refusalsSeen = s.mode_refusals;
+    }
+    if (has(s.erases)) {
+      if (erasesSeen !== null && s.erases > erasesSeen) erased(s);
+      erasesSeen = s.erases;
+    }
     if (has(s.throttle_limit) && !limitHeld) setLimitLabel(Math.round(s.throttle_limit * 100));
   }
 
@@ -267,14 +288,36 @@
     disarm();
     if (send({ type: "erase" })) say(`erasing the last ${eraseCount} records`, false);
   });
+  // What the recorder really erased: fewer than asked near the start of a recording.
+  function erased(s) {
+    const k = s.erased_last || 0;
+    const text = s.erase_error ? `erase failed: ${s.erase_error}`
+      : `erased ${k} record${k === 1 ? "" : "s"}${k < eraseCount ? " (all there were)" : ""}`
+        + "; restorable (car tub restore)";
+    page.eraseText = text;
+    say(text, !!s.erase_error);
+  }
   function disarm() {
     clearTimeout(eraseArmed);
     eraseArmed = 0;
     $("erase").textContent = `Erase last ${eraseCount}`;
     $("erase").classList.remove("armed");
   }
+  // A refused mode change: why, by the selector, which shows the mode in effect again.
+  let noteTimer = 0;
+  function refuseMode(text, mode) {
+    page.modeRefused = text;
+    const note = $("mode-note");
+    note.textContent = text;
+    note.hidden = false;
+    clearTimeout(noteTimer);
+    noteTimer = setTimeout(() => { note.hidden = true; }, 8000);
+    modeChangedAt = -1e9;
+    if (has(mode)) $("mode").value = mode;
+  }
   $("mode").addEventListener("change", (e) => {
     modeChangedAt = performance.now();
+    $("mode-note").hidden = true;
     send({ type: "mode", mode: e.target.value });
     e.target.blur(); // the arrow keys drive, they do not change the mode
   });
@@ -440,6 +483,15 @@
     showBanners();
   }
   setInterval(tick, SEND_MS); // not requestAnimationFrame: it must run in every frame state
+
+  // A touch-only device (no hover, a coarse pointer) has no keyboard to hint at.
+  const touchQuery = window.matchMedia("(hover: none) and (pointer: coarse)");
+  const showKeysHint = () => {
+    page.touchOnly = touchQuery.matches;
+    $("hint-keys").hidden = touchQuery.matches;
+  };
+  showKeysHint();
+  touchQuery.addEventListener("change", showKeysHint);
 
   if (document.visibilityState === "hidden") pause(); // opened in a background tab
   connect();
