@@ -61,8 +61,13 @@ def state(page: Page, key: str) -> object:
 
 def wait_edits(page: Page, edits: int) -> None:
     """Until the page has had ``edits`` answers that changed (or kept) the tub."""
-    page.wait_for_function(f"window.tubClean.edits >= {edits} && !window.tubClean.busy",
-                           timeout=WAIT_MS, polling=100)
+    try:
+        page.wait_for_function(f"window.tubClean.edits >= {edits} && !window.tubClean.busy",
+                               timeout=WAIT_MS, polling=100)
+    except Exception:
+        raise AssertionError("no edit answered; page: " + str(page.evaluate(
+            "[window.tubClean.edits, window.tubClean.busy, window.tubClean.message, "
+            "window.tubClean.sel]"))) from None
 
 
 def deleted(tub: Path) -> set[int]:
@@ -175,6 +180,11 @@ def touch_drag(page: Page, x0: float, x1: float, y: float) -> None:
     for i in range(1, 9):
         cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [
             {"x": x0 + (x1 - x0) * i / 8, "y": y}]})
+    # The finger stops before it lifts, as a person's does: lifted while moving, Chromium
+    # starts a fling, and the next tap only stops the fling (no click reaches the page).
+    page.wait_for_timeout(150)
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x1, "y": y}]})
+    page.wait_for_timeout(150)
     cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
     cdp.detach()
 
