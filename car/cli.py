@@ -73,20 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start it again (--nproc)
     logs.configure(verbose=args.verbose, debug=args.debug)
+    car = _who()
     try:
         return int(args.handler(args) or 0)
     except CarError as exc:
-        print(f"car: error: {logs.one_line(str(exc))}", file=sys.stderr)
+        print(f"{car} error: {logs.one_line(str(exc))}", file=sys.stderr)
         return 1
     except OSError as exc:  # a file the user named cannot be written or read
         if isinstance(exc, BrokenPipeError):
             return _quiet_broken_pipe()
-        print(f"car: error: {logs.one_line(str(exc))}", file=sys.stderr)
+        print(f"{car} error: {logs.one_line(str(exc))}", file=sys.stderr)
         return 1
     except cv2.error as exc:  # OpenCV's own message is several lines; keep its gist
         gist = [line for line in str(exc).splitlines() if line.strip()][-1].strip()
-        print(f"car: error: OpenCV: {gist}", file=sys.stderr)
+        print(f"{car} error: OpenCV: {gist}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("car: interrupted", file=sys.stderr)
@@ -94,9 +96,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"car: internal error: {logs.exception_line(type(exc), exc)} (run again with "
+        print(f"{car} internal error: {logs.exception_line(type(exc), exc)} (run again with "
               "--debug for the traceback, and report it)", file=sys.stderr)
         return 3
+
+
+def _who() -> str:
+    """``car:``, naming the process where it is one of several training processes."""
+    size = os.environ.get("WORLD_SIZE", "1")
+    if size.isdigit() and int(size) > 1:
+        return f"car (training process {os.environ.get('RANK', '?')} of {size}):"
+    return "car:"
 
 
 def _quiet_broken_pipe() -> int:

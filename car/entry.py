@@ -35,3 +35,7 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     return cli_main()
+
+
+if __name__ == "__main__":  # `python -m car.entry`: how torchrun starts `car train` workers
+    sys.exit(main())

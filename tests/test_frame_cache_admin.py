@@ -22,35 +22,36 @@ def build(tub: Path, cache: Path, width: int, age_s: float = 0.0) -> str:
     """One cache entry (frames of ``width``), made to look last used ``age_s`` ago."""
     data = load_records([tub])
     entry = load_frames(data, Preprocess(width=width, height=40), cache, progress=False)
-    index = entry.path.with_suffix(".json")
+    (shard,) = entry.shards  # one session: one shard
+    index = shard.path.with_suffix(".json")
     os.utime(index, (time.time() - age_s, time.time() - age_s))
-    return entry.path.stem
+    return shard.key
 
 
 @pytest.fixture
-def cache(sim_tub_pristine: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+def cache(real_tub_pristine: Path, tmp_path: Path) -> tuple[Path, list[str]]:
     """Three entries: used 3 days, 2 days and 1 hour ago."""
     path = tmp_path / "frames"
-    keys = [build(sim_tub_pristine, path, w, age) for w, age in
+    keys = [build(real_tub_pristine, path, w, age) for w, age in
             ((64, 3 * 86400), (96, 2 * 86400), (128, 3600))]
     return path, keys
 
 
 def test_the_listing_names_tubs_and_orders_by_last_use(
-        cache: tuple[Path, list[str]], sim_tub_pristine: Path) -> None:
+        cache: tuple[Path, list[str]], real_tub_pristine: Path) -> None:
     path, keys = cache
     listing = list_cache(path)
     assert [e.key for e in listing.entries] == keys[::-1]
-    assert listing.entries[0].tubs == [str(sim_tub_pristine.resolve())]
+    assert listing.entries[0].tubs == [str(real_tub_pristine.resolve())]
     assert listing.entries[0].shape == (listing.entries[0].frames, 40, 128, 3)
 
 
 def test_a_cap_removes_the_least_recently_used_and_keeps_the_one_in_use(
-        cache: tuple[Path, list[str]], sim_tub_pristine: Path) -> None:
+        cache: tuple[Path, list[str]], real_tub_pristine: Path) -> None:
     path, keys = cache
     sizes = {e.key: e.size_bytes for e in list_cache(path).entries}
     # Reusing the oldest makes it the newest: the cap then takes the 2-day-old one first.
-    data = load_records([sim_tub_pristine])
+    data = load_records([real_tub_pristine])
     again = load_frames(data, Preprocess(width=64, height=40), path, progress=False,
                         max_bytes=sizes[keys[0]] + sizes[keys[2]])
     assert not again.built

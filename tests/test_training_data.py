@@ -150,7 +150,7 @@ def test_truncated_jpegs_and_other_frame_sizes_are_told_apart(sim_tub: Path, tmp
 def test_a_damaged_cache_is_rebuilt(sim_tub_pristine: Path, tmp_path: Path) -> None:
     data = load_records([sim_tub_pristine])
     first = load_frames(data, Preprocess(), tmp_path / "cache", progress=False)
-    first.path.with_suffix(".json").write_text("{not json")
+    first.shards[0].path.with_suffix(".json").write_text("{not json")
     again = load_frames(data, Preprocess(), tmp_path / "cache", progress=False)
     assert again.built and np.array_equal(np.asarray(again.frames[:5]),
                                           np.asarray(first.frames[:5]))

@@ -1,12 +1,15 @@
-"""Decoded frames, cached on disk as one memory-mapped uint8 array.
+"""Decoded frames, cached on disk as memory-mapped uint8 arrays, one shard per session.
 
-The first epoch (or the first `car train` on some tubs) decodes every JPEG once, applies
-the preprocessing geometry (crop, resize, colour order) and writes the result; later epochs
-and later runs on the same tubs read the array instead, so a GPU is not left waiting on a
-JPEG decoder. The cache key covers each image file's path, size and mtime and the geometry,
-so a changed tub or a changed crop builds a new cache; an unchanged one is reused. A cache
-that cannot be read back (a crash mid-write, a full disk) is rebuilt, and the temporary
-files of a build that was stopped are removed by the next one. With a size cap
+The first `car train` on some tubs decodes every JPEG once, applies the preprocessing
+geometry (crop, resize, colour order) and writes the result; later epochs and later runs
+read the arrays instead, so a GPU is not left waiting on a JPEG decoder. The cache is
+sharded by recording session: each session's frames are one entry (KEY.u8 + KEY.json), its
+key covering the path, size and mtime of each of its image files and the geometry. Adding a
+tub or a session builds only the new shards; a changed session or crop builds a new one;
+an unchanged one is reused; a shard that cannot be read back (a crash mid-write, a full
+disk) is rebuilt. Distributed training builds the shards split across a node's processes
+and each rank then reads only the shards its samples fall in. The temporary files of a
+build that was stopped are removed by the next one. With a size cap
 (``paths.frame_cache_max_gb``), the least recently used entries go first; `car cache info`
 and `car cache prune` show and trim it by hand (training/cache_admin.py).
 """
@@ -30,6 +33,7 @@ from car.tub.images import decode, defect
 from deploy.json_file import JsonFileError, read_json
 from deploy.preprocess import Preprocess, PreprocessError
 from training.cache_admin import TEMPORARY, prune, running
+from training.frame_shards import ShardedFrames
 from training.records import RecordSet
 
 CHUNK = 256
@@ -39,12 +43,25 @@ GOOD, BROKEN, OTHER_SIZE = 0, 1, 2
 REASONS = {BROKEN: "with a missing or corrupt image", OTHER_SIZE: "of another frame size"}
 
 
+@dataclass(frozen=True)
+class Shard:
+    """One session's stretch of the record set and its cache entry."""
+
+    key: str
+    records: range  # positions in the record set
+    path: Path  # KEY.u8; its index is KEY.json beside it
+
+
 @dataclass
 class FrameCache:
-    frames: np.ndarray  # (N, h, w, 3) uint8, memory-mapped, in model colour order
+    frames: ShardedFrames  # (N, h, w, 3) uint8 in model colour order, by record position
     status: np.ndarray  # (N,) GOOD, BROKEN or OTHER_SIZE
-    path: Path
-    built: bool  # True if this call decoded the JPEGs, False if it reused a cache
+    shards: list[Shard]
+    built_shards: int  # how many shards this call decoded from the JPEGs (0: all reused)
+
+    @property
+    def built(self) -> bool:
+        return self.built_shards > 0
 
     @property
     def ok(self) -> np.ndarray:
@@ -64,18 +81,29 @@ def default_cache_dir() -> Path:
     return Path(base) / "car" / "frames"
 
 
-def cache_key(data: RecordSet, preprocess: Preprocess) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps(preprocess.to_dict(), sort_keys=True).encode())
-    for rec in data.records:
-        path = data.tubs[rec.tub].path / "images" / rec.image
-        try:
-            st = path.stat()
-            stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            stamp = "missing"
-        digest.update(f"{path}|{stamp}\n".encode())
-    return digest.hexdigest()[:24]
+def plan_shards(data: RecordSet, preprocess: Preprocess, cache_dir: Path) -> list[Shard]:
+    """One shard per stretch of records from one session, keyed by its files and geometry."""
+    geometry = json.dumps(preprocess.to_dict(), sort_keys=True).encode()
+    shards: list[Shard] = []
+    start = 0
+    records = data.records
+    for i in range(1, len(records) + 1):
+        if i < len(records) and (records[i].tub, records[i].session) == (
+                records[start].tub, records[start].session):
+            continue
+        digest = hashlib.sha256(geometry)
+        for rec in records[start:i]:
+            path = data.tubs[rec.tub].path / "images" / rec.image
+            try:
+                st = path.stat()
+                stamp = f"{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                stamp = "missing"
+            digest.update(f"{path}|{stamp}\n".encode())
+        key = digest.hexdigest()[:24]
+        shards.append(Shard(key, range(start, i), cache_dir / f"{key}.u8"))
+        start = i
+    return shards
 
 
 def read_frame(path: Path) -> np.ndarray | None:
@@ -94,27 +122,63 @@ def read_frame(path: Path) -> np.ndarray | None:
 def load_frames(data: RecordSet, preprocess: Preprocess, cache_dir: Path | None = None,
                 workers: int = 2, progress: bool = True, max_bytes: int | None = None
                 ) -> FrameCache:
-    """The cached frames of every record, building the cache if needed. With ``max_bytes``,
-    the least recently used other entries are then removed until the cache fits it."""
+    """The cached frames of every record, building the shards that are missing. With
+    ``max_bytes``, the least recently used other entries are then removed until the cache
+    fits it."""
     cache_dir = cache_dir or default_cache_dir()
+    shards, built = build_frames(data, preprocess, cache_dir, workers=workers,
+                                 progress=progress)
+    shape = (preprocess.height, preprocess.width, 3)
+    arrays, statuses = [], []
+    for shard in shards:
+        entry = _open_existing(shard, shape)
+        if entry is None:  # another process's share, removed or damaged since: build it
+            with _bar(len(shard.records), 1, len(shards), progress) as bar:
+                _build_entry(data, preprocess, shard, shape, workers, bar)
+            built += 1
+            entry = _open_existing(shard, shape)
+            if entry is None:
+                raise OSError(f"{shard.path}: the frame cache shard cannot be read back")
+        arrays.append(entry[0])
+        statuses.append(entry[1])
+    if max_bytes is not None:
+        _enforce_cap(cache_dir, max_bytes, tuple(s.key for s in shards))
+    return FrameCache(ShardedFrames(arrays, shape), np.concatenate(statuses), shards, built)
+
+
+def build_frames(data: RecordSet, preprocess: Preprocess, cache_dir: Path, *,
+                 share: tuple[int, int] = (0, 1), workers: int = 2, progress: bool = True
+                 ) -> tuple[list[Shard], int]:
+    """Every shard's plan, and how many were built: the missing ones, or with
+    ``share=(k, n)`` only the missing ones among every n-th from the k-th (a node's
+    processes split the decoding). Reused shards are marked as used now, for the size cap's
+    least-recently-used order."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(cache_dir)
-    key = cache_key(data, preprocess)
-    array_path, meta_path = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
-    shape = (len(data), preprocess.height, preprocess.width, 3)
-    cached = _open_existing(array_path, meta_path, shape)
-    if cached is None:
-        cached = _build_entry(data, preprocess, cache_dir, key, shape, workers, progress)
-    else:
-        with contextlib.suppress(OSError):
-            os.utime(meta_path)  # its last use, for the size cap's least-recently-used order
-    if max_bytes is not None:
-        _enforce_cap(cache_dir, max_bytes, key)
-    return cached
+    shards = plan_shards(data, preprocess, cache_dir)
+    shape = (preprocess.height, preprocess.width, 3)
+    k, n = share
+    missing = []
+    for shard in shards[k::n]:
+        if _open_existing(shard, shape) is None:
+            missing.append(shard)
+        else:
+            with contextlib.suppress(OSError):
+                os.utime(shard.path.with_suffix(".json"))
+    with _bar(sum(len(s.records) for s in missing), len(missing), len(shards),
+              progress and bool(missing)) as bar:
+        for shard in missing:
+            _build_entry(data, preprocess, shard, shape, workers, bar)
+    return shards, len(missing)
 
 
-def _enforce_cap(cache_dir: Path, max_bytes: int, key: str) -> None:
-    result = prune(cache_dir, max_bytes=max_bytes, keep=(key,))
+def _bar(frames: int, shards: int, of: int, progress: bool) -> tqdm:
+    return tqdm(total=frames, unit="frame", disable=not progress, leave=False,
+                desc=f"decoding frames (once; {shards} of {of} session shards)")
+
+
+def _enforce_cap(cache_dir: Path, max_bytes: int, keys: tuple[str, ...]) -> None:
+    result = prune(cache_dir, max_bytes=max_bytes, keep=keys)
     if result.removed:
         log.info("frame cache over %.1f GB: removed %d least recently used entr%s (%.1f GB)",
                  max_bytes / 1e9, len(result.removed), "y" if len(result.removed) == 1
@@ -125,43 +189,46 @@ def _enforce_cap(cache_dir: Path, max_bytes: int, key: str) -> None:
                     result.left.size_bytes / 1e9, max_bytes / 1e9)
 
 
-def _build_entry(data: RecordSet, preprocess: Preprocess, cache_dir: Path, key: str,
-                 shape: tuple[int, ...], workers: int, progress: bool) -> FrameCache:
-    array_path, meta_path = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
-    tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
+def _build_entry(data: RecordSet, preprocess: Preprocess, shard: Shard,
+                 shape: tuple[int, ...], workers: int, bar: tqdm) -> None:
+    """Decode one shard into a temporary file, then rename it and its index into place."""
+    tmp = shard.path.with_name(f".{shard.key}.{os.getpid()}.tmp")
     try:
-        status = _build(data, preprocess, tmp, shape, workers, progress)
-        os.replace(tmp, array_path)
+        status = _build(data, shard.records, preprocess, tmp, shape, workers, bar)
+        os.replace(tmp, shard.path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+    meta_path = shard.path.with_suffix(".json")
     meta_tmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
-    tubs = sorted({str(tub.path.resolve()) for tub in data.tubs})
-    meta_tmp.write_text(json.dumps({"shape": list(shape), "status": status.tolist(),
-                                    "tubs": tubs}))
+    first = data.records[shard.records.start]
+    meta_tmp.write_text(json.dumps({
+        "shape": [len(shard.records), *shape], "status": status.tolist(),
+        "tubs": [str(data.tubs[first.tub].path.resolve())], "session": first.session}))
     os.replace(meta_tmp, meta_path)
-    return FrameCache(np.memmap(array_path, np.uint8, "r", shape=shape), status, array_path,
-                      built=True)
 
 
-def _open_existing(array_path: Path, meta_path: Path, shape: tuple[int, ...]
-                   ) -> FrameCache | None:
+def _open_existing(shard: Shard, shape: tuple[int, ...]
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The shard's memory-mapped frames and status, or None if absent or damaged."""
+    meta_path = shard.path.with_suffix(".json")
     if not meta_path.exists():
         return None
+    count = len(shard.records)
     try:  # at most a few bytes a record: a larger index is not one of ours
-        meta = read_json(meta_path, "frame cache index", max_bytes=4 * shape[0] + (64 << 10))
+        meta = read_json(meta_path, "frame cache index", max_bytes=4 * count + (64 << 10))
     except JsonFileError as exc:
         log.info("%s; building the cache again", exc)
         return None
+    full = (count, *shape)
     try:
         status = np.asarray(meta["status"], np.uint8)
-        if (meta.get("shape") != list(shape) or len(status) != shape[0]
-                or array_path.stat().st_size != int(np.prod(shape))):
+        if (meta.get("shape") != list(full) or len(status) != count
+                or shard.path.stat().st_size != int(np.prod(full))):
             return None
-        return FrameCache(np.memmap(array_path, np.uint8, "r", shape=shape), status,
-                          array_path, built=False)
+        return np.memmap(shard.path, np.uint8, "r", shape=full), status
     except (OSError, ValueError, KeyError, TypeError, OverflowError):
-        return None  # absent, or damaged: build it again
+        return None
 
 
 def _remove_abandoned(cache_dir: Path) -> None:
@@ -180,13 +247,13 @@ def _remove_abandoned(cache_dir: Path) -> None:
                          entry.path)
 
 
-def _build(data: RecordSet, preprocess: Preprocess, tmp: Path, shape: tuple[int, ...],
-           workers: int, progress: bool) -> np.ndarray:
-    out = np.memmap(tmp, np.uint8, "w+", shape=shape)
-    status = np.zeros(len(data), np.uint8)
+def _build(data: RecordSet, positions: range, preprocess: Preprocess, tmp: Path,
+           shape: tuple[int, ...], workers: int, bar: tqdm) -> np.ndarray:
+    out = np.memmap(tmp, np.uint8, "w+", shape=(len(positions), *shape))
+    status = np.zeros(len(positions), np.uint8)
 
     def decode_one(i: int) -> None:
-        rec = data.records[i]
+        rec = data.records[positions.start + i]
         image = read_frame(data.tubs[rec.tub].path / "images" / rec.image)
         if image is None:
             status[i] = BROKEN
@@ -196,11 +263,9 @@ def _build(data: RecordSet, preprocess: Preprocess, tmp: Path, shape: tuple[int,
         except PreprocessError:
             status[i] = OTHER_SIZE
 
-    with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(
-            total=len(data), unit="frame", desc="decoding frames (once)",
-            disable=not progress, leave=False) as bar:
-        for start in range(0, len(data), CHUNK):
-            chunk = range(start, min(start + CHUNK, len(data)))
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for start in range(0, len(positions), CHUNK):
+            chunk = range(start, min(start + CHUNK, len(positions)))
             list(pool.map(decode_one, chunk))
             bar.update(len(chunk))
     out.flush()

@@ -53,10 +53,11 @@ class EpochLog(Callback):
 
     order = Recorder.order + 20  # after the recorder has the epoch's values and time
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path | None):
+        self.path = path  # None: keep the rows without writing them (a rank other than 0)
         self.rows: list[dict[str, Any]] = []
-        path.unlink(missing_ok=True)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     def after_epoch(self) -> None:
         recorder = self.learn.recorder
@@ -68,6 +69,8 @@ class EpochLog(Callback):
         row |= {"phase": phase, "time": recorder.log[-1] if recorder.add_time else ""}
         fresh = not self.rows
         self.rows.append(row)
+        if self.path is None:
+            return
         with open(self.path, "a", encoding="utf-8") as f:
             if fresh:
                 f.write(",".join(row) + "\n")
@@ -96,7 +99,18 @@ def make_learner(loaders: tuple, model: nn.Module, model_type: str, out: Path, p
                                                reset_on_fit=False)], **extra)
     if cuda:
         learn = learn.to_fp16()  # mixed precision on the GPU
+        if model_type not in ("3d", "rnn"):  # 2-D convolutions run faster in NHWC there
+            model.to(memory_format=torch.channels_last)
+            learn.add_cb(ChannelsLast())
     return learn
+
+
+class ChannelsLast(Callback):
+    """Image batches in channels-last memory order, as the model's weights (CUDA only)."""
+
+    def before_batch(self) -> None:
+        self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last)
+                              if x.ndim == 4 else x for x in self.learn.xb)
 
 
 def after_burn_in(fn: Metric, burn_in: int) -> Metric:
@@ -110,9 +124,10 @@ def after_burn_in(fn: Metric, burn_in: int) -> Metric:
 
 
 def fit(learn: Any, epochs: int, lr: float, fine_tune: bool, freeze_epochs: int,
-        progress: bool) -> list[dict[str, Any]]:
-    """Train: ``fit_one_cycle``, or ``fine_tune`` from pretrained weights. The history rows."""
-    log = EpochLog(Path(learn.path) / HISTORY)
+        progress: bool, write_history: bool = True) -> list[dict[str, Any]]:
+    """Train: ``fit_one_cycle``, or ``fine_tune`` from pretrained weights. The history rows
+    (written to ``history.csv`` as they come with ``write_history``)."""
+    log = EpochLog(Path(learn.path) / HISTORY if write_history else None)
     with quiet(learn, progress):
         if fine_tune:
             learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs, cbs=[log])

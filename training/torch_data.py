@@ -34,7 +34,7 @@ class FramesDataset(Dataset):
 
     def __init__(self, cache: FrameCache, data: RecordSet, ends: np.ndarray, seq_len: int,
                  preprocess: Preprocess, augmenter: Augmenter | None = None,
-                 all_steps: bool = False):
+                 all_steps: bool = False, seed_offset: int = 0):
         self.frames = cache.frames
         self.labels = np.array([[r.steering, r.throttle] for r in data.records], np.float32)
         self.ends = np.asarray(ends, np.int64)
@@ -42,6 +42,7 @@ class FramesDataset(Dataset):
         self.preprocess = preprocess
         self.augmenter = augmenter
         self.all_steps = all_steps
+        self.seed_offset = seed_offset  # a training process's rank: its own augmentations
         self._rng: np.random.Generator | None = None
 
     def __len__(self) -> int:
@@ -54,12 +55,12 @@ class FramesDataset(Dataset):
         ends = self.ends[[i] if single else i]
         offsets = np.arange(1 - self.seq_len, 1)
         positions = ends[:, None] + offsets[None, :]  # (B, T)
-        frames = np.asarray(self.frames[positions.reshape(-1)]).reshape(
-            *positions.shape, *self.frames.shape[1:])  # (B, T, h, w, 3) uint8
+        frames = np.asarray(self.frames[positions])  # (B, T, h, w, 3) uint8
         labels = self.labels[positions]  # (B, T, 2)
         if self.augmenter is not None:
             if self._rng is None:  # in each worker: seeded from torch's per-worker seed
-                self._rng = np.random.default_rng(torch.initial_seed() % 2**63)
+                self._rng = np.random.default_rng(
+                    (torch.initial_seed() + self.seed_offset) % 2**63)
             draws = self.augmenter.draw(self._rng, len(ends))
             frames, labels[..., 0] = self.augmenter.apply_batch(frames, labels[..., 0], draws)
         x = self.preprocess.normalise(frames)  # (B, T, 3, h, w) float32
@@ -73,13 +74,15 @@ class FramesDataset(Dataset):
 
 
 def make_loader(dataset: FramesDataset, batch_size: int, shuffle: bool, workers: int,
-                cuda: bool, seed: int) -> DataLoader:
+                cuda: bool, seed: int, samples: int | None = None) -> DataLoader:
     """Whole batches from ``dataset``; ``workers`` processes (0: the main one) that live
-    across epochs, each with one OpenCV thread as torch gives each one torch thread."""
+    across epochs, each with one OpenCV thread as torch gives each one torch thread. With
+    ``samples``, a shuffled epoch is that many samples drawn afresh from the whole dataset
+    (so every training process runs the same number of steps)."""
     generator = torch.Generator().manual_seed(seed)
-    order = (RandomSampler(dataset, generator=generator) if shuffle
+    order = (RandomSampler(dataset, generator=generator, num_samples=samples) if shuffle
              else SequentialSampler(dataset))
-    batches = BatchSampler(order, batch_size, drop_last=shuffle and len(dataset) > batch_size)
+    batches = BatchSampler(order, batch_size, drop_last=shuffle and len(order) > batch_size)
     return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers,
                       pin_memory=cuda, generator=generator, persistent_workers=workers > 0,
                       worker_init_fn=_one_opencv_thread if workers > 0 else None)

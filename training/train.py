@@ -10,6 +10,7 @@ line to it through car.model_db); training depends on car.tub and deploy only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -22,11 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from deploy.manifest import Manifest
+from deploy.manifest import Manifest, load_manifest
 from deploy.model_swap import clean, folder_lock
 from deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, PreprocessError
+from training import distributed as ddp
 from training.augment import Augmenter
-from training.cache import load_frames, read_frame
+from training.cache import build_frames, default_cache_dir, load_frames, read_frame
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.export import check_positions, export_model
 from training.learner import BEST, find_lr, fit, make_learner, plot_loss
@@ -69,6 +71,7 @@ class TrainConfig:
     progress: bool = True
     init_from: Path | None = None  # start from this pilot.pt's weights (same type and input)
     bins: tuple[int, int] = (15, 20)  # categorical: steering and throttle bins
+    # batch_size is the global batch: under torchrun (`--nproc`), each process takes its share
     on_data: Callable[[str], None] | None = None  # told the data summary before training
 
 
@@ -83,22 +86,32 @@ class TrainResult:
     device: str
     data_summary: str = ""
     files: list[Path] = field(default_factory=list)
+    main: bool = True  # False in the training processes other than rank 0, which print nothing
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    if cfg.out.is_dir():  # first: a model whose swap was committed counts as existing
+    world = ddp.World.from_env()
+    if cfg.out.is_dir() and world.main:  # a model whose swap was committed counts as existing
         remove_leftovers(cfg.out)
+    ddp.per_rank_batch(cfg.batch_size, world)
     created = _check_out(cfg)
     try:
-        return _train(cfg)
+        ddp.start(world, torch.cuda.is_available())
+        return _train(cfg, world)
     except BaseException:
-        if created and not any(cfg.out.iterdir()):
-            cfg.out.rmdir()  # leave no empty folder behind a failed run
+        if created:  # leave no empty folder behind a failed run
+            with contextlib.suppress(OSError):
+                cfg.out.rmdir()
         raise
+    finally:
+        ddp.stop(world)
 
 
-def _train(cfg: TrainConfig) -> TrainResult:
+def _train(cfg: TrainConfig, world: ddp.World) -> TrainResult:
     start = time.monotonic()
+    if cfg.find_lr and world.launched:
+        raise DataError("--find-lr runs in one process: find the learning rate without "
+                        "--nproc, then pass it with --lr")
     if cfg.dynamic_batch and cfg.model_type == "rnn":
         raise DataError("--dynamic-batch does not apply to rnn models: they run one frame per "
                         "step with their hidden state")
@@ -122,8 +135,13 @@ def _train(cfg: TrainConfig) -> TrainResult:
         data.runs = [range(r.start, min(r.stop, cfg.limit)) for r in data.runs
                      if r.start < cfg.limit]
     preprocess = _preprocess_for(data, cfg)
-    cache = load_frames(data, preprocess, cfg.cache_dir, progress=cfg.progress,
-                        max_bytes=cfg.cache_max_bytes)
+    progress = cfg.progress and world.main
+    if world.launched:  # a node's processes share the decoding, then read each other's
+        build_frames(data, preprocess, cfg.cache_dir or default_cache_dir(), progress=progress,
+                     share=(world.local_rank, world.local_size))
+        ddp.barrier(world)
+    cache = load_frames(data, preprocess, cfg.cache_dir, progress=progress,
+                        max_bytes=cfg.cache_max_bytes if world.local_rank == 0 else None)
     if cache.bad_count:
         data.drop_unusable(cache.ok, cache.bad_reasons())
     split = split_records(data, cfg.val_fraction, cfg.seed)
@@ -139,20 +157,23 @@ def _train(cfg: TrainConfig) -> TrainResult:
                         f"{'training' if len(train_ends) == 0 else 'validation'} set "
                         f"({split.method}); record longer sessions or shorten --seq-len")
 
-    if cfg.on_data is not None:  # what it trains on, before the minutes of training
+    if cfg.on_data is not None and world.main:  # what it trains on, before the minutes
         cfg.on_data(f"{data.summary()}; {len(train_ends)} training and {len(val_ends)} "
                     f"validation samples ({split.method})")
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    workers = cfg.workers if cfg.workers is not None else (min(8, os.cpu_count() or 1)
-                                                           if cuda else 0)
+    workers = cfg.workers if cfg.workers is not None else (
+        min(8, (os.cpu_count() or 1) // world.local_size) if cuda else 0)
     augmenter = (Augmenter(cfg.augmentations, preprocess.width, preprocess.height)
                  if cfg.augmentations else None)
     all_steps = cfg.model_type == "rnn"
-    train_set = FramesDataset(cache, data, train_ends, seq_len, preprocess, augmenter, all_steps)
-    val_set = FramesDataset(cache, data, val_ends, seq_len, preprocess, None, all_steps)
-    batch = min(cfg.batch_size, len(train_set))
-    loaders = (make_loader(train_set, batch, True, workers, cuda, cfg.seed),
+    mine = (ddp.shard(train_ends, world, "training"), ddp.shard(val_ends, world, "validation"))
+    draws = ddp.smallest_share(len(train_ends), world) if world.launched else None
+    train_set = FramesDataset(cache, data, mine[0], seq_len, preprocess, augmenter, all_steps,
+                              seed_offset=world.rank)
+    val_set = FramesDataset(cache, data, mine[1], seq_len, preprocess, None, all_steps)
+    batch = min(ddp.per_rank_batch(cfg.batch_size, world), draws or len(train_set))
+    loaders = (make_loader(train_set, batch, True, workers, cuda, cfg.seed + world.rank, draws),
                make_loader(val_set, batch, False, workers, cuda, cfg.seed))
 
     model_config = (_model_config(cfg) if start_from is None   # --init keeps its own
@@ -163,16 +184,20 @@ def _train(cfg: TrainConfig) -> TrainResult:
         model = _check_start_input(start_from, preprocess, cfg.init_from)
     if cfg.model_type == "rnn":
         model.burn_in = burn_in  # the warm-up steps run without gradients
+    ranks = ddp.gather(world, ddp.rank_facts(world, len(train_set), len(val_set),
+                                             ddp.weights_digest(model)))
     learn = make_learner(loaders, model, cfg.model_type, cfg.out, cfg.patience, cuda, burn_in)
     fine_tune = bool(cfg.pretrained)
     lr = cfg.lr or 2e-3
     try:
         if cfg.find_lr:
             lr = find_lr(learn, cfg.out, cfg.progress, frozen=fine_tune)
-        history = fit(learn, cfg.epochs, lr, fine_tune, cfg.freeze_epochs, cfg.progress)
+        with ddp.data_parallel(learn, world, cuda):
+            history = fit(learn, cfg.epochs, lr, fine_tune, cfg.freeze_epochs, progress,
+                          write_history=world.main)
     except torch.cuda.OutOfMemoryError:
-        raise DataError(f"out of GPU memory at batch size {batch}; try --batch-size "
-                        f"{max(1, batch // 2)}") from None
+        raise DataError(f"out of GPU memory at batch size {batch * world.size}; try "
+                        f"--batch-size {max(world.size, batch * world.size // 2)}") from None
     model = learn.model.eval().cpu()
     best = min(history, key=lambda h: h["valid_loss"]) if history else {}
     metrics = {k: round(float(v), 6) for k, v in best.items()
@@ -190,23 +215,29 @@ def _train(cfg: TrainConfig) -> TrainResult:
         "split": split.method,
         "augmentations": list(cfg.augmentations),
         "epochs_run": len(history), "best_epoch": int(best.get("epoch", 0)),
-        "validation": metrics, "lr": lr, "batch_size": batch, "seed": cfg.seed,
-        "device": device,
+        "validation": metrics, "lr": lr, "batch_size": batch * world.size, "seed": cfg.seed,
+        "device": device, "world_size": world.size,
         "init_from": str(Path(cfg.init_from).resolve()) if cfg.init_from else None,
         "pretrained": _pretrained_text(cfg),
     }
-    check = np.asarray(cache.frames[check_positions(split.val, seq_len)])
-    save_checkpoint(cfg.out / "pilot.pt", model, cfg.model_type, model_config, preprocess,
-                    seq_len, training, check_frames=check)
-    manifest = export_model(model, cfg.model_type, preprocess, seq_len,
-                            cfg.out / "pilot.onnx", check, training, cfg.dynamic_batch)
-    (cfg.out / BEST).unlink(missing_ok=True)
-    plot_loss(history, cfg.out / "loss.png")
+    if world.launched:  # who trained on what, and that every rank started from one model
+        training["distributed"] = {"backend": ddp.backend_name(), "batch_per_process": batch,
+                                   "samples_per_epoch_per_process": draws, "ranks": ranks}
+    if world.main:  # one set of outputs, from rank 0
+        check = np.asarray(cache.frames[check_positions(split.val, seq_len)])
+        save_checkpoint(cfg.out / "pilot.pt", model, cfg.model_type, model_config, preprocess,
+                        seq_len, training, check_frames=check)
+        export_model(model, cfg.model_type, preprocess, seq_len, cfg.out / "pilot.onnx",
+                     check, training, cfg.dynamic_batch)
+        (cfg.out / BEST).unlink(missing_ok=True)
+        plot_loss(history, cfg.out / "loss.png")
+    ddp.barrier(world)  # the others wait for rank 0's files, then read its manifest
+    manifest = load_manifest(cfg.out / "pilot.onnx")
     duration = time.monotonic() - start
     names = (*MODEL_FILES, "pilot_dynamic.onnx", "history.csv", "loss.png", "lr_find.png")
     files = [cfg.out / n for n in names if (cfg.out / n).exists()]
     return TrainResult(manifest, split, metrics, history, lr, duration, device,
-                       data.summary(), files)
+                       data.summary(), files, world.main)
 
 
 def _burn_in(cfg: TrainConfig, seq_len: int) -> int:

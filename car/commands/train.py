@@ -31,8 +31,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--epochs", type=bounded(int, 1, 10_000), default=20,
                        help="most epochs to run (default 20; early stopping may end sooner)")
     train.add_argument("--batch-size", type=bounded(int, 1, 65_536), default=32,
-                       help="samples per training step (default 32; halve it if the GPU runs "
-                            "out of memory)")
+                       help="samples per training step, across all --nproc processes "
+                            "(default 32; halve it if the GPU runs out of memory)")
+    train.add_argument("--nproc", type=bounded(int, 1, 1024), metavar="N",
+                       help="train in N processes on this machine, data-parallel through "
+                            "torch.distributed (one per GPU with NCCL, else gloo on the CPU); "
+                            "across machines, start `torchrun ... -m car.entry train ...` "
+                            "instead (docs/training.md)")
     rate = train.add_mutually_exclusive_group()
     rate.add_argument("--lr", type=bounded(float, 1e-7, 10.0), help="peak learning rate "
                       "of the one-cycle schedule (default 2e-3)")
@@ -142,6 +147,14 @@ def frame_cache_cap(config: Config) -> int | None:
 def train_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     module = training_module()
+    if args.nproc is not None:
+        from training.distributed import World, launch, per_rank_batch, without_nproc
+
+        per_rank_batch(args.batch_size, World(size=args.nproc))  # one line now, not N later
+        if args.find_lr:
+            raise CarError("--find-lr runs in one process: find the learning rate without "
+                           "--nproc, then pass it with --lr")
+        return launch(without_nproc(args.argv), args.nproc)
     from training.augment import parse_augmentations
     from training.records import expand_tub_paths
 
@@ -159,11 +172,15 @@ def train_command(args: argparse.Namespace) -> int:
         on_data=lambda summary: print(f"data: {summary}", flush=True),
         cache_dir=frame_cache_dir(config), cache_max_bytes=frame_cache_cap(config))
     result = module.train(cfg)
+    if not result.main:
+        return 0  # rank 0 reports for every training process
     m = result.metrics
     records = result.manifest.training["records"]
     start = f", starting from {args.init}" if args.init else ""
+    processes = result.manifest.training.get("world_size", 1)
+    where = f"{processes} processes on {result.device}" if processes > 1 else result.device
     print(f"trained {args.model_type}{start} on {records['train']} samples, validated on "
-          f"{records['validation']} ({result.split.method}) on {result.device} in "
+          f"{records['validation']} ({result.split.method}) on {where} in "
           f"{result.duration_s:.0f} s, lr {result.lr:.2g}")
     print(f"best validation: loss {m.get('valid_loss', float('nan')):.4f}, steering MAE "
           f"{m.get('steering_mae', float('nan')):.3f}, throttle MAE "
