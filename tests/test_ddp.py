@@ -130,3 +130,27 @@ def test_a_batch_that_does_not_split_is_one_clear_line(sim_tub_pristine: Path,
         done.stderr)
     assert done.stderr.count("error") == 1 and "Traceback" not in done.stderr
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_plain_torchrun_runs_the_same_entry_point(sim_tub_pristine: Path, tmp_path: Path
+                                                  ) -> None:
+    """The multi-node form of docs/training.md, on one node: torchrun with a c10d
+    rendezvous, ``-m car.entry train``."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "CAR_CONFIG"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
+         "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+         "--rdzv-id", "test", "-m", "car.entry", "train", "--tub", str(sim_tub_pristine),
+         "--type", "linear", "--out", "m", "--epochs", "1", "--quiet"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("on 2 processes on cpu") == 1
+    manifest = json.loads((tmp_path / "m" / "pilot.json").read_text())
+    assert manifest["training"]["world_size"] == 2
