@@ -154,3 +154,23 @@ def test_plain_torchrun_runs_the_same_entry_point(sim_tub_pristine: Path, tmp_pa
     assert done.stdout.count("on 2 processes on cpu") == 1
     manifest = json.loads((tmp_path / "m" / "pilot.json").read_text())
     assert manifest["training"]["world_size"] == 2
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="no CUDA device (probed with torch.cuda)")
+@pytest.mark.parametrize("family", ["linear", "rnn"])
+def test_nccl_training_on_the_gpu(family: str, sim_tub_pristine: Path, tmp_path: Path) -> None:
+    """`--nproc 1` on CUDA: NCCL (a world of one on a single GPU), mixed precision, and
+    channels_last for the 2-D families; the export still matches ONNX Runtime."""
+    done = car("train", "--tub", str(sim_tub_pristine), "--type", family, "--out", "m",
+               "--epochs", "2", "--nproc", "1", "--quiet", "--seq-len", "8", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    training = json.loads((tmp_path / "m" / "pilot.json").read_text())["training"]
+    assert training["device"] == "cuda" and training["distributed"]["backend"] == "nccl"
+    assert np.isfinite(training["validation"]["valid_loss"])
