@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from car.cli import main
+from car.tub import Tub
 from deploy.preprocess import Preprocess
 from training.cache import build_frames, load_frames
 from training.frame_shards import ShardedFrames
@@ -45,7 +46,8 @@ def test_one_shard_per_session_and_a_new_session_builds_only_its_own(
     assert [s.key for s in again.shards[:2]] == [s.key for s in first.shards]
     n = len(first.frames)
     assert np.array_equal(again.frames[n - 3:n + 3][:3], np.asarray(first.frames[n - 3:n]))
-    image = data.tubs[0].load_image(data.tubs[0].record(data.records[n + 2].index))
+    tub = Tub(data.tubs[0].path)
+    image = tub.load_image(tub.record(data.records[n + 2].index))
     assert np.array_equal(again.frames[n + 2], p.geometry(image))
 
 

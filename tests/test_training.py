@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from car.cli import main
+from car.tub import Tub
 from deploy.manifest import load_manifest
 from training.cache import load_frames
 from training.checkpoint import load_checkpoint
@@ -98,7 +99,7 @@ def test_training_and_drive_time_preprocessing_agree(sim_tub_pristine: Path,
     data = load_records([sim_tub_pristine])
     cache = load_frames(data, manifest.preprocess, tmp_path / "c", progress=False)
     dataset = FramesDataset(cache, data, np.arange(10), 1, manifest.preprocess)
-    tub = data.tubs[0]
+    tub = Tub(data.tubs[0].path)
     for i in (0, 7):
         x, y = dataset[i]
         frame = tub.load_image(tub.record(data.records[i].index))

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from car.tub import Tub
 from car.tub.marks import set_deleted
 from deploy.manifest import (
     VERSION,
@@ -124,7 +125,8 @@ def test_frame_cache_builds_once_and_skips_a_corrupt_jpeg(sim_tub: Path, tmp_pat
     cache = load_frames(data, p, tmp_path / "cache", progress=False)
     assert cache.built and cache.bad_count == 1 and not cache.ok[40]
     assert cache.frames.shape == (len(data), 80, 160, 3)
-    image = data.tubs[0].load_image(data.tubs[0].record(data.records[3].index))
+    tub = Tub(data.tubs[0].path)
+    image = tub.load_image(tub.record(data.records[3].index))
     assert np.array_equal(cache.frames[3], p.geometry(image))
     again = load_frames(data, p, tmp_path / "cache", progress=False)
     assert not again.built and again.bad_count == 1

@@ -72,8 +72,9 @@ def start(world: World, cuda: bool) -> str:
                             "process per GPU")
         torch.cuda.set_device(world.local_rank)
     backend = "nccl" if cuda else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
+    if not dist.is_initialized():  # NCCL told its GPU: no guessing it from the rank
+        dist.init_process_group(backend, device_id=torch.device("cuda", world.local_rank)
+                                if cuda else None)
     return backend
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 with warnings.catch_warnings():  # fastai's import uses the deprecated torch.jit.script
     warnings.simplefilter("ignore", FutureWarning)
@@ -29,6 +30,12 @@ class ShardedTrainer(DistributedTrainer):
         if getattr(dl, "to_detach", None) is not _local_detach:
             dl.to_detach = _local_detach
         return dl
+
+    def after_fit(self) -> None:
+        """Unwrap the model (Accelerate leaves a world of one process unwrapped)."""
+        if isinstance(self.learn.model, DistributedDataParallel):
+            self.learn.model = self.learn.model.module
+        self.learn.dls.loaders = self.old_dls
 
     def after_train(self) -> None:
         smooth = self.learn.recorder.smooth_loss

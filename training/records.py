@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,14 @@ class DataError(CarError):
 
 
 @dataclass(frozen=True)
+class TubRef:
+    """A tub the records came from. Only its path is kept: a tub's parsed catalog is about
+    1 kB a record, which a 1M-frame training has no use for once its records are read."""
+
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     tub: int  # position in the list of tubs
     index: int  # the record's _index in its tub
@@ -37,7 +46,7 @@ class Record:
 
 @dataclass
 class RecordSet:
-    tubs: list[Tub]
+    tubs: list[TubRef]
     records: list[Record]  # usable records, in tub then index order
     runs: list[range]  # contiguous stretches, as ranges of positions in ``records``
     skipped: dict[str, int]  # why records were left out, and how many
@@ -77,10 +86,11 @@ def load_records(paths: Iterable[str | os.PathLike], *, modes: Sequence[str] | N
                  image_key: str = "cam/image_array") -> RecordSet:
     """Live records whose mode is in ``modes`` (None: any) and whose labels are usable."""
     unique = list(dict.fromkeys(Path(p).resolve() for p in paths))  # each tub once
-    tubs = [Tub(p) for p in unique]
+    tubs = [TubRef(p) for p in unique]
     records: list[Record] = []
     skipped = {"of another mode": 0, "without a finite label": 0, "without an image": 0}
-    for t, tub in enumerate(tubs):
+    for t, path in enumerate(unique):
+        tub = Tub(path)  # read, then let go: only the records below are kept
         missing = [k for k in (steering_key, throttle_key, image_key) if k not in tub.inputs]
         if missing:
             raise DataError(f"{tub.path}: the tub has no {', '.join(missing)} field "
@@ -98,12 +108,12 @@ def load_records(paths: Iterable[str | os.PathLike], *, modes: Sequence[str] | N
             if not isinstance(image, str):
                 skipped["without an image"] += 1
                 continue
-            session = f"{tub.path}#{rec.get('_session_id') or ''}"
+            session = sys.intern(f"{tub.path}#{rec.get('_session_id') or ''}")  # one copy
             records.append(Record(t, int(rec["_index"]), session, image,
                                   max(-1.0, min(1.0, float(steering))),
                                   max(-1.0, min(1.0, float(throttle)))))
     if not records:
-        raise DataError(f"no usable records in {', '.join(str(t.path) for t in tubs)} "
+        raise DataError(f"no usable records in {', '.join(str(p) for p in unique)} "
                         f"(modes {list(modes) if modes else 'any'}; "
                         + ", ".join(f"{n} {why}" for why, n in skipped.items()) + ")")
     return RecordSet(tubs, records, find_runs(records), skipped)
