@@ -8,8 +8,10 @@ third cropped) for ``--steps`` optimiser steps on synthetic batches, after warm-
 One process is the baseline (plain model, all cores); N processes run
 DistributedDataParallel (gloo on the CPU, NCCL on CUDA with one GPU each) with the global
 batch split N ways and the cores shared out. The gradient sync per step is measured two
-ways in the same run: the step time with DDP's all-reduce minus the step time under
-``no_sync()`` (which skips it), and one all-reduce of a buffer the size of the gradients.
+ways in the same run: the median step with DDP's all-reduce minus the median step under
+``no_sync()`` (which skips it; the two alternate step by step, and DDP overlaps the
+all-reduce with the backward pass, so this is what the sync adds to a step), and one
+all-reduce of a buffer the size of the gradients (what it would cost alone).
 On a CPU box the processes share the cores, so the speed-up measures overlap and sync
 cost rather than added compute; on a GPU machine each process has its own GPU.
 """
@@ -93,10 +95,15 @@ def worker(rank: int, world: int, args: argparse.Namespace, port: int,
         model = nn.parallel.DistributedDataParallel(model, device_ids=[rank] if cuda else None)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     steps_s(model, opt, x, y, args.warmup, device)
-    step = steps_s(model, opt, x, y, args.steps, device)
-    row = {"step_s": step}
+    if distributed:  # alternate steps with and without the all-reduce: the same conditions
+        timed = [(steps_s(model, opt, x, y, 1, device),
+                  steps_s(model, opt, x, y, 1, device, model.no_sync))
+                 for _ in range(args.steps)]
+        row = {"step_s": statistics.median(t[0] for t in timed),
+               "no_sync_s": statistics.median(t[1] for t in timed)}
+    else:
+        row = {"step_s": steps_s(model, opt, x, y, args.steps, device)}
     if distributed:
-        row["no_sync_s"] = steps_s(model, opt, x, y, args.steps, device, model.no_sync)
         grads = torch.zeros(sum(p.numel() for p in model.parameters()), device=device)
         times = []
         for _ in range(args.steps):
