@@ -22,8 +22,6 @@ at the end, so a failed export leaves no half dataset behind.
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -54,6 +52,7 @@ from car.tub.lerobot_format import (
     VIDEO_PATH,
     require,
     write_json,
+    written_whole,
 )
 from car.tub.lerobot_tables import column_stats, episode_table, frames_table, image_stats
 from car.tub.lerobot_tables import tasks_table as make_tasks_table
@@ -110,16 +109,8 @@ def export_lerobot(paths: Iterable[str | Path], out: str | Path, *,
         fps = max(1, round(rate))
     else:
         source = "as given"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with written_whole(out) as partial:
         summary = _write(partial, episodes, keys, names, fps, task, progress, pa, pq, av)
-        if out.exists():
-            out.rmdir()
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     summary.out, summary.fps_source = out, source
     return summary
 

@@ -20,8 +20,6 @@ when whole.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +30,15 @@ import numpy as np
 
 from car.errors import TubError
 from car.tub.appender import TubAppender
-from car.tub.lerobot_format import ACTION, CAPTURE, EPISODES_DIR, STATE, read_info, require
+from car.tub.lerobot_format import (
+    ACTION,
+    CAPTURE,
+    EPISODES_DIR,
+    STATE,
+    read_info,
+    require,
+    written_whole,
+)
 from car.tub.values import prepare_record
 
 BASE_INPUTS = ["cam/image_array", "user/angle", "user/throttle", "user/mode"]
@@ -67,10 +73,8 @@ def import_lerobot(src: str | Path, out: str | Path, *, camera: str | None = Non
     episodes = _episodes(root, pq, camera)
     state_fields, state_type = _state_fields(features.get(STATE))
     inputs, types = BASE_INPUTS + state_fields, BASE_TYPES + [state_type] * len(state_fields)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     frames = 0
-    try:
+    with written_whole(out) as partial:
         data = _Data(root, info, pa, pq)
         base_s, offset_s = time.time(), 0.0
         for episode in (progress(episodes) if progress else episodes):
@@ -102,12 +106,6 @@ def import_lerobot(src: str | Path, out: str | Path, *, camera: str | None = Non
                     frames += 1
         if frames == 0:
             raise TubError(f"{root}: the dataset has no frames")
-        if out.exists():
-            out.rmdir()
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return ImportSummary(out, frames, len(episodes), fps, camera, state_fields)
 
 
