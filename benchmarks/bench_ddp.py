@@ -113,9 +113,13 @@ def worker(rank: int, world: int, args: argparse.Namespace, port: int,
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
         row["allreduce_s"] = statistics.median(times)
-        dist.destroy_process_group()
     if rank == 0:
         results[world] = row
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)  # no interpreter teardown: gloo's threads can abort it under load
 
 
 def free_port() -> int:

@@ -282,6 +282,16 @@ def _ddp_worker(rank: int, world: int, port: int, family: str, device_type: str,
         dist.barrier()  # no rank tears the group down while another still uses it
     finally:
         dist.destroy_process_group()
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """End a spawned worker without the interpreter's teardown: gloo's threads can abort
+    it there ("terminate called without an active exception", seen under load), after the
+    results are written."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def ddp_throughput(family: str, world: int, device_type: str, batch: int, warmup: int,

@@ -93,18 +93,18 @@ def test_the_json_reader_names_file_line_and_key_for_every_failure(tmp_path):
 
 @pytest.mark.parametrize("raw", [LONG, DEEP])
 def test_a_hostile_frame_cache_index_is_rebuilt_with_one_line(raw, tmp_path, caplog):
-    from training.cache import _open_existing
+    from training.cache import Shard, _open_existing
 
     array, index = tmp_path / "k.u8", tmp_path / "k.json"
-    shape = (2, 4, 4, 3)
-    array.write_bytes(bytes(int(np.prod(shape))))
+    shard, frame = Shard("k", range(2), array), (4, 4, 3)
+    array.write_bytes(bytes(2 * int(np.prod(frame))))
     index.write_text('{"shape": [2, 4, 4, 3], "status": [0, 0], "x": ' + raw + "}")
     with caplog.at_level(logging.INFO):
-        assert _open_existing(array, index, shape) is None
+        assert _open_existing(shard, frame) is None
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith(f"{index}: ") and line.endswith("building the cache again")
     index.write_text('{"shape": [2, 4, 4, 3], "status": [0, 0]}')
-    assert _open_existing(array, index, shape) is not None
+    assert _open_existing(shard, frame) is not None
 
 
 def nested(depth: int) -> list:
