@@ -21,10 +21,8 @@ at the end, so a failed export leaves no half dataset behind.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +56,7 @@ from car.tub.lerobot_tables import column_stats, episode_table, frames_table, im
 from car.tub.lerobot_tables import tasks_table as make_tasks_table
 from car.tub.movie import movie_fps
 from car.tub.reader import Tub
+from car.tub.video import H264Sink
 
 NUMERIC_TYPES = ("float", "int", "boolean")
 GOP = 10  # a key frame every 10 frames: a random read decodes at most 9 extra
@@ -159,7 +158,8 @@ def _write(root: Path, episodes: list[Episode], keys: tuple[str, str], names: li
     size = (width + width % 2, height + height % 2)  # yuv420p needs even sizes: pad
     video_path = root / VIDEO_PATH.format(video_key=CAMERA, chunk_index=0, file_index=0)
     video_path.parent.mkdir(parents=True)
-    video = _Video(av, video_path, fps, size)
+    video = H264Sink(video_path, fps, size, pixel_format="rgb24",  # a key frame every GOP
+                     options={"crf": CRF, "g": str(GOP), "bf": "0", "preset": "veryfast"})
     columns: dict[str, list[Any]] = {k: [] for k in (ACTION, STATE, CAPTURE, *INDEX_FEATURES)
                                      if k != STATE or names}
     samples: list[np.ndarray] = []
@@ -285,40 +285,3 @@ def _features(names: list[str], size: tuple[int, int], fps: int,
 def _made(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
-
-
-class _Video:
-    """H.264 (libx264, yuv420p) in an MP4, one frame per 1/fps: frame N plays at N / fps."""
-
-    def __init__(self, av: Any, path: Path, fps: int, size: tuple[int, int]):
-        self._av = av
-        self.width, self.height = size
-        self._container = av.open(str(path), mode="w")
-        self._stream = self._container.add_stream("libx264", rate=Fraction(fps))
-        self._stream.width, self._stream.height = size
-        self._stream.pix_fmt = "yuv420p"
-        self._time_base = Fraction(1, fps)  # the muxer changes the stream's own later
-        self._stream.time_base = self._time_base
-        self._stream.options = {"crf": CRF, "g": str(GOP), "bf": "0", "preset": "veryfast"}
-        self._frames = 0
-
-    def write(self, rgb: np.ndarray) -> None:
-        pad_h, pad_w = self.height - rgb.shape[0], self.width - rgb.shape[1]
-        if pad_h or pad_w:
-            rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        frame.pts = self._frames
-        frame.time_base = self._time_base
-        self._frames += 1
-        self._container.mux(self._stream.encode(frame))
-
-    def close(self) -> None:
-        try:
-            self._container.mux(self._stream.encode(None))  # flush the encoder's delay
-        finally:
-            self._container.close()
-
-    def abort(self) -> None:
-        """Close after a failure, keeping that failure the one reported."""
-        with contextlib.suppress(Exception):  # the partial dataset is removed anyway
-            self._container.close()

@@ -8,6 +8,7 @@ browser can start playing it before it has the whole file.
 
 from __future__ import annotations
 
+import contextlib
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,9 +43,12 @@ def rate_fraction(fps: float) -> Fraction:
 
 
 class H264Sink:
-    """H.264 (libx264, yuv420p, CRF 20) in an MP4 with its index first."""
+    """H.264 (libx264, yuv420p) in an MP4 with its index first; frame N plays at N / fps.
+    ``pixel_format`` is the frames' layout (bgr24, or rgb24); ``options`` are libx264's
+    (CRF 20, preset veryfast by default)."""
 
-    def __init__(self, out: Path, fps: float, size: tuple[int, int]):
+    def __init__(self, out: Path, fps: float, size: tuple[int, int], *,
+                 pixel_format: str = "bgr24", options: dict[str, str] | None = None):
         try:
             import av
         except ImportError:
@@ -57,25 +61,37 @@ class H264Sink:
             self._container = av.open(str(out), mode="w", options={"movflags": "+faststart"})
         except (OSError, av.FFmpegError) as exc:
             raise TubError(f"{out}: cannot write the movie: {exc}") from None
-        self._stream: Any = self._container.add_stream("libx264", rate=rate_fraction(fps))
+        rate = rate_fraction(fps)
+        self._stream: Any = self._container.add_stream("libx264", rate=rate)
         self._stream.width, self._stream.height = self.width, self.height
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": "20", "preset": "veryfast"}
+        self._time_base = 1 / rate  # set on each frame too: the muxer changes the stream's
+        self._stream.time_base = self._time_base
+        self._stream.options = options or {"crf": "20", "preset": "veryfast"}
+        self._format = pixel_format
         self._frames = 0
 
-    def write(self, frame_bgr: np.ndarray) -> None:
-        pad_h, pad_w = self.height - frame_bgr.shape[0], self.width - frame_bgr.shape[1]
+    def write(self, frame: np.ndarray) -> None:
+        pad_h, pad_w = self.height - frame.shape[0], self.width - frame.shape[1]
         if pad_h or pad_w:
-            frame_bgr = cv2.copyMakeBorder(frame_bgr, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
-        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_bgr), format="bgr24")
-        frame.pts = self._frames
+            frame = cv2.copyMakeBorder(frame, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
+        picture = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(frame),
+                                                   format=self._format)
+        picture.pts = self._frames
+        picture.time_base = self._time_base
         self._frames += 1
-        self._container.mux(self._stream.encode(frame))
+        self._container.mux(self._stream.encode(picture))
 
     def close(self) -> None:
         try:
             self._container.mux(self._stream.encode(None))  # flush the encoder's delay
         finally:
+            self._container.close()
+
+    def abort(self) -> None:
+        """Close after a failure, keeping that failure the one reported (the caller removes
+        the file)."""
+        with contextlib.suppress(Exception):
             self._container.close()
 
 
