@@ -12,7 +12,7 @@ import pytest
 from car.cli import main
 from car.tub import Tub
 from deploy.preprocess import Preprocess
-from training.cache import build_frames, load_frames
+from training.cache import load_frames, plan_shards
 from training.frame_shards import ShardedFrames
 from training.records import load_records
 
@@ -54,9 +54,15 @@ def test_one_shard_per_session_and_a_new_session_builds_only_its_own(
 def test_processes_split_the_build_and_then_reuse_each_others_shards(
         sim_tub_pristine: Path, tmp_path: Path) -> None:
     data, cache_dir, p = load_records([sim_tub_pristine]), tmp_path / "cache", Preprocess()
-    shards, built = build_frames(data, p, cache_dir, share=(0, 2), progress=False)
-    assert built == 1 and shards[0].path.exists() and not shards[1].path.exists()
-    _, built = build_frames(data, p, cache_dir, share=(1, 2), progress=False)
-    assert built == 1 and shards[1].path.exists()
-    cache = load_frames(data, p, cache_dir, progress=False)
-    assert cache.built_shards == 0 and cache.frames.shape == (len(data), 80, 160, 3)
+    shards = plan_shards(data, p, cache_dir)
+    seen = []
+
+    def wait() -> None:  # the barrier: this process's share is built, the other's is not
+        seen.append([s.path.exists() for s in shards])
+
+    first = load_frames(data, p, cache_dir, progress=False, share=(0, 2), wait=wait)
+    assert seen == [[True, False]]
+    assert first.built_shards == 2  # no other process built shard 1: this one did, after
+    other = load_frames(data, p, cache_dir, progress=False, share=(1, 2))
+    assert other.built_shards == 0 and other.frames.shape == (len(data), 80, 160, 3)
+    assert np.array_equal(np.asarray(other.frames), np.asarray(first.frames))

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,56 +121,61 @@ def read_frame(path: Path) -> np.ndarray | None:
 
 
 def load_frames(data: RecordSet, preprocess: Preprocess, cache_dir: Path | None = None,
-                workers: int = 2, progress: bool = True, max_bytes: int | None = None
+                workers: int = 2, progress: bool = True, max_bytes: int | None = None, *,
+                share: tuple[int, int] = (0, 1), wait: Callable[[], None] | None = None
                 ) -> FrameCache:
-    """The cached frames of every record, building the shards that are missing. With
+    """The cached frames of every record, building the shards that are missing.
+
+    With ``share=(k, n)``, this process first opens or builds every n-th shard from the
+    k-th (a node's n processes split the decoding), then calls ``wait`` (a barrier: the
+    others finish their shares), then opens the rest, building any still missing. Reused
+    shards are marked as used now, for the size cap's least-recently-used order. With
     ``max_bytes``, the least recently used other entries are then removed until the cache
     fits it."""
     cache_dir = cache_dir or default_cache_dir()
-    shards, built = build_frames(data, preprocess, cache_dir, workers=workers,
-                                 progress=progress)
-    shape = (preprocess.height, preprocess.width, 3)
-    arrays, statuses = [], []
-    for shard in shards:
-        entry = _open_existing(shard, shape)
-        if entry is None:  # another process's share, removed or damaged since: build it
-            with _bar(len(shard.records), 1, len(shards), progress) as bar:
-                _build_entry(data, preprocess, shard, shape, workers, bar)
-            built += 1
-            entry = _open_existing(shard, shape)
-            if entry is None:
-                raise OSError(f"{shard.path}: the frame cache shard cannot be read back")
-        arrays.append(entry[0])
-        statuses.append(entry[1])
-    if max_bytes is not None:
-        _enforce_cap(cache_dir, max_bytes, tuple(s.key for s in shards))
-    return FrameCache(ShardedFrames(arrays, shape), np.concatenate(statuses), shards, built)
-
-
-def build_frames(data: RecordSet, preprocess: Preprocess, cache_dir: Path, *,
-                 share: tuple[int, int] = (0, 1), workers: int = 2, progress: bool = True
-                 ) -> tuple[list[Shard], int]:
-    """Every shard's plan, and how many were built: the missing ones, or with
-    ``share=(k, n)`` only the missing ones among every n-th from the k-th (a node's
-    processes split the decoding). Reused shards are marked as used now, for the size cap's
-    least-recently-used order."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(cache_dir)
     shards = plan_shards(data, preprocess, cache_dir)
-    shape = (preprocess.height, preprocess.width, 3)
     k, n = share
-    missing = []
-    for shard in shards[k::n]:
-        if _open_existing(shard, shape) is None:
-            missing.append(shard)
-        else:
-            with contextlib.suppress(OSError):
-                os.utime(shard.path.with_suffix(".json"))
-    with _bar(sum(len(s.records) for s in missing), len(missing), len(shards),
+    mine = list(range(k, len(shards), n))
+    entries, built = _open_or_build(data, preprocess, shards, mine, workers, progress)
+    if wait is not None:
+        wait()
+    rest = [i for i in range(len(shards)) if i not in entries]
+    more, built_rest = _open_or_build(data, preprocess, shards, rest, workers, progress)
+    entries |= more
+    if max_bytes is not None:
+        _enforce_cap(cache_dir, max_bytes, tuple(s.key for s in shards))
+    shape = (preprocess.height, preprocess.width, 3)
+    ordered = [entries[i] for i in range(len(shards))]
+    return FrameCache(ShardedFrames([e[0] for e in ordered], shape),
+                      np.concatenate([e[1] for e in ordered]), shards, built + built_rest)
+
+
+def _open_or_build(data: RecordSet, preprocess: Preprocess, shards: list[Shard],
+                   chosen: list[int], workers: int, progress: bool
+                   ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], int]:
+    """The ``chosen`` shards opened (each index read once), the missing ones built first;
+    and how many were built."""
+    shape = (preprocess.height, preprocess.width, 3)
+    entries, missing = {}, []
+    for i in chosen:
+        entry = _open_existing(shards[i], shape)
+        if entry is None:
+            missing.append(i)
+            continue
+        entries[i] = entry
+        with contextlib.suppress(OSError):
+            os.utime(shards[i].path.with_suffix(".json"))
+    with _bar(sum(len(shards[i].records) for i in missing), len(missing), len(shards),
               progress and bool(missing)) as bar:
-        for shard in missing:
-            _build_entry(data, preprocess, shard, shape, workers, bar)
-    return shards, len(missing)
+        for i in missing:
+            _build_entry(data, preprocess, shards[i], shape, workers, bar)
+            entry = _open_existing(shards[i], shape)
+            if entry is None:
+                raise OSError(f"{shards[i].path}: the frame cache shard cannot be read back")
+            entries[i] = entry
+    return entries, len(missing)
 
 
 def _bar(frames: int, shards: int, of: int, progress: bool) -> tqdm:

@@ -61,10 +61,10 @@ class World:
         return self.rank == 0
 
 
-def start(world: World, cuda: bool) -> str:
-    """Join the process group (NCCL with a GPU per local rank, else gloo); its backend."""
+def start(world: World, cuda: bool) -> None:
+    """Join the process group (NCCL with a GPU per local rank, else gloo)."""
     if not world.launched:
-        return ""
+        return
     if cuda:
         if world.local_rank >= torch.cuda.device_count():
             raise DataError(f"local rank {world.local_rank} has no GPU of its own (this "
@@ -75,7 +75,6 @@ def start(world: World, cuda: bool) -> str:
     if not dist.is_initialized():  # NCCL told its GPU: no guessing it from the rank
         dist.init_process_group(backend, device_id=torch.device("cuda", world.local_rank)
                                 if cuda else None)
-    return backend
 
 
 def backend_name() -> str:
@@ -104,6 +103,15 @@ def shard(ends: np.ndarray, world: World, what: str) -> np.ndarray:
 def smallest_share(count: int, world: World) -> int:
     """The size of the smallest share of ``count`` samples: what every rank draws an epoch."""
     return count // world.size
+
+
+def check_options(batch_size: int, find_lr: bool, world: World) -> None:
+    """What several processes refuse, in one line, before anything starts (checked by the
+    `--nproc` launcher and again by each worker, which plain torchrun starts directly)."""
+    per_rank_batch(batch_size, world)
+    if find_lr and world.launched:
+        raise DataError("--find-lr runs in one process: find the learning rate without "
+                        "--nproc, then pass it with --lr")
 
 
 def per_rank_batch(batch_size: int, world: World) -> int:

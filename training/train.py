@@ -28,7 +28,7 @@ from deploy.model_swap import clean, folder_lock
 from deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, PreprocessError
 from training import distributed as ddp
 from training.augment import Augmenter
-from training.cache import build_frames, default_cache_dir, load_frames, read_frame
+from training.cache import load_frames, read_frame
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.export import check_positions, export_model
 from training.learner import BEST, find_lr, fit, make_learner, plot_loss
@@ -93,7 +93,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     world = ddp.World.from_env()
     if cfg.out.is_dir() and world.main:  # a model whose swap was committed counts as existing
         remove_leftovers(cfg.out)
-    ddp.per_rank_batch(cfg.batch_size, world)
+    ddp.check_options(cfg.batch_size, cfg.find_lr, world)
     created = _check_out(cfg)
     try:
         ddp.start(world, torch.cuda.is_available())
@@ -109,9 +109,6 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 def _train(cfg: TrainConfig, world: ddp.World) -> TrainResult:
     start = time.monotonic()
-    if cfg.find_lr and world.launched:
-        raise DataError("--find-lr runs in one process: find the learning rate without "
-                        "--nproc, then pass it with --lr")
     if cfg.dynamic_batch and cfg.model_type == "rnn":
         raise DataError("--dynamic-batch does not apply to rnn models: they run one frame per "
                         "step with their hidden state")
@@ -136,12 +133,11 @@ def _train(cfg: TrainConfig, world: ddp.World) -> TrainResult:
                      if r.start < cfg.limit]
     preprocess = _preprocess_for(data, cfg)
     progress = cfg.progress and world.main
-    if world.launched:  # a node's processes share the decoding, then read each other's
-        build_frames(data, preprocess, cfg.cache_dir or default_cache_dir(), progress=progress,
-                     share=(world.local_rank, world.local_size))
-        ddp.barrier(world)
+    # a node's processes share the decoding, then read each other's shards
     cache = load_frames(data, preprocess, cfg.cache_dir, progress=progress,
-                        max_bytes=cfg.cache_max_bytes if world.local_rank == 0 else None)
+                        max_bytes=cfg.cache_max_bytes if world.local_rank == 0 else None,
+                        share=(world.local_rank, world.local_size),
+                        wait=lambda: ddp.barrier(world))
     if cache.bad_count:
         data.drop_unusable(cache.ok, cache.bad_reasons())
     split = split_records(data, cfg.val_fraction, cfg.seed)
@@ -227,12 +223,13 @@ def _train(cfg: TrainConfig, world: ddp.World) -> TrainResult:
         check = np.asarray(cache.frames[check_positions(split.val, seq_len)])
         save_checkpoint(cfg.out / "pilot.pt", model, cfg.model_type, model_config, preprocess,
                         seq_len, training, check_frames=check)
-        export_model(model, cfg.model_type, preprocess, seq_len, cfg.out / "pilot.onnx",
-                     check, training, cfg.dynamic_batch)
+        manifest = export_model(model, cfg.model_type, preprocess, seq_len,
+                                cfg.out / "pilot.onnx", check, training, cfg.dynamic_batch)
         (cfg.out / BEST).unlink(missing_ok=True)
         plot_loss(history, cfg.out / "loss.png")
     ddp.barrier(world)  # the others wait for rank 0's files, then read its manifest
-    manifest = load_manifest(cfg.out / "pilot.onnx")
+    if not world.main:
+        manifest = load_manifest(cfg.out / "pilot.onnx")
     duration = time.monotonic() - start
     names = (*MODEL_FILES, "pilot_dynamic.onnx", "history.csv", "loss.png", "lr_find.png")
     files = [cfg.out / n for n in names if (cfg.out / n).exists()]

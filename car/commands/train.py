@@ -148,12 +148,9 @@ def train_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     module = training_module()
     if args.nproc is not None:
-        from training.distributed import World, launch, per_rank_batch, without_nproc
+        from training.distributed import World, check_options, launch, without_nproc
 
-        per_rank_batch(args.batch_size, World(size=args.nproc))  # one line now, not N later
-        if args.find_lr:
-            raise CarError("--find-lr runs in one process: find the learning rate without "
-                           "--nproc, then pass it with --lr")
+        check_options(args.batch_size, args.find_lr, World(size=args.nproc, launched=True))
         return launch(without_nproc(args.argv), args.nproc)
     from training.augment import parse_augmentations
     from training.records import expand_tub_paths
