@@ -14,6 +14,7 @@ FIELDS = ("pace", "family", "seed", "track", "status", "autonomy_pct", "interven
           "lap_ratio", "mean_abs_cte_m", "max_abs_cte_m", "mean_lap_s", "expert_lap_s",
           "latency_ms", "params", "train_s", "error")
 BEGIN, END = "<!-- compare_models:begin -->", "<!-- compare_models:end -->"
+DROVE_PCT = 99.5  # a seed "drove" a track at this autonomy or more (issue 18's bar)
 
 
 def run_row(pace: str, family: str, seed: int, track: str, result: dict[str, Any],
@@ -63,6 +64,9 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "train_s"):
             agg[key] = mean_std([r[key] for r in ok])
         agg["laps_n"] = sum(r["lap_ratio"] is not None for r in ok)  # seeds with a lap done
+        agg["autonomy_each"] = [float(r["autonomy_pct"]) for r in ok
+                                if r["autonomy_pct"] is not None]
+        agg["drove"] = sum(a >= DROVE_PCT for a in agg["autonomy_each"])
         out.append(agg)
     return out
 
@@ -84,9 +88,10 @@ def _params(ms: tuple[float, float] | None) -> str:
 
 def format_table(groups: list[dict[str, Any]]) -> str:
     """The markdown table: one line per pace × family × track."""
-    lines = ["| pace | family | track | seeds ok | autonomy (%) | lap time / expert's | "
-             "mean \\|cte\\| (m) | latency p50 (ms) | parameters | train (min) |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| pace | family | track | seeds ok | drove (≥ 99.5 %) | autonomy (%) | "
+             "lap time / expert's | mean \\|cte\\| (m) | latency p50 (ms) | parameters | "
+             "train (min) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for g in groups:
         n = g["ok"]
         ratio = fmt(g["lap_ratio"], 3, g["laps_n"])
@@ -96,11 +101,12 @@ def format_table(groups: list[dict[str, Any]]) -> str:
             ratio = "no lap"
         train = g["train_s"] and (g["train_s"][0] / 60.0, 0.0)
         cells = [g["pace"], g["family"], g["track"], f"{n}/{g['seeds']}",
-                 fmt(g["autonomy_pct"], 1, n), ratio, fmt(g["mean_abs_cte_m"], 3, n),
+                 f"{g['drove']}/{n}" if n else "", fmt(g["autonomy_pct"], 1, n), ratio,
+                 fmt(g["mean_abs_cte_m"], 3, n),
                  fmt(g["latency_ms"], 2, 1), _params(g["params"]), fmt(train, 1, 1)]
         if n == 0:
             why = "; ".join(g["errors"])[:100].replace("|", "/")
-            cells[4:] = [f"failed: {why}", "", "", "", "", ""]
+            cells[5:] = [f"failed: {why}", "", "", "", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -141,7 +147,7 @@ def plot(groups: list[dict[str, Any]], path: Path) -> None:
                                             ("lap_ratio", "lap time / expert's"))):
             ax = axes[row][col]
             for t, track in enumerate(tracks):
-                xs, ys, es = [], [], []
+                xs, ys, es, each = [], [], [], []
                 for f, family in enumerate(families):
                     g = next((g for g in groups if (g["pace"], g["family"], g["track"])
                               == (pace, family, track)), None)
@@ -149,10 +155,12 @@ def plot(groups: list[dict[str, Any]], path: Path) -> None:
                         xs.append(f + (t - (len(tracks) - 1) / 2) * width)
                         ys.append(g[key][0])
                         es.append(g[key][1])
-                if key == "autonomy_pct":
-                    bars = ax.bar(xs, ys, width, yerr=es, capsize=3, color=f"C{t}",
-                                  label=track)
+                        each.append(g["autonomy_each"])
+                if key == "autonomy_pct":  # bars: the mean; black dots: each seed
+                    bars = ax.bar(xs, ys, width, color=f"C{t}", label=track)
                     ax.bar_label(bars, fmt="%.0f", fontsize=7, label_type="center")
+                    for x, seeds in zip(xs, each):
+                        ax.plot([x] * len(seeds), seeds, "k.", ms=5)
                 else:  # a ratio near 1: points, not bars from 0
                     ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=3, color=f"C{t}")
             for f, family in enumerate(families):  # say why a family has no mark
@@ -176,7 +184,8 @@ def plot(groups: list[dict[str, Any]], path: Path) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
     fig.legend(list(legend.values()), list(legend), loc="upper center",
-               title="unseen track (bars and points: mean; error bars: std over seeds)",
+               title="unseen track (bars and points: mean over seeds; black dots: each "
+                     "seed's autonomy; error bars: std over seeds)",
                ncol=len(tracks), fontsize=8, title_fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(path, dpi=110)

@@ -58,6 +58,8 @@ def test_aggregate_counts_seeds_failures_and_laps() -> None:
         "linear", 3, 3, 2)
     assert linear["autonomy_pct"][0] == pytest.approx(90.0)
     assert linear["lap_ratio"][0] == pytest.approx(1.03)
+    assert linear["autonomy_each"] == [100.0, 90.0, 80.0]
+    assert linear["drove"] == 1  # only seed 0 reached 99.5 % autonomy
     assert rnn["ok"] == 0 and rnn["autonomy_pct"] is None
     assert rnn["errors"] == ["train: invalid choice | x"]
 
@@ -68,6 +70,7 @@ def test_table_shows_mean_std_partial_laps_and_failures() -> None:
     assert len(lines) == 4 and lines[1].count("|") == lines[2].count("|") == lines[3].count("|")
     assert "90.0 ± 10.0" in lines[2] and "1.030 ± 0.014 (2 seeds)" in lines[2]
     assert "400.0 k" in lines[2] and "2.5" in lines[2]  # train minutes
+    assert "| 3/3 | 1/3 | 90.0" in lines[2]  # seeds ok, then how many drove
     assert "0/1" in lines[3] and "failed: train: invalid choice / x" in lines[3]
     one = format_table(aggregate(_rows()[:1])).splitlines()[2]
     assert "100.0" in one and "±" not in one  # one seed: no spread to show
