@@ -52,8 +52,10 @@ def test_an_rnn_trains_with_a_burn_in_and_the_manifest_says_so(sim_tub_pristine,
 @pytest.mark.parametrize("model_type, seq_len, burn_in, message", [
     ("rnn", 6, 6, "leaves no step of a 6-frame sequence"),
     ("3d", 5, 2, "--burn-in applies to rnn models only"),
+    ("linear", 5, None, "--seq-len applies to 3d and rnn models; a linear model sees one"),
 ])
-def test_a_burn_in_that_cannot_work_is_refused(model_type: str, seq_len: int, burn_in: int,
+def test_a_sequence_setting_that_cannot_work_is_refused(model_type: str, seq_len: int,
+                                               burn_in: int | None,
                                                message: str, sim_tub_pristine,
                                                tmp_path) -> None:
     with pytest.raises(DataError, match=message):

@@ -287,7 +287,8 @@ def _retrain(module: ModuleType, plan: Plan, init: Path, out: Path, progress: bo
     cfg = module.TrainConfig(
         tubs=plan.tubs, model_type=plan.manifest.model_type, out=out, epochs=plan.args.epochs,
         batch_size=int(training.get("batch_size", 32)), lr=plan.args.lr,
-        seq_len=int(training.get("sequence_length", 5)), burn_in=training.get("burn_in"),
+        seq_len=int(training["sequence_length"]) if training.get("sequence_length") else None,
+        burn_in=training.get("burn_in"),
         augmentations=tuple(training.get("augmentations", ())), seed=plan.args.seed,
         crop_top=plan.manifest.preprocess.crop_top, init_from=init,
         progress=progress and sys.stderr.isatty())  # fastai's bars need a terminal

@@ -54,7 +54,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     aug.add_argument("--no-aug", action="store_true", help="no augmentation")
     aug.add_argument("--aug", metavar="LIST",
                      help="comma-separated augmentations (default: all of brightness, contrast, "
-                          "colour, blur, noise, shadow, flip, shift)")
+                          "colour, blur, noise, shadow, flip, shift; shift's steering "
+                          "correction, tuned on centre-line driving, held back learning on "
+                          "racing-line data: leave it out there, see BENCHMARKS.md)")
     train.add_argument("--val-fraction", type=bounded(float, 0.01, 0.9), default=0.2,
                        help="share of the records held out for validation, whole sessions "
                             "where there are several (default 0.2)")
