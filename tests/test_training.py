@@ -27,7 +27,9 @@ FAMILIES = ["linear", "categorical", "resnet18", "resnet34", "3d", "rnn"]
 
 
 def quick(tubs: list[Path], model_type: str, out: Path, **kw) -> TrainConfig:
-    settings = {"epochs": 1, "batch_size": 16, "seq_len": 3, "limit": 240, "progress": False,
+    temporal = model_type in ("3d", "rnn")  # a one-frame family refuses a sequence length
+    settings = {"epochs": 1, "batch_size": 16, "seq_len": 3 if temporal else None, "limit": 240,
+                "progress": False,
                 "augmentations": ("flip", "shift", "brightness"), "cache_dir": out.parent /
                 "cache", **kw}
     return TrainConfig(tubs=tubs, model_type=model_type, out=out, **settings)
