@@ -18,7 +18,7 @@ from car.tub import Tub
 from deploy.manifest import load_manifest
 from training.cache import load_frames
 from training.checkpoint import load_checkpoint
-from training.models import build_model
+from training.models import TEMPORAL, build_model
 from training.records import DataError, load_records
 from training.torch_data import FramesDataset
 from training.train import TrainConfig, train
@@ -27,7 +27,7 @@ FAMILIES = ["linear", "categorical", "resnet18", "resnet34", "3d", "rnn"]
 
 
 def quick(tubs: list[Path], model_type: str, out: Path, **kw) -> TrainConfig:
-    temporal = model_type in ("3d", "rnn")  # a one-frame family refuses a sequence length
+    temporal = model_type in TEMPORAL  # a one-frame family refuses a sequence length
     settings = {"epochs": 1, "batch_size": 16, "seq_len": 3 if temporal else None, "limit": 240,
                 "progress": False,
                 "augmentations": ("flip", "shift", "brightness"), "cache_dir": out.parent /
@@ -191,7 +191,7 @@ def test_a_checkpoint_without_check_frames_reads_them_from_its_tubs(
 def test_rebuilt_models_take_their_documented_shapes() -> None:
     for model_type in FAMILIES:
         model = build_model(model_type, (3, 80, 160)).eval()
-        x = torch.zeros(2, 3, 3, 80, 160) if model_type in ("3d", "rnn") else torch.zeros(
+        x = torch.zeros(2, 3, 3, 80, 160) if model_type in TEMPORAL else torch.zeros(
             2, 3, 80, 160)
         shape = tuple(model(x).shape)  # categorical: the logits of its 15 + 20 bins
         assert shape == {"rnn": (2, 3, 2), "categorical": (2, 35)}.get(model_type, (2, 2))

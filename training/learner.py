@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from training.models import TEMPORAL
 from training.objectives import Metric, Objective, objective
 
 BEST = "best.pth"  # fastai's copy of the best epoch's weights, deleted after the export
@@ -99,7 +100,7 @@ def make_learner(loaders: tuple, model: nn.Module, model_type: str, out: Path, p
                                                reset_on_fit=False)], **extra)
     if cuda:
         learn = learn.to_fp16()  # mixed precision on the GPU
-        if model_type not in ("3d", "rnn"):  # 2-D convolutions run faster in NHWC there
+        if model_type not in TEMPORAL:  # 2-D convolutions run faster in NHWC there
             model.to(memory_format=torch.channels_last)
             learn.add_cb(ChannelsLast())
     return learn

@@ -114,8 +114,8 @@ def _train(cfg: TrainConfig, world: ddp.World) -> TrainResult:
                         "step with their hidden state")
     temporal = cfg.model_type in TEMPORAL
     if not temporal and cfg.seq_len not in (None, 1):
-        raise DataError(f"--seq-len applies to 3d and rnn models; a {cfg.model_type} model "
-                        "sees one frame, so leave --seq-len out")
+        raise DataError(f"--seq-len applies to {' and '.join(TEMPORAL)} models; a "
+                        f"{cfg.model_type} model sees one frame, so leave --seq-len out")
     seq_len = (cfg.seq_len or DEFAULT_SEQ_LEN[cfg.model_type]) if temporal else 1
     burn_in = _burn_in(cfg, seq_len)
     torch.manual_seed(cfg.seed)
