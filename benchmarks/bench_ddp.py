@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,10 +78,9 @@ def steps_s(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: to
     return statistics.median(times)
 
 
-def worker(rank: int, world: int, args: argparse.Namespace, port: int,
+def worker(rank: int, world: int, args: argparse.Namespace, rendezvous: str,
            results: dict[int, dict[str, float]]) -> None:
     cuda = args.device == "cuda"
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     device = torch.device("cuda", rank) if cuda else torch.device("cpu")
     if cuda:
@@ -91,7 +90,9 @@ def worker(rank: int, world: int, args: argparse.Namespace, port: int,
     x, y = batch_for(args.family, args.batch // world, device)
     distributed = world > 1
     if distributed:
-        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
+        # a file rendezvous: no TCP port to pick, so none another process can take meanwhile
+        dist.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{rendezvous}",
+                                rank=rank, world_size=world)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[rank] if cuda else None)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     steps_s(model, opt, x, y, args.warmup, device)
@@ -122,12 +123,6 @@ def worker(rank: int, world: int, args: argparse.Namespace, port: int,
     os._exit(0)  # no interpreter teardown: gloo's threads can abort it under load
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--family", default="linear")
@@ -145,7 +140,9 @@ def main() -> None:
     manager = mp.Manager()
     results = manager.dict()
     for world in procs:
-        mp.spawn(worker, args=(world, args, free_port(), results), nprocs=world, join=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            mp.spawn(worker, args=(world, args, str(Path(tmp) / "rendezvous"), results),
+                     nprocs=world, join=True)
     where = (torch.cuda.get_device_name(0) if args.device == "cuda"
              else f"{os.cpu_count()} CPU cores")
     print(f"{args.family}: {params / 1e6:.2f} M parameters ({params * 4 / 1e6:.1f} MB of "

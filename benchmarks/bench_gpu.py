@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import time
@@ -251,23 +250,18 @@ def one_line(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- DDP
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, family: str, device_type: str, batch: int,
-                warmup: int, steps: int, amp_dtype: str, out: str) -> None:
+def _ddp_worker(rank: int, world: int, rendezvous: str, family: str, device_type: str,
+                batch: int, warmup: int, steps: int, amp_dtype: str, out: str) -> None:
     import torch
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     cuda = device_type == "cuda"
     torch.backends.cudnn.benchmark = True  # as in the single-GPU runs
     if cuda:
         torch.cuda.set_device(rank)
-    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
+    # a file rendezvous: no TCP port to pick, so none another process can take meanwhile
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{rendezvous}",
+                            rank=rank, world_size=world)
     try:
         device = torch.device(f"cuda:{rank}" if cuda else "cpu")
         if not cuda:
@@ -302,8 +296,9 @@ def ddp_throughput(family: str, world: int, device_type: str, batch: int, warmup
 
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "ddp.json")
-        mp.spawn(_ddp_worker, args=(world, free_port(), family, device_type, batch, warmup,
-                                    steps, amp_dtype, out), nprocs=world, join=True)
+        mp.spawn(_ddp_worker, args=(world, str(Path(tmp) / "rendezvous"), family, device_type,
+                                    batch, warmup, steps, amp_dtype, out),
+                 nprocs=world, join=True)
         return float(json.loads(Path(out).read_text())["samples_s"])
 
 
