@@ -5,7 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
 cd "$ROOT"
 OUT=demo_out
 rm -rf "$OUT/real_tub" "$OUT/crash_tub" "$OUT/sim_tub" "$OUT/sim_train" "$OUT/pilot" \
-    "$OUT/drive_tub" "$OUT/race_train" "$OUT/race_pilot" "$OUT/race_dagger"
+    "$OUT/drive_tub" "$OUT/race_train" "$OUT/race_pilot" "$OUT/race_dagger" "$OUT/cat_pilot"
 mkdir -p "$OUT/real_tub"
 # The demo's own car.toml: it only keeps the models database (`car models`) in demo_out.
 printf '[paths]\nmodels_dir = "%s/models"\n' "$OUT" > "$OUT/car.toml"
@@ -129,5 +129,18 @@ step car sim dagger --model "$OUT/race_pilot" --track oval technical --rounds 1 
     --epochs 3 --eval-track diyrobocars --eval-laps 1 --latency-ms 1 --pace race \
     --out "$OUT/race_dagger" --quiet
 
+echo
+echo "== 13. The categorical pilot (docs/training.md): the same cruise data, steering in 15"
+echo "   bins and throttle in 20, cross-entropy; the manifest declares the bins, the tub plot"
+echo "   draws the probabilities under each trace, and the closed-loop score on the unseen track"
+step car train --tub "$OUT/sim_train" --type categorical --out "$OUT/cat_pilot" --epochs 12 \
+    --quiet
+step python -c "from deploy.manifest import load_manifest as load
+m = load('$OUT/cat_pilot/pilot.onnx')
+for name, bins, probs in zip(m.output_names, m.bins, m.probabilities):
+    print(f'{name}: {bins} bins, probabilities in the {probs} output')"
+step car tub plot "$OUT/sim_tub" --model "$OUT/cat_pilot/pilot.onnx" --out "$OUT/pred_categorical.png"
+step car sim eval --model "$OUT/cat_pilot/pilot.onnx" --track diyrobocars --laps 2 --vs-expert
+
 echo "Demo done. Look at $OUT/map.png, $OUT/view.png, $OUT/pilot/loss.png, $OUT/pred.png,"
-echo "$OUT/race_map.png, $OUT/sim_movie.mp4, $OUT/hist.png and $OUT/movie.mp4."
+echo "$OUT/pred_categorical.png, $OUT/race_map.png, $OUT/sim_movie.mp4, $OUT/hist.png and $OUT/movie.mp4."
